@@ -1,0 +1,98 @@
+//! Events a breaker publishes to its listeners: transitions with their reasons, rejections.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use super::State;
+
+/// Why a breaker changed state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The consecutive-failures rule tripped.
+    ConsecutiveFailures,
+    /// The failure-rate rule tripped.
+    FailureRate,
+    /// The slow-call rule tripped (or a half-open probe was slow).
+    SlowCalls,
+    /// The upstream asked for a pause ([`Outcome::Trip`](crate::Outcome::Trip), e.g. a
+    /// `Retry-After` header).
+    ServerWait,
+    /// The open period ended; the breaker lets probes through.
+    OpenElapsed,
+    /// Enough half-open probes succeeded; the breaker closed.
+    ProbesSucceeded,
+    /// A half-open probe failed.
+    ProbeFailed,
+    /// Half-open saw no decision for `half_open_max_wait` while probes were in flight.
+    ProbeTimedOut,
+    /// [`force_open`](super::CircuitBreaker::force_open) was called.
+    Forced,
+    /// [`disable`](super::CircuitBreaker::disable) was called.
+    Disabled,
+    /// [`reset`](super::CircuitBreaker::reset) was called.
+    Reset,
+}
+
+impl Reason {
+    /// A lowercase, stable name, fit for a metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::ConsecutiveFailures => "consecutive_failures",
+            Reason::FailureRate => "failure_rate",
+            Reason::SlowCalls => "slow_calls",
+            Reason::ServerWait => "server_wait",
+            Reason::OpenElapsed => "open_elapsed",
+            Reason::ProbesSucceeded => "probes_succeeded",
+            Reason::ProbeFailed => "probe_failed",
+            Reason::ProbeTimedOut => "probe_timed_out",
+            Reason::Forced => "forced",
+            Reason::Disabled => "disabled",
+            Reason::Reset => "reset",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happened to a breaker, as its listeners see it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The breaker changed state. Only real changes are published.
+    Transition {
+        /// The breaker's name.
+        name: Arc<str>,
+        /// The state before.
+        from: State,
+        /// The state after.
+        to: State,
+        /// Why.
+        reason: Reason,
+        /// When `to` is `Open`: how long it stays open.
+        open_for: Option<Duration>,
+    },
+    /// A call was refused.
+    Rejected {
+        /// The breaker's name.
+        name: Arc<str>,
+        /// The state that refused it.
+        state: State,
+    },
+}
+
+impl Event {
+    /// The name of the breaker the event comes from.
+    pub fn name(&self) -> &str {
+        match self {
+            Event::Transition { name, .. } | Event::Rejected { name, .. } => name,
+        }
+    }
+}
+
+/// A listener registered with
+/// [`Builder::on_event`](super::Builder::on_event).
+pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;

@@ -1,0 +1,661 @@
+//! The breaker core: state machine, windows, trip rules, permits, backoff, events, snapshot.
+//!
+//! Independent of tower: the [service](crate::service), the [fallback](crate::fallback) and
+//! the HTTP adapters are all built on this one acquire → run → record API.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_breaker::{CircuitBreaker, Outcome, State};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let breaker = CircuitBreaker::builder("openai")
+//!     .consecutive_failures(3)
+//!     .open_duration(Duration::from_secs(30))
+//!     .build()?;
+//!
+//! for _ in 0..3 {
+//!     let permit = breaker.try_acquire()?; // a call goes out ...
+//!     permit.record(Outcome::Failure); // ... and fails
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//! let refused = breaker.try_acquire().unwrap_err();
+//! assert_eq!(refused.retry_after(), Some(Duration::from_secs(30)));
+//!
+//! tokio::time::advance(Duration::from_secs(30)).await;
+//! let probe = breaker.try_acquire()?; // the open period ended: one probe goes through
+//! assert_eq!(breaker.state(), State::HalfOpen);
+//! probe.record(Outcome::Success);
+//! assert_eq!(breaker.state(), State::Closed);
+//! # Ok(()) }
+//! ```
+//!
+//! # Concurrency
+//!
+//! The state lives in one packed word (`generation << 3 | state`) that every call reads
+//! without a lock. While closed, a call takes no lock and, unless a slow-call rule or a time
+//! window needs the time, reads no clock: the consecutive rule is one atomic word tagged with
+//! the generation, the count window is lock-free (see `window.rs`). Transitions, half-open
+//! admission and the time window take a short `std` mutex; listeners run after it is released.
+//! Every transition bumps the generation, and every permit carries the generation it was
+//! issued in, so an outcome from before the last change never causes a transition.
+
+mod backoff;
+mod builder;
+mod error;
+mod event;
+mod permit;
+mod snapshot;
+mod state;
+pub(crate) mod sync;
+mod window;
+
+use std::{fmt, task::Waker, time::Duration};
+
+use tokio::time::Instant;
+
+pub use backoff::Backoff;
+pub use builder::Builder;
+pub use error::{BoxError, CircuitOpen, ConfigError, is_circuit_open};
+pub use event::{Event, Reason};
+pub use permit::Permit;
+pub use snapshot::Snapshot;
+pub use state::State;
+
+use crate::classify::Outcome;
+pub(crate) use builder::Config;
+use builder::Window;
+use event::Listener;
+use state::{pack, unpack};
+use sync::{Arc, AtomicU64, CachePadded, Mutex, Ordering};
+use window::{CountWindow, Counts, TimeWindow};
+
+/// A circuit breaker: a cheap `Clone` handle over shared state.
+///
+/// Build one with [`CircuitBreaker::builder`]; ask it for a [`Permit`] before each call and
+/// record the call's [`Outcome`] on the permit.
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What every call reads: the state word and the open deadline.
+#[derive(Debug)]
+struct Hot {
+    word: AtomicU64,
+    /// Nanoseconds since `epoch` at which an open breaker lets a probe through.
+    open_until: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    hot: CachePadded<Hot>,
+    /// `generation(low 32 bits) << 32 | consecutive failures`, when that rule is set.
+    consecutive: CachePadded<AtomicU64>,
+    count_window: Option<CountWindow>,
+    locked: Mutex<Locked>,
+    epoch: Instant,
+    config: Config,
+    listeners: Box<[Listener]>,
+    name: Arc<str>,
+}
+
+/// What changes only under the lock.
+#[derive(Debug)]
+struct Locked {
+    generation: u64,
+    state: State,
+    opened_for: Duration,
+    /// How many times the breaker opened since it last closed (the backoff's attempt).
+    opened: u32,
+    probes_in_flight: u32,
+    probe_successes: u32,
+    /// When half-open started or last saw a decision.
+    last_decision: Instant,
+    time_window: Option<TimeWindow>,
+    waiters: Vec<Waker>,
+}
+
+/// Events gathered under the lock, published after it is released.
+type Pending = Option<(State, State, Reason, Option<Duration>)>;
+
+const FIRST_GENERATION: u64 = 1;
+
+impl CircuitBreaker {
+    /// Starts a builder. `name` shows in errors, events and metrics.
+    pub fn builder(name: impl Into<std::sync::Arc<str>>) -> Builder {
+        Builder::new(name.into())
+    }
+
+    pub(crate) fn from_config(name: std::sync::Arc<str>, config: Config, listeners: Vec<Listener>) -> Self {
+        let epoch = Instant::now();
+        let generation = FIRST_GENERATION;
+        let count_window = match config.window {
+            Window::Count(n) => Some(CountWindow::new(n, generation)),
+            _ => None,
+        };
+        let time_window = match config.window {
+            Window::Time(d) => Some(TimeWindow::new(d.as_nanos().min(u64::MAX as u128) as u64)),
+            _ => None,
+        };
+        let shared = Shared {
+            hot: CachePadded(Hot {
+                word: AtomicU64::new(pack(generation, State::Closed)),
+                open_until: AtomicU64::new(0),
+            }),
+            consecutive: CachePadded(AtomicU64::new(consecutive_word(generation, 0))),
+            count_window,
+            locked: Mutex::new(Locked {
+                generation,
+                state: State::Closed,
+                opened_for: Duration::ZERO,
+                opened: 0,
+                probes_in_flight: 0,
+                probe_successes: 0,
+                last_decision: epoch,
+                time_window,
+                waiters: Vec::new(),
+            }),
+            epoch,
+            config,
+            listeners: listeners.into_boxed_slice(),
+            name,
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The current state. Transitions out of `Open` happen lazily, on the first
+    /// [`try_acquire`](Self::try_acquire) after the open period, so an open breaker whose
+    /// period ended still reads `Open` until a call arrives
+    /// ([`Snapshot::retry_after`] is then zero).
+    pub fn state(&self) -> State {
+        unpack(self.shared.hot.word.load(Ordering::Acquire)).1
+    }
+
+    /// Asks to make a call. `Ok(permit)`: make it and record its outcome on the permit.
+    /// `Err(CircuitOpen)`: don't; the circuit is open.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
+        let shared = &*self.shared;
+        let (generation, state) = unpack(shared.hot.word.load(Ordering::Acquire));
+        match state {
+            State::Closed => Ok(Permit::closed(self.clone(), generation, self.call_start())),
+            State::Disabled => Ok(Permit::passthrough()),
+            State::Open => {
+                let now = Instant::now();
+                let until = shared.hot.open_until.load(Ordering::Acquire);
+                let at = shared.nanos(now);
+                if at < until {
+                    return Err(self.reject(generation, state, Some(Duration::from_nanos(until - at))));
+                }
+                self.acquire_slow(now)
+            }
+            State::HalfOpen | State::ForcedOpen => self.acquire_slow(Instant::now()),
+        }
+    }
+
+    #[inline]
+    fn call_start(&self) -> Option<Instant> {
+        if self.shared.config.times_calls() {
+            Some(Instant::now())
+        } else {
+            None
+        }
+    }
+
+    #[cold]
+    fn acquire_slow(&self, now: Instant) -> Result<Permit, CircuitOpen> {
+        let shared = &*self.shared;
+        let mut pending: Pending = None;
+        let result = {
+            let mut l = shared.locked.lock();
+            if l.state == State::Open && now >= l.open_until(shared) {
+                shared.transition(&mut l, State::HalfOpen, Reason::OpenElapsed, now, &mut pending);
+            }
+            if l.state == State::HalfOpen
+                && l.probes_in_flight > 0
+                && now >= l.last_decision + shared.config.half_open_max_wait
+            {
+                shared.transition(&mut l, State::Open, Reason::ProbeTimedOut, now, &mut pending);
+            }
+            match l.state {
+                State::Closed => Ok(Permit::closed(self.clone(), l.generation, self.call_start())),
+                State::Disabled => Ok(Permit::passthrough()),
+                State::HalfOpen if l.probes_in_flight < shared.config.half_open_permits => {
+                    l.probes_in_flight += 1;
+                    let start = if shared.config.times_calls() {
+                        Some(now)
+                    } else {
+                        None
+                    };
+                    Ok(Permit::probe(self.clone(), l.generation, start))
+                }
+                state => {
+                    let retry =
+                        (state == State::Open).then(|| l.open_until(shared).saturating_duration_since(now));
+                    Err((l.generation, state, retry))
+                }
+            }
+        };
+        shared.publish(pending);
+        result.map_err(|(generation, state, retry)| self.reject(generation, state, retry))
+    }
+
+    #[cold]
+    fn reject(&self, generation: u64, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+        let shared = &*self.shared;
+        tracing::debug!(breaker = %shared.name, state = %state, "circuit breaker rejected a call");
+        if !shared.listeners.is_empty() {
+            shared.emit(&Event::Rejected {
+                name: shared.name.clone(),
+                state,
+            });
+        }
+        CircuitOpen {
+            name: shared.name.clone(),
+            state,
+            retry_after,
+            generation,
+        }
+    }
+
+    /// Counts, rates, state and the time until half-open, read now.
+    pub fn snapshot(&self) -> Snapshot {
+        let shared = &*self.shared;
+        let now = Instant::now();
+        let mut l = shared.locked.lock();
+        let counts = match (&shared.count_window, l.time_window.as_mut()) {
+            (Some(w), _) => Some(w.counts()),
+            (None, Some(w)) => Some(w.counts(shared.nanos(now))),
+            (None, None) => None,
+        };
+        let consecutive = shared.consecutive.load(Ordering::Acquire);
+        let rate = |n: u32, c: &Counts| (c.calls > 0).then(|| f64::from(n) / f64::from(c.calls));
+        Snapshot {
+            name: shared.name.to_string(),
+            state: l.state,
+            consecutive_failures: if consecutive >> 32 == l.generation & 0xffff_ffff {
+                consecutive as u32
+            } else {
+                0
+            },
+            calls: counts.map_or(0, |c| c.calls),
+            failures: counts.map_or(0, |c| c.failures),
+            slow_calls: counts.map_or(0, |c| c.slow),
+            failure_rate: counts.and_then(|c| rate(c.failures, &c)),
+            slow_call_rate: counts.and_then(|c| rate(c.slow, &c)),
+            probes_in_flight: if l.state == State::HalfOpen {
+                l.probes_in_flight
+            } else {
+                0
+            },
+            retry_after: (l.state == State::Open)
+                .then(|| l.open_until(shared).saturating_duration_since(now)),
+            open_for: (l.state == State::Open).then_some(l.opened_for),
+        }
+    }
+
+    /// Opens the breaker until [`reset`](Self::reset), whatever the calls do.
+    pub fn force_open(&self) {
+        self.manual(State::ForcedOpen, Reason::Forced);
+    }
+
+    /// Switches the breaker off until [`reset`](Self::reset): everything is admitted, nothing
+    /// is recorded.
+    pub fn disable(&self) {
+        self.manual(State::Disabled, Reason::Disabled);
+    }
+
+    /// Closes the breaker and clears its statistics and backoff, whatever its state.
+    pub fn reset(&self) {
+        self.manual(State::Closed, Reason::Reset);
+    }
+
+    fn manual(&self, to: State, reason: Reason) {
+        let shared = &*self.shared;
+        let mut pending = None;
+        {
+            let mut l = shared.locked.lock();
+            if l.state != to {
+                shared.transition(&mut l, to, reason, Instant::now(), &mut pending);
+            } else if to == State::Closed {
+                shared.clear_statistics(&mut l);
+            }
+        }
+        shared.publish(pending);
+    }
+
+    /// For a waiting service: registers `waker` to be woken when the breaker may admit again
+    /// (a transition or a released probe). Returns `false`, registering nothing, when the
+    /// breaker may admit already, so the caller must try again at once.
+    pub(crate) fn wait_for_change(&self, refused: &CircuitOpen, waker: &Waker) -> bool {
+        let shared = &*self.shared;
+        let mut l = shared.locked.lock();
+        let may_admit = l.generation != refused.generation
+            || (l.state == State::HalfOpen && l.probes_in_flight < shared.config.half_open_permits)
+            || (l.state == State::Open && Instant::now() >= l.open_until(shared));
+        if may_admit {
+            return false;
+        }
+        if !l.waiters.iter().any(|w| w.will_wake(waker)) {
+            l.waiters.push(waker.clone());
+        }
+        true
+    }
+
+    /// When the breaker will next change by itself: the end of the open period, or of the
+    /// half-open wait for a decision.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let shared = &*self.shared;
+        let l = shared.locked.lock();
+        match l.state {
+            State::Open => Some(l.open_until(shared)),
+            State::HalfOpen if l.probes_in_flight > 0 => {
+                Some(l.last_decision + shared.config.half_open_max_wait)
+            }
+            _ => None,
+        }
+    }
+}
+
+const fn consecutive_word(generation: u64, count: u32) -> u64 {
+    ((generation & 0xffff_ffff) << 32) | count as u64
+}
+
+impl Locked {
+    fn open_until(&self, shared: &Shared) -> Instant {
+        shared.epoch + Duration::from_nanos(shared.hot.open_until.load(Ordering::Acquire))
+    }
+}
+
+impl Shared {
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(u64::MAX as u128) as u64
+    }
+
+    /// Moves to `to` under the lock: new generation, fresh per-state bookkeeping, waiters woken.
+    fn transition(&self, l: &mut Locked, to: State, reason: Reason, now: Instant, pending: &mut Pending) {
+        let from = l.state;
+        l.generation += 1;
+        l.state = to;
+        let mut open_for = None;
+        match to {
+            State::Open => {
+                let d = if reason == Reason::ServerWait {
+                    l.opened_for // set by the caller
+                } else {
+                    let d = self.config.backoff.next(l.opened);
+                    l.opened = l.opened.saturating_add(1);
+                    d
+                };
+                l.opened_for = d;
+                self.hot.open_until.store(
+                    self.nanos(now).saturating_add(d.as_nanos() as u64),
+                    Ordering::Release,
+                );
+                open_for = Some(d);
+            }
+            State::HalfOpen => {
+                l.probes_in_flight = 0;
+                l.probe_successes = 0;
+                l.last_decision = now;
+            }
+            State::Closed => {
+                l.opened = 0;
+                self.clear_statistics(l);
+            }
+            State::ForcedOpen | State::Disabled => {}
+        }
+        self.hot.word.store(pack(l.generation, to), Ordering::Release);
+        for w in l.waiters.drain(..) {
+            w.wake();
+        }
+        // Only the latest transition of one locked section is published; sections make at
+        // most two (open → half-open → open on a timed-out probe), and both are traced.
+        if let Some((f, t, r, d)) = pending.take() {
+            self.announce(f, t, r, d);
+        }
+        *pending = Some((from, to, reason, open_for));
+    }
+
+    fn clear_statistics(&self, l: &mut Locked) {
+        self.consecutive
+            .store(consecutive_word(l.generation, 0), Ordering::Release);
+        if let Some(w) = &self.count_window {
+            w.reset(l.generation);
+        }
+        if let Some(w) = l.time_window.as_mut() {
+            w.reset();
+        }
+    }
+
+    fn publish(&self, pending: Pending) {
+        if let Some((from, to, reason, open_for)) = pending {
+            self.announce(from, to, reason, open_for);
+        }
+    }
+
+    fn announce(&self, from: State, to: State, reason: Reason, open_for: Option<Duration>) {
+        let name = &*self.name;
+        match to {
+            State::Open | State::ForcedOpen => tracing::warn!(
+                breaker = name, from = %from, reason = %reason, open_for = ?open_for,
+                "circuit breaker opened"
+            ),
+            State::Closed => {
+                tracing::info!(breaker = name, from = %from, reason = %reason, "circuit breaker closed")
+            }
+            _ => {
+                tracing::info!(breaker = name, from = %from, to = %to, reason = %reason, "circuit breaker changed state")
+            }
+        }
+        if !self.listeners.is_empty() {
+            self.emit(&Event::Transition {
+                name: self.name.clone(),
+                from,
+                to,
+                reason,
+                open_for,
+            });
+        }
+    }
+
+    fn emit(&self, event: &Event) {
+        for listener in &*self.listeners {
+            listener(event);
+        }
+    }
+
+    /// Records the outcome of a call admitted while closed in `generation`.
+    fn record_closed(&self, generation: u64, outcome: Outcome, elapsed: Option<Duration>) {
+        let failure = match outcome {
+            Outcome::Success => false,
+            Outcome::Failure => true,
+            Outcome::Ignore => return,
+            Outcome::Trip(wait) => return self.trip(wait),
+        };
+        if unpack(self.hot.word.load(Ordering::Acquire)).0 != generation {
+            return; // admitted before the last change
+        }
+        let slow = self.is_slow(elapsed);
+        let mut reason = None;
+        if let Some(n) = self.config.consecutive {
+            reason = self.count_consecutive(generation, failure, n);
+        }
+        if let Some(w) = &self.count_window {
+            if let Some(counts) = w.record(generation, failure, slow) {
+                reason = reason.or_else(|| self.rate_rule(&counts));
+            }
+        } else if matches!(self.config.window, Window::Time(_)) {
+            let now = Instant::now();
+            let mut pending = None;
+            {
+                let mut l = self.locked.lock();
+                if l.generation == generation {
+                    let at = self.nanos(now);
+                    let counts = l.time_window.as_mut().map(|w| w.record(at, failure, slow));
+                    reason = reason.or_else(|| counts.and_then(|c| self.rate_rule(&c)));
+                    if let Some(reason) = reason.take() {
+                        self.transition(&mut l, State::Open, reason, now, &mut pending);
+                    }
+                }
+            }
+            self.publish(pending);
+        }
+        if let Some(reason) = reason {
+            self.trip_closed(generation, reason);
+        }
+    }
+
+    #[inline]
+    fn is_slow(&self, elapsed: Option<Duration>) -> bool {
+        matches!((self.config.slow, elapsed), (Some((threshold, _)), Some(e)) if e > threshold)
+    }
+
+    #[inline]
+    fn count_consecutive(&self, generation: u64, failure: bool, n: u32) -> Option<Reason> {
+        let tag = generation & 0xffff_ffff;
+        let mut cur = self.consecutive.load(Ordering::Acquire);
+        loop {
+            if cur >> 32 != tag || (!failure && cur as u32 == 0) {
+                return None;
+            }
+            let count = if failure {
+                (cur as u32).saturating_add(1)
+            } else {
+                0
+            };
+            match self.consecutive.compare_exchange_weak(
+                cur,
+                consecutive_word(generation, count),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return (failure && count >= n).then_some(Reason::ConsecutiveFailures),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn rate_rule(&self, c: &Counts) -> Option<Reason> {
+        if c.calls < self.config.min_calls {
+            return None;
+        }
+        let calls = f64::from(c.calls);
+        if self
+            .config
+            .failure_rate
+            .is_some_and(|r| f64::from(c.failures) >= r * calls)
+        {
+            return Some(Reason::FailureRate);
+        }
+        if self
+            .config
+            .slow
+            .is_some_and(|(_, r)| f64::from(c.slow) >= r * calls)
+        {
+            return Some(Reason::SlowCalls);
+        }
+        None
+    }
+
+    #[cold]
+    fn trip_closed(&self, generation: u64, reason: Reason) {
+        let mut pending = None;
+        {
+            let mut l = self.locked.lock();
+            if l.generation == generation && l.state == State::Closed {
+                self.transition(&mut l, State::Open, reason, Instant::now(), &mut pending);
+            }
+        }
+        self.publish(pending);
+    }
+
+    /// A server asked for a pause: open now, until the later of the current deadline and
+    /// `now + min(wait, max_open_duration)`, whatever the generation.
+    #[cold]
+    fn trip(&self, wait: Duration) {
+        let now = Instant::now();
+        let wait = wait.min(self.config.max_open);
+        let mut pending = None;
+        {
+            let mut l = self.locked.lock();
+            match l.state {
+                State::ForcedOpen | State::Disabled => {}
+                State::Open => {
+                    let until = self.nanos(now).saturating_add(wait.as_nanos() as u64);
+                    if until > self.hot.open_until.load(Ordering::Acquire) {
+                        self.hot.open_until.store(until, Ordering::Release);
+                        l.opened_for = wait;
+                    }
+                }
+                State::Closed | State::HalfOpen => {
+                    l.opened_for = wait;
+                    self.transition(&mut l, State::Open, Reason::ServerWait, now, &mut pending);
+                }
+            }
+        }
+        self.publish(pending);
+    }
+
+    /// Records a half-open probe's outcome (`None`: dropped unrecorded, released).
+    fn record_probe(&self, generation: u64, outcome: Option<Outcome>, elapsed: Option<Duration>) {
+        if let Some(Outcome::Trip(wait)) = outcome {
+            self.release_probe(generation, None);
+            return self.trip(wait);
+        }
+        let slow = self.is_slow(elapsed);
+        self.release_probe(generation, outcome.map(|o| (o, slow)));
+    }
+
+    fn release_probe(&self, generation: u64, outcome: Option<(Outcome, bool)>) {
+        let now = Instant::now();
+        let mut pending = None;
+        {
+            let mut l = self.locked.lock();
+            if l.generation != generation || l.state != State::HalfOpen {
+                return; // the probe's half-open period is over; its slot went with it
+            }
+            l.probes_in_flight -= 1;
+            match outcome {
+                Some((Outcome::Success, false)) => {
+                    l.probe_successes += 1;
+                    l.last_decision = now;
+                    if l.probe_successes >= self.config.half_open_successes {
+                        self.transition(&mut l, State::Closed, Reason::ProbesSucceeded, now, &mut pending);
+                    }
+                }
+                Some((Outcome::Success, true)) => {
+                    self.transition(&mut l, State::Open, Reason::SlowCalls, now, &mut pending)
+                }
+                Some((Outcome::Failure, _)) => {
+                    self.transition(&mut l, State::Open, Reason::ProbeFailed, now, &mut pending)
+                }
+                _ => {} // ignored or dropped: the permit goes back
+            }
+            if pending.is_none() {
+                for w in l.waiters.drain(..) {
+                    w.wake();
+                }
+            }
+        }
+        self.publish(pending);
+    }
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.shared.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}

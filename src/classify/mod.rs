@@ -1,0 +1,84 @@
+//! Deciding what a call's result means for the breaker: [`Outcome`] and [`Classify`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_breaker::{Classify, Outcome};
+//!
+//! // Any closure over `Result<&Res, &E>` is a classifier.
+//! let classify = |result: Result<&u16, &std::io::Error>| match result {
+//!     Ok(429) => Outcome::Trip(Duration::from_secs(5)),
+//!     Ok(s) if *s >= 500 => Outcome::Failure,
+//!     Ok(_) => Outcome::Success,
+//!     Err(_) => Outcome::Failure,
+//! };
+//! assert_eq!(classify.classify(Ok(&503)), Outcome::Failure);
+//! ```
+
+mod http;
+mod retry_after;
+
+use std::{fmt, time::Duration};
+
+pub use http::HttpClassifier;
+pub use retry_after::parse_retry_after;
+
+/// What a call's result means for the breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The upstream is healthy: resets the consecutive-failure run, closes half-open once
+    /// enough probes succeed.
+    Success,
+    /// The upstream is failing: counts toward the trip rules, reopens half-open.
+    Failure,
+    /// Says nothing about the upstream (a bad request, a cancelled call): not counted; a
+    /// half-open probe slot goes back.
+    Ignore,
+    /// The upstream asked for a pause (`Retry-After`): open at once from any state for this
+    /// long (clamped to `max_open_duration`; a longer wait already in force stays).
+    Trip(Duration),
+}
+
+/// Turns a call's result into an [`Outcome`].
+///
+/// Closures `Fn(Result<&Res, &E>) -> Outcome` implement it.
+pub trait Classify<Res, E> {
+    /// Classifies one result.
+    fn classify(&self, result: Result<&Res, &E>) -> Outcome;
+}
+
+impl<Res, E, F> Classify<Res, E> for F
+where
+    F: Fn(Result<&Res, &E>) -> Outcome,
+{
+    #[inline]
+    fn classify(&self, result: Result<&Res, &E>) -> Outcome {
+        self(result)
+    }
+}
+
+/// The default classifier: `Ok` is a success, `Err` a failure.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorIsFailure;
+
+impl ErrorIsFailure {
+    /// The classifier.
+    pub const fn new() -> Self {
+        Self
+    }
+}
+
+impl fmt::Debug for ErrorIsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ErrorIsFailure")
+    }
+}
+
+impl<Res, E> Classify<Res, E> for ErrorIsFailure {
+    #[inline]
+    fn classify(&self, result: Result<&Res, &E>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The circuit breaker as tower middleware: [`CircuitBreakerLayer`] and
+//! [`CircuitBreakerService`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceExt, service_fn};
+//! use tower_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Layer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_breaker::BoxError> {
+//! let breaker = CircuitBreaker::builder("flaky").consecutive_failures(2).build()?;
+//! let mut svc = CircuitBreakerLayer::new(breaker)
+//!     .layer(service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) }));
+//!
+//! for _ in 0..2 {
+//!     assert!(svc.ready().await?.call(()).await.is_err()); // real failures
+//! }
+//! // Open: readiness fails fast, the request is still in our hands.
+//! let err = svc.ready().await.unwrap_err();
+//! assert!(err.is::<CircuitOpen>());
+//! # Ok(()) }
+//! ```
+//!
+//! # Readiness modes
+//!
+//! | mode | `poll_ready` while open | `call` while open | use it when |
+//! |---|---|---|---|
+//! | [`FailFast`](Readiness::FailFast) (default) | `Ready(Err(CircuitOpen))`, inner not polled | never reached | direct callers, `tower::retry::Retry` above, this crate's `Fallback` |
+//! | [`RejectOnCall`](Readiness::RejectOnCall) | `Ready(Ok)`, inner not polled | a future resolved to `Err(CircuitOpen)` | a `Buffer` or another combinator that treats a `poll_ready` error as final sits above |
+//! | [`Wait`](Readiness::Wait) | `Pending`, woken at the half-open deadline or a manual change | — | under `tower::balance`, or under `LoadShed` |
+//!
+//! tower's contract says a `poll_ready` error is final for that service instance. This
+//! crate's `CircuitOpen` is **transient**: the same instance, and every clone, checks the
+//! breaker again on its next `poll_ready`. Combinators that honour the contract literally
+//! (`Buffer`'s worker, `balance`'s ready cache) drop a service whose readiness failed: put the
+//! breaker *above* a `Buffer` (`breaker(buffer(client))`) in `FailFast` mode, or use
+//! `RejectOnCall` (below a `Buffer`) or `Wait` (under `balance`).
+//!
+//! Rules in every mode: the breaker is checked before the inner service is polled; the
+//! admission (a rejection, or a permit) is kept across repeated `poll_ready` calls until `call`
+//! consumes it; a half-open probe permit is taken in `poll_ready`, moved into the response
+//! future and released if that future is dropped; clones share the breaker but not the
+//! admission; errors from the inner `poll_ready` propagate (and release the permit).
+
+mod error;
+mod future;
+mod layer;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tokio::time::Sleep;
+use tower_service::Service;
+
+pub use error::{BoxError, CircuitOpen, is_circuit_open};
+pub use future::ResponseFuture;
+pub use layer::CircuitBreakerLayer;
+
+use crate::{
+    breaker::{CircuitBreaker, Permit},
+    classify::{Classify, ErrorIsFailure},
+};
+
+/// How a breaker service answers `poll_ready` while its circuit is open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// `poll_ready` returns `Err(CircuitOpen)` at once; the inner service is not polled and the
+    /// request stays with the caller.
+    #[default]
+    FailFast,
+    /// `poll_ready` returns `Ok`; `call` returns a future that resolves to `Err(CircuitOpen)`
+    /// without touching the inner service.
+    RejectOnCall,
+    /// `poll_ready` returns `Pending` until the breaker may admit again (the end of the open
+    /// period, a released probe, or a manual change).
+    Wait,
+}
+
+/// What this service instance decided in `poll_ready`, kept until `call`.
+#[derive(Debug)]
+enum Admission {
+    None,
+    Admitted(Permit),
+    Rejected(CircuitOpen),
+}
+
+/// A service guarded by a circuit breaker. See the [module docs](self).
+#[derive(Debug)]
+pub struct CircuitBreakerService<S, C = ErrorIsFailure> {
+    inner: S,
+    breaker: CircuitBreaker,
+    classifier: C,
+    readiness: Readiness,
+    admission: Admission,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> CircuitBreakerService<S> {
+    /// Guards `inner` with `breaker`, classifying `Err` as failure, in `FailFast` mode.
+    pub const fn new(inner: S, breaker: CircuitBreaker) -> Self {
+        Self {
+            inner,
+            breaker,
+            classifier: ErrorIsFailure::new(),
+            readiness: Readiness::FailFast,
+            admission: Admission::None,
+            sleep: None,
+        }
+    }
+}
+
+impl<S, C> CircuitBreakerService<S, C> {
+    /// Classifies results with `classifier`.
+    pub fn classify<C2>(self, classifier: C2) -> CircuitBreakerService<S, C2> {
+        CircuitBreakerService {
+            inner: self.inner,
+            breaker: self.breaker,
+            classifier,
+            readiness: self.readiness,
+            admission: self.admission,
+            sleep: self.sleep,
+        }
+    }
+
+    /// Sets the readiness mode.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// The breaker guarding this service.
+    pub const fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The inner service.
+    pub const fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Wait mode: registers for a wake-up when the breaker may admit again. Returns
+    /// `Ready(())` when it may already (try again), `Pending` otherwise.
+    fn wait(&mut self, refused: &CircuitOpen, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.breaker.wait_for_change(refused, cx.waker()) {
+            return Poll::Ready(());
+        }
+        if let Some(deadline) = self.breaker.next_deadline() {
+            let sleep = match &mut self.sleep {
+                Some(sleep) => {
+                    sleep.as_mut().reset(deadline);
+                    sleep
+                }
+                slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            };
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
+    /// Shares the breaker; the clone makes its own admission decisions.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            classifier: self.classifier.clone(),
+            readiness: self.readiness,
+            admission: Admission::None,
+            sleep: None,
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreakerService<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        loop {
+            match &self.admission {
+                Admission::Admitted(_) => {
+                    return match self.inner.poll_ready(cx) {
+                        Poll::Ready(Err(e)) => {
+                            self.admission = Admission::None; // release the permit, neutral
+                            Poll::Ready(Err(e.into()))
+                        }
+                        other => other.map_err(Into::into),
+                    };
+                }
+                Admission::Rejected(_) => return Poll::Ready(Ok(())),
+                Admission::None => {}
+            }
+            match self.breaker.try_acquire() {
+                Ok(permit) => self.admission = Admission::Admitted(permit),
+                Err(refused) => match self.readiness {
+                    Readiness::FailFast => return Poll::Ready(Err(refused.into())),
+                    Readiness::RejectOnCall => {
+                        self.admission = Admission::Rejected(refused);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Readiness::Wait => {
+                        if self.wait(&refused, cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        match std::mem::replace(&mut self.admission, Admission::None) {
+            Admission::Admitted(permit) => {
+                ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
+            }
+            Admission::Rejected(refused) => ResponseFuture::rejected(refused),
+            Admission::None => panic!("CircuitBreakerService::call without a successful poll_ready"),
+        }
+    }
+}
