@@ -180,10 +180,10 @@ impl Builder {
         self
     }
 
-    /// Calls `listener` with every [`Event`]: each transition with its reason, and each
-    /// rejection. Listeners run after the breaker's lock is released; keep them short. With no
+    /// Calls `listener` with every [`Event`]: each transition with its reason, each rejection,
+    /// each recorded outcome and each released permit. Listeners run after the breaker's lock is released; keep them short. With no
     /// listener, no event is built.
-    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+    pub fn on_event(mut self, listener: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
         self.listeners.push(Arc::new(listener));
         self
     }

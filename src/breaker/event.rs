@@ -3,6 +3,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use super::State;
+use crate::classify::Outcome;
 
 /// Why a breaker changed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,6 +32,9 @@ pub enum Reason {
     Disabled,
     /// [`reset`](super::CircuitBreaker::reset) was called.
     Reset,
+    /// Another replica's trip, shared through a sync component (e.g. Redis), or
+    /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote).
+    Remote,
 }
 
 impl Reason {
@@ -48,6 +52,7 @@ impl Reason {
             Reason::Forced => "forced",
             Reason::Disabled => "disabled",
             Reason::Reset => "reset",
+            Reason::Remote => "remote",
         }
     }
 }
@@ -59,13 +64,16 @@ impl fmt::Display for Reason {
 }
 
 /// Something that happened to a breaker, as its listeners see it.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Events borrow the breaker's name, so building one costs nothing; a listener that keeps an
+/// event copies what it needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum Event {
+pub enum Event<'a> {
     /// The breaker changed state. Only real changes are published.
     Transition {
         /// The breaker's name.
-        name: Arc<str>,
+        name: &'a str,
         /// The state before.
         from: State,
         /// The state after.
@@ -78,21 +86,39 @@ pub enum Event {
     /// A call was refused.
     Rejected {
         /// The breaker's name.
-        name: Arc<str>,
+        name: &'a str,
         /// The state that refused it.
         state: State,
     },
+    /// A call's outcome was recorded on its permit (whether or not it still counted: an
+    /// outcome from before the last state change is recorded but decides nothing).
+    Recorded {
+        /// The breaker's name.
+        name: &'a str,
+        /// The outcome.
+        outcome: Outcome,
+        /// Whether the call was slower than the slow-call threshold.
+        slow: bool,
+    },
+    /// A permit was dropped without an outcome: the call was cancelled; it counts as nothing.
+    Released {
+        /// The breaker's name.
+        name: &'a str,
+    },
 }
 
-impl Event {
+impl Event<'_> {
     /// The name of the breaker the event comes from.
-    pub fn name(&self) -> &str {
+    pub const fn name(&self) -> &str {
         match self {
-            Event::Transition { name, .. } | Event::Rejected { name, .. } => name,
+            Event::Transition { name, .. }
+            | Event::Rejected { name, .. }
+            | Event::Recorded { name, .. }
+            | Event::Released { name } => name,
         }
     }
 }
 
 /// A listener registered with
 /// [`Builder::on_event`](super::Builder::on_event).
-pub(crate) type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+pub(crate) type Listener = Arc<dyn Fn(&Event<'_>) + Send + Sync>;

@@ -253,7 +253,7 @@ impl CircuitBreaker {
         tracing::debug!(breaker = %shared.name, state = %state, "circuit breaker rejected a call");
         if !shared.listeners.is_empty() {
             shared.emit(&Event::Rejected {
-                name: shared.name.clone(),
+                name: &shared.name,
                 state,
             });
         }
@@ -331,6 +331,20 @@ impl CircuitBreaker {
         shared.publish(pending);
     }
 
+    /// Opens the breaker now for `wait` (clamped to `max_open_duration`), as if a call had
+    /// returned [`Outcome::Trip`]: a longer wait already in force stays. Forced-open and
+    /// disabled breakers are left alone.
+    pub fn trip(&self, wait: Duration) {
+        self.shared.trip(wait);
+    }
+
+    /// Like [`trip`](Self::trip), for a trip learned from another replica: the transition's
+    /// reason is [`Reason::Remote`], so a sync component can tell it from local trips and not
+    /// echo it back.
+    pub fn trip_remote(&self, wait: Duration) {
+        self.shared.trip_for(wait, Reason::Remote);
+    }
+
     /// For a waiting service: registers `waker` to be woken when the breaker may admit again
     /// (a transition or a released probe). Returns `false`, registering nothing, when the
     /// breaker may admit already, so the caller must try again at once.
@@ -389,7 +403,7 @@ impl Shared {
         let mut open_for = None;
         match to {
             State::Open => {
-                let d = if reason == Reason::ServerWait {
+                let d = if matches!(reason, Reason::ServerWait | Reason::Remote) {
                     l.opened_for // set by the caller
                 } else {
                     let d = self.config.backoff.next(l.opened);
@@ -459,7 +473,7 @@ impl Shared {
         }
         if !self.listeners.is_empty() {
             self.emit(&Event::Transition {
-                name: self.name.clone(),
+                name: &self.name,
                 from,
                 to,
                 reason,
@@ -468,14 +482,38 @@ impl Shared {
         }
     }
 
-    fn emit(&self, event: &Event) {
+    fn emit(&self, event: &Event<'_>) {
         for listener in &*self.listeners {
             listener(event);
         }
     }
 
+    #[cold]
+    fn emit_recorded(&self, outcome: Option<Outcome>, elapsed: Option<Duration>) {
+        let name = &*self.name;
+        match outcome {
+            Some(outcome) => self.emit(&Event::Recorded {
+                name,
+                outcome,
+                slow: self.is_slow(elapsed),
+            }),
+            None => self.emit(&Event::Released { name }),
+        }
+    }
+
+    /// A closed permit dropped unrecorded: only listeners hear of it.
+    pub(crate) fn release_closed(&self) {
+        if !self.listeners.is_empty() {
+            self.emit_recorded(None, None);
+        }
+    }
+
     /// Records the outcome of a call admitted while closed in `generation`.
+    #[inline]
     fn record_closed(&self, generation: u64, outcome: Outcome, elapsed: Option<Duration>) {
+        if !self.listeners.is_empty() {
+            self.emit_recorded(Some(outcome), elapsed);
+        }
         let failure = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
@@ -583,6 +621,10 @@ impl Shared {
     /// `now + min(wait, max_open_duration)`, whatever the generation.
     #[cold]
     fn trip(&self, wait: Duration) {
+        self.trip_for(wait, Reason::ServerWait);
+    }
+
+    fn trip_for(&self, wait: Duration, reason: Reason) {
         let now = Instant::now();
         let wait = wait.min(self.config.max_open);
         let mut pending = None;
@@ -599,7 +641,7 @@ impl Shared {
                 }
                 State::Closed | State::HalfOpen => {
                     l.opened_for = wait;
-                    self.transition(&mut l, State::Open, Reason::ServerWait, now, &mut pending);
+                    self.transition(&mut l, State::Open, reason, now, &mut pending);
                 }
             }
         }
@@ -608,6 +650,9 @@ impl Shared {
 
     /// Records a half-open probe's outcome (`None`: dropped unrecorded, released).
     fn record_probe(&self, generation: u64, outcome: Option<Outcome>, elapsed: Option<Duration>) {
+        if !self.listeners.is_empty() {
+            self.emit_recorded(outcome, elapsed);
+        }
         if let Some(Outcome::Trip(wait)) = outcome {
             self.release_probe(generation, None);
             return self.trip(wait);

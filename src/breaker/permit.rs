@@ -74,9 +74,11 @@ impl Permit {
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if self.probe {
-            if let Some(breaker) = self.breaker.take() {
+        if let Some(breaker) = self.breaker.take() {
+            if self.probe {
                 breaker.shared.record_probe(self.generation, None, None);
+            } else {
+                breaker.shared.release_closed();
             }
         }
     }
