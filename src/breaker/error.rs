@@ -98,7 +98,7 @@ impl fmt::Display for CircuitOpen {
                     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
                     write!(f, "open; retry in {secs}s")
                 }
-                Some(d) => write!(f, "open; retry in {}ms", d.as_millis().max(1)),
+                Some(d) => write!(f, "open; retry in {}ms", d.as_nanos().div_ceil(1_000_000).max(1)),
                 None => f.write_str("open"),
             },
         }
