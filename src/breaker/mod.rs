@@ -325,6 +325,9 @@ impl CircuitBreaker {
             if l.state != to {
                 shared.transition(&mut l, to, reason, Instant::now(), &mut pending);
             } else if to == State::Closed {
+                // Not a change of state, but a fresh start: calls admitted before it are stale.
+                l.generation += 1;
+                shared.hot.word.store(pack(l.generation, State::Closed), Ordering::Release);
                 shared.clear_statistics(&mut l);
             }
         }
