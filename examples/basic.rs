@@ -22,7 +22,14 @@ async fn main() -> Result<(), BoxError> {
         .open_duration(Duration::from_millis(500))
         .half_open_successes(2)
         .on_event(|e| {
-            if let Event::Transition { from, to, reason, open_for, .. } = e {
+            if let Event::Transition {
+                from,
+                to,
+                reason,
+                open_for,
+                ..
+            } = e
+            {
                 let extra = open_for.map(|d| format!(" for {d:?}")).unwrap_or_default();
                 println!("    [breaker] {from} -> {to} ({reason}){extra}");
             }
@@ -36,16 +43,26 @@ async fn main() -> Result<(), BoxError> {
         service_fn(move |n: u32| {
             let ok = healthy.load(Ordering::SeqCst);
             async move {
-                if ok { Ok::<_, BoxError>(format!("answer #{n}")) } else { Err("HTTP 500 from upstream".into()) }
+                if ok {
+                    Ok::<_, BoxError>(format!("answer #{n}"))
+                } else {
+                    Err("HTTP 500 from upstream".into())
+                }
             }
         })
     };
-    let mut svc = ServiceBuilder::new().layer(CircuitBreakerLayer::new(breaker.clone())).service(upstream);
+    let mut svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(breaker.clone()))
+        .service(upstream);
 
     println!("1. The upstream is down; each call goes out and fails:");
     for n in 1..=3 {
         let result = svc.ready().await?.call(n).await;
-        println!("  call {n}: {:?}  (state: {})", result.unwrap_err().to_string(), breaker.state());
+        println!(
+            "  call {n}: {:?}  (state: {})",
+            result.unwrap_err().to_string(),
+            breaker.state()
+        );
     }
 
     println!("2. The breaker is open: calls fail fast, the upstream is not touched:");
@@ -65,6 +82,9 @@ async fn main() -> Result<(), BoxError> {
     }
 
     let s = breaker.snapshot();
-    println!("4. Recovered: state {}, consecutive failures {}", s.state, s.consecutive_failures);
+    println!(
+        "4. Recovered: state {}, consecutive failures {}",
+        s.state, s.consecutive_failures
+    );
     Ok(())
 }

@@ -87,8 +87,8 @@ pub mod classify;
 pub mod service;
 
 pub use breaker::{
-    Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Permit, Reason, Snapshot, State,
-    is_circuit_open,
+    Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Permit, Reason, Snapshot,
+    State, is_circuit_open,
 };
 pub use classify::{Classify, ErrorIsFailure, HttpClassifier, Outcome};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};

@@ -57,8 +57,14 @@ fn cfg() -> impl Strategy<Value = Cfg> {
     (
         proptest::option::of(1u32..5),
         proptest::option::of(prop_oneof![Just(0.25), Just(0.5), Just(1.0)]),
-        proptest::option::of((prop_oneof![Just(ms(500)), Just(ms(1000))], prop_oneof![Just(0.5), Just(1.0)])),
-        prop_oneof![(1u32..8).prop_map(WindowCfg::Count), (2u64..10).prop_map(|s| WindowCfg::Time(ms(s * 1000)))],
+        proptest::option::of((
+            prop_oneof![Just(ms(500)), Just(ms(1000))],
+            prop_oneof![Just(0.5), Just(1.0)],
+        )),
+        prop_oneof![
+            (1u32..8).prop_map(WindowCfg::Count),
+            (2u64..10).prop_map(|s| WindowCfg::Time(ms(s * 1000)))
+        ],
         1u32..6,
         prop_oneof![
             (1u64..5).prop_map(|s| Backoff::fixed(ms(s * 1000))),
@@ -69,11 +75,39 @@ fn cfg() -> impl Strategy<Value = Cfg> {
         1u32..3,
         (1u64..10).prop_map(|s| ms(s * 1000)),
     )
-        .prop_map(|(consecutive, rate, slow, window, min_calls, backoff, max_open, permits, successes, max_wait)| {
-            let consecutive = if rate.is_none() && slow.is_none() { consecutive.or(Some(2)) } else { consecutive };
-            let window = (rate.is_some() || slow.is_some()).then_some(window);
-            Cfg { consecutive, rate, slow, window, min_calls, backoff, max_open, permits, successes, max_wait }
-        })
+        .prop_map(
+            |(
+                consecutive,
+                rate,
+                slow,
+                window,
+                min_calls,
+                backoff,
+                max_open,
+                permits,
+                successes,
+                max_wait,
+            )| {
+                let consecutive = if rate.is_none() && slow.is_none() {
+                    consecutive.or(Some(2))
+                } else {
+                    consecutive
+                };
+                let window = (rate.is_some() || slow.is_some()).then_some(window);
+                Cfg {
+                    consecutive,
+                    rate,
+                    slow,
+                    window,
+                    min_calls,
+                    backoff,
+                    max_open,
+                    permits,
+                    successes,
+                    max_wait,
+                }
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -152,7 +186,9 @@ impl Model {
     }
 
     fn bucket(&self, now: Instant) -> u64 {
-        let Some(WindowCfg::Time(w)) = self.cfg.window else { unreachable!() };
+        let Some(WindowCfg::Time(w)) = self.cfg.window else {
+            unreachable!()
+        };
         let width = (w.as_nanos() as u64 / 10).max(1);
         (now - self.epoch).as_nanos() as u64 / width
     }
@@ -179,11 +215,9 @@ impl Model {
         self.generation += 1;
         self.state = to;
         match to {
-            State::Open => {
-                if reason != Reason::ServerWait {
-                    self.open_until = now + self.cfg.backoff.delay(self.opened);
-                    self.opened += 1;
-                }
+            State::Open if reason != Reason::ServerWait => {
+                self.open_until = now + self.cfg.backoff.delay(self.opened);
+                self.opened += 1;
             }
             State::HalfOpen => {
                 self.in_flight = 0;
@@ -210,10 +244,18 @@ impl Model {
         if self.state == State::Open && now >= self.open_until {
             self.transition(State::HalfOpen, Reason::OpenElapsed, now);
         }
-        if self.state == State::HalfOpen && self.in_flight > 0 && now >= self.last_decision + self.cfg.max_wait {
+        if self.state == State::HalfOpen
+            && self.in_flight > 0
+            && now >= self.last_decision + self.cfg.max_wait
+        {
             self.transition(State::Open, Reason::ProbeTimedOut, now);
         }
-        let permit = |probe, disabled| MPermit { generation: self.generation, probe, disabled, start: now };
+        let permit = |probe, disabled| MPermit {
+            generation: self.generation,
+            probe,
+            disabled,
+            start: now,
+        };
         match self.state {
             State::Closed => Ok(permit(false, false)),
             State::Disabled => Ok(permit(false, true)),
@@ -365,7 +407,11 @@ fn build(cfg: &Cfg, log: Arc<Mutex<Vec<(State, State, Reason)>>>) -> CircuitBrea
 }
 
 fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let log = Arc::new(Mutex::new(Vec::new()));
         let breaker = build(&cfg, log.clone());
@@ -433,7 +479,12 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert_eq!(breaker.state(), model.state, "step {}: state", step);
             let snap = breaker.snapshot();
             let (calls, failures, slow) = model.counts(now);
-            prop_assert_eq!((snap.calls, snap.failures, snap.slow_calls), (calls, failures, slow), "step {}", step);
+            prop_assert_eq!(
+                (snap.calls, snap.failures, snap.slow_calls),
+                (calls, failures, slow),
+                "step {}",
+                step
+            );
             if model.cfg.consecutive.is_some() && model.state == State::Closed {
                 prop_assert_eq!(snap.consecutive_failures, model.consecutive, "step {}: run", step);
             }

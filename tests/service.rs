@@ -60,12 +60,22 @@ impl Service<u32> for Probe {
             return Box::pin(futures::future::pending());
         }
         let failing = self.failing.load(Ordering::SeqCst);
-        Box::pin(async move { if failing { Err("upstream failed".into()) } else { Ok(req) } })
+        Box::pin(async move {
+            if failing {
+                Err("upstream failed".into())
+            } else {
+                Ok(req)
+            }
+        })
     }
 }
 
 fn breaker(n: u32) -> CircuitBreaker {
-    CircuitBreaker::builder("svc").consecutive_failures(n).open_duration(10 * S).build().unwrap()
+    CircuitBreaker::builder("svc")
+        .consecutive_failures(n)
+        .open_duration(10 * S)
+        .build()
+        .unwrap()
 }
 
 fn open(b: &CircuitBreaker) {
@@ -88,7 +98,10 @@ async fn fail_fast_errors_in_poll_ready_without_polling_inner() {
     open(&b);
     let err = svc.ready().await.err().expect("open: readiness fails");
     assert!(is_circuit_open(&err));
-    assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().retry_after(), Some(10 * S));
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        Some(10 * S)
+    );
     assert_eq!((inner.polls(), inner.calls()), (0, 0));
     // Transient: the same instance re-checks and recovers.
     advance(10 * S).await;
@@ -120,7 +133,9 @@ async fn custom_classifier_decides_what_counts() {
         Ok(_) => Outcome::Success,
         Err(_) => Outcome::Ignore,
     };
-    let mut svc = CircuitBreakerLayer::new(b.clone()).classify(classify).layer(inner.clone());
+    let mut svc = CircuitBreakerLayer::new(b.clone())
+        .classify(classify)
+        .layer(inner.clone());
     inner.set_failing(true);
     let _ = svc.ready().await.unwrap().call(1).await;
     assert_eq!(b.state(), State::Closed, "errors ignored");
@@ -135,7 +150,9 @@ async fn custom_classifier_decides_what_counts() {
 async fn reject_on_call_is_ready_and_fails_the_call_without_inner() {
     let inner = Probe::default();
     let b = breaker(3);
-    let mut svc = CircuitBreakerLayer::new(b.clone()).readiness(Readiness::RejectOnCall).layer(inner.clone());
+    let mut svc = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::RejectOnCall)
+        .layer(inner.clone());
     open(&b);
     let fut = svc.ready().await.expect("ready while open").call(1);
     let err = fut.now_or_never().expect("already resolved").unwrap_err();
@@ -147,13 +164,22 @@ async fn reject_on_call_is_ready_and_fails_the_call_without_inner() {
 async fn reject_on_call_keeps_its_rejection_until_call() {
     let inner = Probe::default();
     let b = breaker(3);
-    let mut svc = CircuitBreakerLayer::new(b.clone()).readiness(Readiness::RejectOnCall).layer(inner.clone());
+    let mut svc = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::RejectOnCall)
+        .layer(inner.clone());
     open(&b);
     assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
     b.reset();
     assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
-    assert!(svc.call(1).await.unwrap_err().is::<CircuitOpen>(), "the decision made at readiness stands");
-    assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2, "the next readiness re-checks");
+    assert!(
+        svc.call(1).await.unwrap_err().is::<CircuitOpen>(),
+        "the decision made at readiness stands"
+    );
+    assert_eq!(
+        svc.ready().await.unwrap().call(2).await.unwrap(),
+        2,
+        "the next readiness re-checks"
+    );
 }
 
 // ---------- Wait ----------
@@ -162,7 +188,9 @@ async fn reject_on_call_keeps_its_rejection_until_call() {
 async fn wait_is_pending_until_the_half_open_deadline() {
     let inner = Probe::default();
     let b = breaker(3);
-    let svc = CircuitBreakerLayer::new(b.clone()).readiness(Readiness::Wait).layer(inner.clone());
+    let svc = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::Wait)
+        .layer(inner.clone());
     open(&b);
     let start = tokio::time::Instant::now();
     let task = tokio::spawn(async move {
@@ -183,7 +211,9 @@ async fn wait_is_pending_until_the_half_open_deadline() {
 async fn wait_wakes_on_a_manual_change() {
     let inner = Probe::default();
     let b = breaker(3);
-    let svc = CircuitBreakerLayer::new(b.clone()).readiness(Readiness::Wait).layer(inner.clone());
+    let svc = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::Wait)
+        .layer(inner.clone());
     b.force_open();
     let task = tokio::spawn(async move {
         let mut svc = svc;
@@ -198,9 +228,16 @@ async fn wait_wakes_on_a_manual_change() {
 #[tokio::test(start_paused = true)]
 async fn wait_wakes_when_a_probe_slot_frees() {
     let b = breaker(1);
-    let hanging = Probe { hang: true, ..Probe::default() };
-    let mut first = CircuitBreakerLayer::new(b.clone()).readiness(Readiness::Wait).layer(hanging);
-    let second = CircuitBreakerLayer::new(b.clone()).readiness(Readiness::Wait).layer(Probe::default());
+    let hanging = Probe {
+        hang: true,
+        ..Probe::default()
+    };
+    let mut first = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::Wait)
+        .layer(hanging);
+    let second = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::Wait)
+        .layer(Probe::default());
     open(&b);
     advance(10 * S).await;
     let probe_call = first.ready().await.unwrap().call(1); // takes the only probe slot
@@ -225,7 +262,11 @@ async fn repeated_poll_ready_keeps_one_admission() {
     for _ in 0..5 {
         assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
     }
-    assert_eq!(b.snapshot().probes_in_flight, 1, "one probe permit, however often polled");
+    assert_eq!(
+        b.snapshot().probes_in_flight,
+        1,
+        "one probe permit, however often polled"
+    );
     svc.call(1).await.unwrap();
     assert_eq!(b.state(), State::Closed);
 }
@@ -233,7 +274,10 @@ async fn repeated_poll_ready_keeps_one_admission() {
 #[tokio::test(start_paused = true)]
 async fn cancelled_response_future_releases_its_permit() {
     let b = breaker(1);
-    let mut svc = CircuitBreakerLayer::new(b.clone()).layer(Probe { hang: true, ..Probe::default() });
+    let mut svc = CircuitBreakerLayer::new(b.clone()).layer(Probe {
+        hang: true,
+        ..Probe::default()
+    });
     open(&b);
     advance(10 * S).await;
     let fut = svc.ready().await.unwrap().call(1);
@@ -264,10 +308,21 @@ async fn clones_share_the_breaker_but_not_the_admission() {
     advance(10 * S).await;
     assert!(matches!(poll_ready(&mut a), Poll::Ready(Ok(()))));
     let mut c = a.clone();
-    let err = c.ready().await.err().expect("the clone has no permit and half-open is full");
-    assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().state(), State::HalfOpen);
+    let err = c
+        .ready()
+        .await
+        .err()
+        .expect("the clone has no permit and half-open is full");
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().state(),
+        State::HalfOpen
+    );
     a.call(1).await.unwrap();
-    assert_eq!(c.ready().await.unwrap().call(2).await.unwrap(), 2, "the clone sees the closed breaker");
+    assert_eq!(
+        c.ready().await.unwrap().call(2).await.unwrap(),
+        2,
+        "the clone sees the closed breaker"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -296,14 +351,19 @@ async fn inner_readiness_errors_propagate_and_release() {
 
 #[tokio::test(start_paused = true)]
 async fn per_service_layer_gives_each_service_its_own_breaker() {
-    let layer = CircuitBreakerLayer::per_service(CircuitBreaker::builder("ep").consecutive_failures(1)).unwrap();
+    let layer =
+        CircuitBreakerLayer::per_service(CircuitBreaker::builder("ep").consecutive_failures(1)).unwrap();
     let failing = Probe::default();
     failing.set_failing(true);
     let mut a = layer.layer(failing);
     let mut b = layer.layer(Probe::default());
     let _ = a.ready().await.unwrap().call(1).await;
     assert!(a.ready().await.is_err(), "a tripped");
-    assert_eq!(b.ready().await.unwrap().call(2).await.unwrap(), 2, "b has its own breaker");
+    assert_eq!(
+        b.ready().await.unwrap().call(2).await.unwrap(),
+        2,
+        "b has its own breaker"
+    );
     assert!(CircuitBreakerLayer::per_service(CircuitBreaker::builder("bad")).is_err());
 }
 
@@ -337,7 +397,10 @@ async fn retry_above_a_fail_fast_breaker_stops_at_the_open_circuit() {
         .layer(CircuitBreakerLayer::new(b.clone()))
         .service(inner.clone());
     let err = svc.oneshot(1).await.unwrap_err();
-    assert!(is_circuit_open(&err), "the retry ended on the open circuit: {err}");
+    assert!(
+        is_circuit_open(&err),
+        "the retry ended on the open circuit: {err}"
+    );
     assert_eq!(inner.calls(), 3, "no call reached the upstream once open");
 }
 
@@ -345,15 +408,23 @@ async fn retry_above_a_fail_fast_breaker_stops_at_the_open_circuit() {
 async fn buffer_above_reject_on_call_keeps_serving_after_the_circuit_closes() {
     let inner = Probe::default();
     let b = breaker(1);
-    let svc = CircuitBreakerLayer::new(b.clone()).readiness(Readiness::RejectOnCall).layer(inner.clone());
+    let svc = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::RejectOnCall)
+        .layer(inner.clone());
     let mut buffered = tower::buffer::Buffer::new(svc, 8);
     inner.set_failing(true);
-    assert!(!is_circuit_open(&buffered.ready().await.unwrap().call(1).await.unwrap_err()));
+    assert!(!is_circuit_open(
+        &buffered.ready().await.unwrap().call(1).await.unwrap_err()
+    ));
     let err = buffered.ready().await.unwrap().call(2).await.unwrap_err();
     assert!(is_circuit_open(&err), "open: rejected through the buffer: {err}");
     inner.set_failing(false);
     advance(10 * S).await;
-    assert_eq!(buffered.ready().await.unwrap().call(3).await.unwrap(), 3, "the buffer's worker survived");
+    assert_eq!(
+        buffered.ready().await.unwrap().call(3).await.unwrap(),
+        3,
+        "the buffer's worker survived"
+    );
     assert_eq!(b.state(), State::Closed);
     assert_eq!(buffered.ready().await.unwrap().call(4).await.unwrap(), 4);
 }
@@ -379,7 +450,10 @@ async fn timeout_inside_counts_as_a_failure() {
     let svc = tower::ServiceBuilder::new()
         .layer(CircuitBreakerLayer::new(b.clone()))
         .timeout(S)
-        .service(Probe { hang: true, ..Probe::default() });
+        .service(Probe {
+            hang: true,
+            ..Probe::default()
+        });
     let err = svc.oneshot(1).await.unwrap_err();
     assert!(err.is::<tower::timeout::error::Elapsed>());
     assert_eq!(b.state(), State::Open);
