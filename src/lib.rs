@@ -14,3 +14,5 @@ pub use classify::{AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
+#[cfg(feature = "retry")]
+pub mod retry;
