@@ -14,5 +14,6 @@ pub use classify::{AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
+pub mod integrations;
 #[cfg(feature = "retry")]
 pub mod retry;

@@ -360,7 +360,14 @@ impl ErrorClass {
                     class = Self::Connect;
                 }
             }
-            cur = e.source();
+            #[cfg(feature = "reqwest-middleware")]
+            {
+                cur = crate::integrations::reqwest_middleware::next_in_chain(e);
+            }
+            #[cfg(not(feature = "reqwest-middleware"))]
+            {
+                cur = e.source();
+            }
         }
         class
     }
