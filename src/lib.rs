@@ -90,7 +90,10 @@ pub use breaker::{
     Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Permit, Reason, Snapshot,
     State, is_circuit_open,
 };
-pub use classify::{Classify, ErrorIsFailure, HttpClassifier, Outcome};
+pub use classify::{AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
+pub mod integrations;
+#[cfg(feature = "retry")]
+pub mod retry;

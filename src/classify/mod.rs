@@ -19,7 +19,7 @@ mod retry_after;
 
 use std::{fmt, time::Duration};
 
-pub use http::HttpClassifier;
+pub use http::{AsError, ErrorClass, HttpClassifier};
 pub use retry_after::parse_retry_after;
 
 /// What a call's result means for the breaker.

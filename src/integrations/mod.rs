@@ -1,0 +1,40 @@
+//! Integrations with HTTP clients and their ecosystems.
+//!
+//! - **hyper-util** (feature `hyper-util` for its error types; the stack needs nothing else):
+//!   the legacy `Client` is a tower `Service` that is always ready, so the breaker's readiness
+//!   is never masked. Stack it as `Fallback → Retry → CircuitBreaker → Timeout → Client`:
+//!   `Timeout` inside the breaker so the breaker sees `Elapsed`; `Retry` outside it so every
+//!   attempt asks the breaker and an open breaker ends the retries (with
+//!   [`retry::RetryPolicy`](crate::retry::RetryPolicy), feature `retry`); `Fallback` on top so
+//!   the secondary serves when the primary's retries end in an open circuit. The classifier is
+//!   [`HttpClassifier`](crate::HttpClassifier). See the [`retry`](crate::retry) module for a
+//!   runnable stack.
+//! - **reqwest-middleware** (feature `reqwest-middleware`):
+//!   [`CircuitBreakerMiddleware`](reqwest_middleware::CircuitBreakerMiddleware).
+//! - **tower-http** (feature `tower-http`): any `ClassifyResponse` as a
+//!   [`Classify`](crate::Classify).
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_breaker::{CircuitBreaker, CircuitBreakerLayer, HttpClassifier, State};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_breaker::BoxError> {
+//! let breaker = CircuitBreaker::builder("upstream").consecutive_failures(1).build()?;
+//! let client = ServiceBuilder::new()
+//!     .layer(CircuitBreakerLayer::new(breaker.clone()).classify(HttpClassifier::default()))
+//!     .timeout(Duration::from_secs(10))
+//!     .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+//!
+//! let req = http::Request::get("http://127.0.0.1:1/").body(Full::new(Bytes::new()))?;
+//! assert!(client.oneshot(req).await.is_err()); // connection refused: a failure
+//! assert_eq!(breaker.state(), State::Open);
+//! # Ok(()) }
+//! ```
+
+#[cfg(feature = "reqwest-middleware")]
+pub mod reqwest_middleware;
