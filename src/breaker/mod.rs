@@ -50,6 +50,9 @@ mod state;
 pub(crate) mod sync;
 mod window;
 
+#[cfg(all(test, loom))]
+mod loom_tests;
+
 use std::{fmt, task::Waker, time::Duration};
 
 use tokio::time::Instant;
@@ -96,7 +99,7 @@ pub(crate) struct Shared {
     epoch: Instant,
     config: Config,
     listeners: Box<[Listener]>,
-    name: Arc<str>,
+    name: std::sync::Arc<str>,
 }
 
 /// What changes only under the lock.
