@@ -18,9 +18,10 @@ use tower::{
     util::BoxCloneService,
 };
 use tower_breaker::{
-    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Failover, Fallback, Layer, Outcome,
-    State, is_circuit_open,
+    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Failover, Fallback, Layer,
+    Outcome, State,
     fallback::{CloneRequest, FallbackError, Provenance, SkipReason, Skipped},
+    is_circuit_open,
 };
 
 type Svc<Res = String> = BoxCloneService<String, Res, BoxError>;
@@ -91,14 +92,23 @@ fn check_combination(open: u8, result: Result<String, BoxError>, calls: &[Arc<At
     let counts: Vec<usize> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
     match first_closed {
         Some(i) => {
-            assert_eq!(result.unwrap(), format!("{}: q", NAMES[i]), "{what} open={open:03b}");
+            assert_eq!(
+                result.unwrap(),
+                format!("{}: q", NAMES[i]),
+                "{what} open={open:03b}"
+            );
             let mut expected = vec![0; 3];
             expected[i] = 1;
-            assert_eq!(counts, expected, "{what} open={open:03b}: only the first closed member is called");
+            assert_eq!(
+                counts, expected,
+                "{what} open={open:03b}: only the first closed member is called"
+            );
         }
         None => {
             let err = result.unwrap_err();
-            let all = err.downcast_ref::<AllUnavailable>().unwrap_or_else(|| panic!("{what}: {err}"));
+            let all = err
+                .downcast_ref::<AllUnavailable>()
+                .unwrap_or_else(|| panic!("{what}: {err}"));
             let names: Vec<_> = all.members().iter().map(Skipped::member).collect();
             assert_eq!(names, NAMES, "{what}");
             assert_eq!(all.retry_after(), Some(Duration::from_secs(10)), "{what}");
@@ -179,7 +189,10 @@ async fn all_unavailable_carries_the_smallest_retry_after_and_every_reason() {
     assert_eq!(CircuitOpen::find(&*err).unwrap().name(), "mistral");
 
     tokio::time::advance(Duration::from_secs(4)).await;
-    assert_eq!(chain.ready().await.unwrap().call("q".into()).await.unwrap(), "mistral: q");
+    assert_eq!(
+        chain.ready().await.unwrap().call("q".into()).await.unwrap(),
+        "mistral: q"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -208,7 +221,9 @@ async fn half_open_probe_capacity_exhausted_routes_to_the_next_member() {
     let a = breaker("openai");
     a.trip(Duration::from_secs(1));
     tokio::time::advance(Duration::from_secs(1)).await;
-    let hung = BoxCloneService::new(service_fn(|_: String| std::future::pending::<Result<String, BoxError>>()));
+    let hung = BoxCloneService::new(service_fn(|_: String| {
+        std::future::pending::<Result<String, BoxError>>()
+    }));
     let (calls_b, b) = upstream("anthropic", false);
     let mut chain = Failover::new([("openai", guarded(&a, hung)), ("anthropic", b)]);
     let mut other = chain.clone();
@@ -229,11 +244,18 @@ async fn on_failure_walks_the_chain_skipping_open_members() {
     let (calls_a, sa) = upstream("openai", true);
     let (calls_b, sb) = upstream("anthropic", false);
     let (calls_c, sc) = upstream("mistral", false);
-    let chain = Failover::new([("openai", guarded(&a, sa)), ("anthropic", guarded(&b, sb)), ("mistral", sc)])
-        .on_failure(CloneRequest::new());
+    let chain = Failover::new([
+        ("openai", guarded(&a, sa)),
+        ("anthropic", guarded(&b, sb)),
+        ("mistral", sc),
+    ])
+    .on_failure(CloneRequest::new());
     let res = chain.oneshot("q".into()).await.unwrap();
     assert_eq!(res, "mistral: q");
-    let counts: Vec<_> = [calls_a, calls_b, calls_c].iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let counts: Vec<_> = [calls_a, calls_b, calls_c]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .collect();
     assert_eq!(counts, [1, 0, 1]);
 }
 
@@ -255,11 +277,21 @@ async fn max_attempts_bounds_the_calls_and_the_last_error_names_the_others() {
     assert!(matches!(failed.skipped()[0].reason(), SkipReason::Failed(_)));
     let source = err.source().unwrap().downcast_ref::<Skipped>().unwrap();
     assert_eq!(source.member(), "openai");
-    assert!(source.source().unwrap().is::<Upstream>(), "the primary's own error is next in the chain");
-    let counts: Vec<_> = [calls_a, calls_b, calls_c].iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert!(
+        source.source().unwrap().is::<Upstream>(),
+        "the primary's own error is next in the chain"
+    );
+    let counts: Vec<_> = [calls_a, calls_b, calls_c]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .collect();
     assert_eq!(counts, [1, 1, 0]);
 
-    assert!(Failover::new([("a", upstream("a", false).1)]).max_attempts(0).is_err());
+    assert!(
+        Failover::new([("a", upstream("a", false).1)])
+            .max_attempts(0)
+            .is_err()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -278,7 +310,10 @@ async fn a_failure_answer_stands_when_no_other_member_can_take_the_request() {
     };
     let chain = Failover::new([
         ("openai", answer(503)),
-        ("anthropic", BoxCloneService::new(CircuitBreakerLayer::new(b.clone()).layer(answer(200)))),
+        (
+            "anthropic",
+            BoxCloneService::new(CircuitBreakerLayer::new(b.clone()).layer(answer(200))),
+        ),
     ])
     .on_failure(CloneRequest::new().classify(classify));
     let res = chain.oneshot("q".into()).await.unwrap();
@@ -301,16 +336,26 @@ async fn provenance_and_callback_name_the_member_and_the_skipped() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
     let chain = Failover::new([
-        ("openai", BoxCloneService::new(CircuitBreakerLayer::new(a.clone()).layer(http("openai")))),
+        (
+            "openai",
+            BoxCloneService::new(CircuitBreakerLayer::new(a.clone()).layer(http("openai"))),
+        ),
         ("cache", http("cache")),
     ])
-    .on_fallback(move |p: &Provenance| s.lock().unwrap().push((p.served_by().to_owned(), p.skipped().len())));
+    .on_fallback(move |p: &Provenance| {
+        s.lock()
+            .unwrap()
+            .push((p.served_by().to_owned(), p.skipped().len()))
+    });
     let res = chain.oneshot("q".into()).await.unwrap();
     assert_eq!(*res.body(), "cache");
     let p = res.extensions().get::<Provenance>().unwrap();
     assert_eq!(p.served_by(), "cache");
     assert_eq!(p.skipped()[0].member(), "openai");
-    assert_eq!(p.skipped()[0].circuit_open().unwrap().retry_after(), Some(Duration::from_secs(3)));
+    assert_eq!(
+        p.skipped()[0].circuit_open().unwrap().retry_after(),
+        Some(Duration::from_secs(3))
+    );
     assert_eq!(*seen.lock().unwrap(), [("cache".to_owned(), 1)]);
 }
 
@@ -321,7 +366,9 @@ async fn cancelled_failover_call_releases_every_permit() {
         br.trip(Duration::from_secs(1));
     }
     tokio::time::advance(Duration::from_secs(1)).await;
-    let hung = BoxCloneService::new(service_fn(|_: String| std::future::pending::<Result<String, BoxError>>()));
+    let hung = BoxCloneService::new(service_fn(|_: String| {
+        std::future::pending::<Result<String, BoxError>>()
+    }));
     let mut chain = Failover::new([
         ("a", guarded(&a, upstream("a", true).1)),
         ("b", guarded(&b, upstream("b", true).1)),
@@ -373,7 +420,10 @@ fn stacked(breaker: &CircuitBreaker, inner: Svc) -> Svc {
 
 #[tokio::test(start_paused = true)]
 async fn composes_with_retry_and_timeout_inside_each_member() {
-    let a = CircuitBreaker::builder("openai").consecutive_failures(3).build().unwrap();
+    let a = CircuitBreaker::builder("openai")
+        .consecutive_failures(3)
+        .build()
+        .unwrap();
     let b = breaker("anthropic");
     let calls_a = Arc::new(AtomicUsize::new(0));
     let c = calls_a.clone();

@@ -14,9 +14,10 @@ use std::{
 
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
 use tower_breaker::{
-    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Fallback, FallbackLayer, Layer,
-    Outcome, Readiness, State, is_circuit_open,
+    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Fallback, FallbackLayer,
+    Layer, Outcome, Readiness, State,
     fallback::{CloneRequest, CloneWith, FallbackError, Provenance, SkipReason, Skipped},
+    is_circuit_open,
 };
 
 type Svc<Res = String> = BoxCloneService<String, Res, BoxError>;
@@ -93,7 +94,11 @@ async fn primary_inner_is_called_zero_times_while_open() {
         let res = svc.ready().await.unwrap().call(format!("q{i}")).await.unwrap();
         assert_eq!(res, format!("anthropic: q{i}"));
     }
-    assert_eq!(primary_calls.load(Ordering::SeqCst), 2, "the open primary was not called");
+    assert_eq!(
+        primary_calls.load(Ordering::SeqCst),
+        2,
+        "the open primary was not called"
+    );
     assert_eq!(secondary_calls.load(Ordering::SeqCst), 5);
 
     // After the open period the primary gets a probe again.
@@ -109,9 +114,16 @@ async fn closed_primary_serves_and_secondary_is_never_polled() {
     let readies = counting.readies.clone();
     let mut svc = Fallback::new(primary, counting);
     for _ in 0..3 {
-        assert_eq!(svc.ready().await.unwrap().call("q".into()).await.unwrap(), "openai: q");
+        assert_eq!(
+            svc.ready().await.unwrap().call("q".into()).await.unwrap(),
+            "openai: q"
+        );
     }
-    assert_eq!(readies.load(Ordering::SeqCst), 0, "secondary polled only when needed");
+    assert_eq!(
+        readies.load(Ordering::SeqCst),
+        0,
+        "secondary polled only when needed"
+    );
 }
 
 /// Counts `poll_ready` calls on the wrapped service.
@@ -163,7 +175,11 @@ async fn half_open_probe_capacity_exhausted_routes_to_secondary() {
     assert_eq!(primary_calls.load(Ordering::SeqCst), 1);
 
     drop(probe);
-    assert_eq!(b.snapshot().probes_in_flight, 0, "the cancelled probe was released");
+    assert_eq!(
+        b.snapshot().probes_in_flight,
+        0,
+        "the cancelled probe was released"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -196,7 +212,12 @@ async fn on_failure_with_cloning_policy_falls_back_after_a_failed_call() {
 async fn on_failure_falls_back_on_a_response_classified_as_failure() {
     let answer = |status: u16, body: &'static str| {
         BoxCloneService::new(service_fn(move |_: String| async move {
-            Ok::<_, BoxError>(http::Response::builder().status(status).body(body.to_owned()).unwrap())
+            Ok::<_, BoxError>(
+                http::Response::builder()
+                    .status(status)
+                    .body(body.to_owned())
+                    .unwrap(),
+            )
         }))
     };
     let classify = |r: Result<&http::Response<String>, &BoxError>| match r {
@@ -212,11 +233,15 @@ async fn on_failure_falls_back_on_a_response_classified_as_failure() {
     assert_eq!(res.body(), "fine");
     let provenance = res.extensions().get::<Provenance>().unwrap();
     assert_eq!(provenance.served_by(), "openai");
-    assert!(matches!(provenance.skipped()[0].reason(), SkipReason::FailureResponse));
+    assert!(matches!(
+        provenance.skipped()[0].reason(),
+        SkipReason::FailureResponse
+    ));
 
     // A classifier that accepts 5xx: no fallback, the primary's answer is returned.
-    let svc = Fallback::new(answer(529, "overloaded"), answer(200, "fine"))
-        .on_failure(CloneRequest::new().classify(|_: Result<&http::Response<String>, &BoxError>| Outcome::Success));
+    let svc = Fallback::new(answer(529, "overloaded"), answer(200, "fine")).on_failure(
+        CloneRequest::new().classify(|_: Result<&http::Response<String>, &BoxError>| Outcome::Success),
+    );
     let res = svc.oneshot("q".into()).await.unwrap();
     assert_eq!(res.status(), 529);
     assert!(!res.extensions().get::<Provenance>().unwrap().fell_back());
@@ -290,7 +315,10 @@ async fn failing_secondary_error_carries_the_primary_reason_as_source() {
         err.to_string(),
         r#"member "anthropic" failed: upstream error: anthropic"#
     );
-    assert!(!is_circuit_open(&err), "the request was sent (to the secondary) and failed");
+    assert!(
+        !is_circuit_open(&err),
+        "the request was sent (to the secondary) and failed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,7 +344,10 @@ async fn both_open_fails_fast_with_all_unavailable() {
 
     // The same instance recovers once a member's circuit lets a probe through.
     tokio::time::advance(Duration::from_secs(7)).await;
-    assert_eq!(svc.ready().await.unwrap().call("q".into()).await.unwrap(), "anthropic: q");
+    assert_eq!(
+        svc.ready().await.unwrap().call("q".into()).await.unwrap(),
+        "anthropic: q"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -327,9 +358,14 @@ async fn a_pending_primary_is_waited_for_unless_spill_over() {
     let (_, secondary) = upstream("cache", false);
 
     let mut svc = Fallback::new(primary.clone(), secondary.clone());
-    assert!(poll_ready_now(&mut svc).await.is_pending(), "backpressure is waited for");
+    assert!(
+        poll_ready_now(&mut svc).await.is_pending(),
+        "backpressure is waited for"
+    );
 
-    let mut svc = Fallback::new(primary, secondary).spill_over(true).names("openai", "cache");
+    let mut svc = Fallback::new(primary, secondary)
+        .spill_over(true)
+        .names("openai", "cache");
     assert!(matches!(poll_ready_now(&mut svc).await, Poll::Ready(Ok(()))));
     let res = svc.call("q".into()).await.unwrap();
     assert_eq!(res, "cache: q");
@@ -348,7 +384,10 @@ async fn other_primary_readiness_errors_propagate() {
     let (primary, mut handle) = tower_test::mock::pair::<String, String>();
     handle.send_error(Upstream("connection pool closed"));
     let (calls, secondary) = upstream("cache", false);
-    let err = Fallback::new(primary, secondary).oneshot("q".into()).await.unwrap_err();
+    let err = Fallback::new(primary, secondary)
+        .oneshot("q".into())
+        .await
+        .unwrap_err();
     assert!(err.is::<Upstream>(), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
@@ -368,7 +407,8 @@ async fn provenance_in_http_extensions_and_callback_merges_nested_chains() {
     };
     let callbacks = Arc::new(Mutex::new(Vec::<String>::new()));
     let c = callbacks.clone();
-    let inner = Fallback::new(guard(&b, http_upstream("anthropic")), http_upstream("cache")).names("anthropic", "cache");
+    let inner = Fallback::new(guard(&b, http_upstream("anthropic")), http_upstream("cache"))
+        .names("anthropic", "cache");
     let svc = Fallback::new(guard(&a, http_upstream("openai")), inner)
         .names("openai", "fallbacks")
         .on_fallback(move |p| c.lock().unwrap().push(p.to_string()));
@@ -377,11 +417,20 @@ async fn provenance_in_http_extensions_and_callback_merges_nested_chains() {
     assert_eq!(res.body(), "cache");
     let p = res.extensions().get::<Provenance>().unwrap();
     assert_eq!(p.served_by(), "cache");
-    let skipped: Vec<_> = p.skipped().iter().map(|s| (s.member(), s.circuit_open().unwrap().state())).collect();
-    assert_eq!(skipped, [("openai", State::ForcedOpen), ("anthropic", State::Open)]);
+    let skipped: Vec<_> = p
+        .skipped()
+        .iter()
+        .map(|s| (s.member(), s.circuit_open().unwrap().state()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [("openai", State::ForcedOpen), ("anthropic", State::Open)]
+    );
     assert_eq!(
         callbacks.lock().unwrap().as_slice(),
-        [r#"served by "cache" (member "openai" skipped: circuit "openai" is forced open; member "anthropic" skipped: circuit "anthropic" is open; retry in 5s)"#]
+        [
+            r#"served by "cache" (member "openai" skipped: circuit "openai" is forced open; member "anthropic" skipped: circuit "anthropic" is open; retry in 5s)"#
+        ]
     );
 }
 
@@ -423,7 +472,11 @@ async fn cancelled_call_mid_fallback_releases_every_permit() {
     assert_eq!(b.snapshot().probes_in_flight, 1);
 
     drop(fut);
-    assert_eq!(b.snapshot().probes_in_flight, 0, "the secondary's probe was released");
+    assert_eq!(
+        b.snapshot().probes_in_flight,
+        0,
+        "the secondary's probe was released"
+    );
     assert!(b.try_acquire().is_ok(), "a new probe is admitted");
 
     // Cancelled between readiness and call, and while readied for a fallback route.
@@ -433,7 +486,11 @@ async fn cancelled_call_mid_fallback_releases_every_permit() {
     tokio::time::advance(Duration::from_secs(1)).await;
     let mut svc = Fallback::new(guarded(&c, upstream("c", false).1), guarded(&d, hung().1));
     svc.ready().await.unwrap();
-    assert_eq!(d.snapshot().probes_in_flight, 1, "the secondary holds its probe until call");
+    assert_eq!(
+        d.snapshot().probes_in_flight,
+        1,
+        "the secondary holds its probe until call"
+    );
     drop(svc);
     assert_eq!(d.snapshot().probes_in_flight, 0);
     assert!(d.try_acquire().is_ok());

@@ -163,7 +163,12 @@ impl<S, F> Failover<S, F> {
         self.scan(start, skipped, cx)
     }
 
-    fn scan<Req>(&mut self, start: usize, mut skipped: Vec<Skipped>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    fn scan<Req>(
+        &mut self,
+        start: usize,
+        mut skipped: Vec<Skipped>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>>
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,

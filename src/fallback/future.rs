@@ -321,7 +321,12 @@ where
                         _ => {
                             this.state.set(FState::Done);
                             let skipped = mem::take(this.skipped);
-                            return Poll::Ready(finish(this.shared, member, result.map_err(Into::into), skipped));
+                            return Poll::Ready(finish(
+                                this.shared,
+                                member,
+                                result.map_err(Into::into),
+                                skipped,
+                            ));
                         }
                     };
                     let fall = next.policy.0.should_fall_back(result.as_ref());
@@ -340,7 +345,11 @@ where
                                 None => {
                                     this.state.set(FState::Done);
                                     let skipped = mem::take(this.skipped);
-                                    return Poll::Ready(Err(chain_error(&this.shared.names[member], e, skipped)));
+                                    return Poll::Ready(Err(chain_error(
+                                        &this.shared.names[member],
+                                        e,
+                                        skipped,
+                                    )));
                                 }
                             }
                         }
@@ -388,7 +397,10 @@ where
             let next = this.next.as_ref().expect("failover future lost its policy");
             if after < next.spares.len() {
                 let service = next.spares[after].clone();
-                this.state.set(FState::Ready { service, member: after });
+                this.state.set(FState::Ready {
+                    service,
+                    member: after,
+                });
                 continue;
             }
             this.state.set(FState::Done);

@@ -119,7 +119,6 @@ no_op!(
     f64,
     String,
     &'static str,
-
     Arc<str>,
     Cow<'static, str>,
 );

@@ -10,7 +10,7 @@ use std::{
 use tower_service::Service;
 
 use super::{
-    error::{Skipped, SkipReason, chain_error, unavailable},
+    error::{SkipReason, Skipped, chain_error, unavailable},
     future::ResponseFuture,
     policy::{OnFailure, OnOpen, Policy},
     provenance::{Provenance, RecordProvenance, Shared},
