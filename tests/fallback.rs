@@ -528,3 +528,27 @@ async fn layer_builds_the_same_fallback() {
     assert_eq!(svc.oneshot("q".into()).await.unwrap(), "cache: q");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn services_and_futures_are_send_with_boxed_members() {
+    // BoxCloneService is Send but not Sync: the fallbacks must not need Sync members.
+    fn send_service<S>(_: &S)
+    where
+        S: Service<String> + Send,
+        S::Future: Send,
+    {
+    }
+    let (_, p) = upstream("a", false);
+    let (_, s) = upstream("b", false);
+    send_service(&Fallback::new(p.clone(), s.clone()).on_fallback(|_| {}));
+    send_service(&Fallback::new(p.clone(), s.clone()).on_failure(CloneRequest::new()));
+    send_service(&tower_breaker::Failover::new([
+        ("a", p.clone()),
+        ("b", s.clone()),
+    ]));
+    send_service(&tower_breaker::Failover::new([("a", p), ("b", s)]).on_failure(CloneRequest::new()));
+    fn error_types<E: Error + Send + Sync + 'static>() {}
+    error_types::<AllUnavailable>();
+    error_types::<FallbackError>();
+    error_types::<Skipped>();
+}

@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -54,7 +54,7 @@ use crate::breaker::{BoxError, ConfigError};
 /// ```
 pub struct Failover<S, F = OnOpen> {
     members: Vec<S>,
-    spares: Option<Arc<[S]>>,
+    spares: Option<Arc<[Mutex<S>]>>,
     policy: F,
     max_attempts: usize,
     spill_over: bool,
@@ -113,7 +113,7 @@ impl<S, F> Failover<S, F> {
         S: Clone,
     {
         Failover {
-            spares: Some(self.members.clone().into()),
+            spares: Some(self.members.iter().map(|m| Mutex::new(m.clone())).collect()),
             members: self.members,
             policy: OnFailure(policy),
             max_attempts: self.max_attempts,

@@ -5,7 +5,7 @@ use std::{
     future::Future,
     mem,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll, ready},
 };
 
@@ -53,6 +53,23 @@ fn finish<Res: RecordProvenance>(
     }
 }
 
+/// Locks a spare service to clone it. A service is `Send` but rarely `Sync` (a boxed one is
+/// not), so spares shared between calls sit behind a mutex, locked only to clone one when a
+/// request falls back after its call.
+pub(crate) fn lock<S>(spare: &Mutex<S>) -> MutexGuard<'_, S> {
+    spare.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What an `on_failure` fallback needs to send a request on after the primary's call: the
+/// service's spare secondary (cloned only if needed, with `clone`, which is `S::clone`: the
+/// future's own bounds need no `S: Clone`), the copy of the request, and the policy.
+pub(crate) struct Spare<S, Req, Pol> {
+    pub(crate) secondary: Arc<Mutex<S>>,
+    pub(crate) clone: fn(&S) -> S,
+    pub(crate) request: Req,
+    pub(crate) policy: Pol,
+}
+
 pin_project! {
     /// The response future of [`Fallback`](super::Fallback).
     ///
@@ -75,7 +92,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<PF, SF, S, Req, Pol, Res> {
-        Primary { #[pin] future: PF, next: Option<(S, Req, Pol)> },
+        Primary { #[pin] future: PF, next: Option<Spare<S, Req, Pol>> },
         Ready { secondary: S, request: Option<Req>, held: Option<Held<Res>> },
         Secondary { #[pin] future: SF },
         Done,
@@ -88,7 +105,7 @@ where
     S: Service<Req>,
 {
     #[inline]
-    pub(crate) fn primary(future: P::Future, next: Option<(S, Req, Pol)>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn primary(future: P::Future, next: Option<Spare<S, Req, Pol>>, shared: Arc<Shared>) -> Self {
         Self {
             state: State::Primary { future, next },
             shared,
@@ -122,7 +139,13 @@ where
             match this.state.as_mut().project() {
                 StateProj::Primary { future, next } => {
                     let result = ready!(future.poll(cx));
-                    let Some((secondary, request, mut policy)) = next.take() else {
+                    let Some(Spare {
+                        secondary,
+                        clone,
+                        request,
+                        mut policy,
+                    }) = next.take()
+                    else {
                         this.state.set(State::Done);
                         let skipped = mem::take(this.skipped);
                         return Poll::Ready(finish(this.shared, 0, result.map_err(Into::into), skipped));
@@ -150,8 +173,9 @@ where
                             }
                         }
                     };
+                    // Only now is the secondary cloned (from the spare the service keeps).
                     this.state.set(State::Ready {
-                        secondary,
+                        secondary: clone(&lock(&secondary)),
                         request: Some(request),
                         held,
                     });
@@ -248,7 +272,7 @@ pin_project! {
 
 /// What an `on_failure` failover needs to try the next members.
 pub(crate) struct Next<S, Req, Pol> {
-    pub(crate) spares: Arc<[S]>,
+    pub(crate) spares: Arc<[Mutex<S>]>,
     pub(crate) request: Option<Req>,
     pub(crate) policy: Pol,
     pub(crate) attempts_left: usize,
@@ -396,7 +420,7 @@ where
             // Try the next member, if there is one.
             let next = this.next.as_ref().expect("failover future lost its policy");
             if after < next.spares.len() {
-                let service = next.spares[after].clone();
+                let service = lock(&next.spares[after]).clone();
                 this.state.set(FState::Ready {
                     service,
                     member: after,

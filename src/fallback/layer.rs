@@ -91,6 +91,7 @@ impl<P, S: Clone, F: Clone> Layer<P> for FallbackLayer<S, F> {
             spill_over: self.spill_over,
             shared: self.shared.clone(),
             route: Route::None,
+            spare: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     fmt, mem,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::{
     error::{SkipReason, Skipped, chain_error, unavailable},
-    future::ResponseFuture,
+    future::{ResponseFuture, Spare},
     policy::{OnFailure, OnOpen, Policy},
     provenance::{Provenance, RecordProvenance, Shared},
 };
@@ -26,6 +26,9 @@ pub struct Fallback<P, S, F = OnOpen> {
     pub(super) spill_over: bool,
     pub(super) shared: Arc<Shared>,
     pub(super) route: Route,
+    /// With `on_failure`: a clone of the secondary, cloned again only for a request that
+    /// falls back after its call (made on the first call).
+    pub(super) spare: Option<Arc<Mutex<S>>>,
 }
 
 /// What this instance decided in `poll_ready`, kept until `call`.
@@ -48,6 +51,7 @@ impl<P, S> Fallback<P, S> {
             spill_over: false,
             shared: Arc::new(Shared::new(Box::new(["primary".into(), "secondary".into()]))),
             route: Route::None,
+            spare: None,
         }
     }
 }
@@ -83,8 +87,9 @@ impl<P, S, F> Fallback<P, S, F> {
     /// Also falls back after the primary was *called*: when its call failed or its response
     /// was classified as a failure (and when a `RejectOnCall` breaker rejected the call), as
     /// `policy` decides. The policy copies each request before the primary gets it; when it
-    /// returns `None`, that request cannot fall back after the call. The secondary is cloned
-    /// for each call that holds a copy, and readied only if it is needed.
+    /// returns `None`, that request cannot fall back after the call. A request that does fall
+    /// back goes to a clone of the secondary (`S: Clone`), made only then and readied in the
+    /// response future; requests that need no fallback cost one copy of the request.
     pub fn on_failure<Pol>(self, policy: Pol) -> Fallback<P, S, OnFailure<Pol>> {
         Fallback {
             primary: self.primary,
@@ -93,6 +98,7 @@ impl<P, S, F> Fallback<P, S, F> {
             spill_over: self.spill_over,
             shared: self.shared,
             route: self.route,
+            spare: None,
         }
     }
 
@@ -211,6 +217,7 @@ impl<P: Clone, S: Clone, F: Clone> Clone for Fallback<P, S, F> {
             spill_over: self.spill_over,
             shared: self.shared.clone(),
             route: Route::None,
+            spare: self.spare.clone(),
         }
     }
 }
@@ -279,11 +286,15 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         match mem::replace(&mut self.route, Route::None) {
             Route::Primary => {
-                let next = self
-                    .policy
-                    .0
-                    .clone_request(&req)
-                    .map(|copy| (self.secondary.clone(), copy, self.policy.0.clone()));
+                let next = self.policy.0.clone_request(&req).map(|request| Spare {
+                    secondary: self
+                        .spare
+                        .get_or_insert_with(|| Arc::new(Mutex::new(self.secondary.clone())))
+                        .clone(),
+                    clone: S::clone,
+                    request,
+                    policy: self.policy.0.clone(),
+                });
                 ResponseFuture::primary(self.primary.call(req), next, self.shared.clone())
             }
             Route::Secondary(skipped) => {
