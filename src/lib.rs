@@ -84,6 +84,7 @@
 
 pub mod breaker;
 pub mod classify;
+pub mod fallback;
 pub mod service;
 
 pub use breaker::{
@@ -91,6 +92,7 @@ pub use breaker::{
     State, is_circuit_open,
 };
 pub use classify::{AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome};
+pub use fallback::{AllUnavailable, Failover, Fallback, FallbackLayer};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
