@@ -4,6 +4,8 @@
 
 pub mod breaker;
 pub mod classify;
+pub mod integrations;
+pub mod keyed;
 pub mod service;
 
 pub use breaker::{
