@@ -169,7 +169,7 @@ struct Template {
 impl Template {
     fn new(builder: Builder) -> Result<Self, ConfigError> {
         let config = builder.config()?;
-        let base: Arc<str> = builder.build_with(config.clone()).name().into();
+        let base = builder.name_ref().clone();
         Ok(Self {
             builder,
             config,
