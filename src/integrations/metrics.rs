@@ -81,17 +81,7 @@ pub const SLOW_CALL_RATE: &str = "circuit_breaker_slow_call_rate";
 /// `circuit_breaker_keys`
 pub const KEYS: &str = "circuit_breaker_keys";
 
-/// The value of the `circuit_breaker_state` gauge for `state`: `0` closed, `1` open, `2`
-/// half-open, `3` forced open, `4` disabled.
-pub const fn state_value(state: State) -> f64 {
-    match state {
-        State::Closed => 0.0,
-        State::Open => 1.0,
-        State::HalfOpen => 2.0,
-        State::ForcedOpen => 3.0,
-        State::Disabled => 4.0,
-    }
-}
+pub use super::state_value;
 
 /// Describes the metrics (units and help text) to the installed recorder. Optional.
 pub fn describe() {
