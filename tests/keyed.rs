@@ -203,9 +203,15 @@ async fn a_flood_of_distinct_keys_stays_within_max_keys() {
     assert!(registry.overflow().is_none(), "closed keys were evicted, no overflow needed");
 }
 
+fn keys(registry: &KeyedRegistry<String>) -> Vec<String> {
+    let mut keys: Vec<_> = registry.snapshot().into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    keys
+}
+
 #[tokio::test(start_paused = true)]
-async fn closed_idle_keys_go_first_then_least_recently_used() {
-    // 4 keys: one shard of 4, evicting one key at a time.
+async fn unused_closed_keys_go_first_when_a_shard_is_full() {
+    // 4 keys: one shard of 4, making room one key at a time.
     let registry = KeyedRegistry::<String>::builder(template())
         .max_keys(4)
         .idle_timeout(Duration::from_secs(60))
@@ -214,21 +220,19 @@ async fn closed_idle_keys_go_first_then_least_recently_used() {
     for k in ["a", "b", "c", "d"] {
         registry.get(k).unwrap();
     }
-    advance(Duration::from_secs(61)).await;
-    // b, c, d are used again; a stays idle; c is used before b and d.
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(registry.evict_idle(), 0, "every key was used since the last sweep");
+    advance(Duration::from_secs(30)).await;
     for k in ["c", "b", "d"] {
-        registry.get(k).unwrap();
-        advance(Duration::from_secs(1)).await;
+        registry.get(k).unwrap(); // a stays unused
     }
     registry.get("e").unwrap();
-    let mut keys: Vec<_> = registry.snapshot().into_iter().map(|(k, _)| k).collect();
-    keys.sort();
-    assert_eq!(keys, ["b", "c", "d", "e"], "the idle key went first");
-    // Nobody is idle now: the least recently used closed key (c) goes next.
+    assert_eq!(keys(&registry), ["b", "c", "d", "e"], "the unused key went first");
+    // Every key was used since the last sweep: some closed key makes room.
     registry.get("f").unwrap();
-    let mut keys: Vec<_> = registry.snapshot().into_iter().map(|(k, _)| k).collect();
-    keys.sort();
-    assert_eq!(keys, ["b", "d", "e", "f"]);
+    let now = keys(&registry);
+    assert_eq!(now.len(), 4);
+    assert!(now.contains(&"f".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,8 +256,11 @@ async fn an_open_breaker_is_never_evicted_before_its_deadline() {
     assert_eq!(registry.get("off").unwrap().state(), State::Disabled);
     assert!(registry.len() <= 4);
 
-    // Past its deadline and idle, nobody probed it: now it may go.
+    // Past its deadline, and unused for a whole sweep period: now it may go.
     advance(Duration::from_secs(21)).await;
+    assert_eq!(registry.evict_idle(), 0, "every key was used since the last sweep");
+    assert_eq!(registry.evict_idle(), 0, "a sweep period is not over");
+    advance(Duration::from_secs(1)).await;
     assert_eq!(registry.evict_idle(), 2, "the open breaker past its deadline and the last flood key");
     let keys: Vec<_> = registry.snapshot().into_iter().map(|(k, _)| k).collect();
     assert!(!keys.contains(&"down".to_string()));
@@ -304,7 +311,7 @@ async fn when_full_with_reject_the_call_fails_with_registry_full() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_keys_are_swept_when_a_new_key_arrives_after_the_idle_timeout() {
+async fn idle_keys_are_swept_when_a_new_key_arrives_a_sweep_period_later() {
     let registry = KeyedRegistry::<String>::builder(template())
         .max_keys(100)
         .idle_timeout(Duration::from_secs(60))
@@ -313,13 +320,18 @@ async fn idle_keys_are_swept_when_a_new_key_arrives_after_the_idle_timeout() {
     for i in 0..10 {
         registry.get(&*format!("k{i}")).unwrap();
     }
+    advance(Duration::from_secs(60)).await;
+    registry.get("x").unwrap(); // sweeps: every key was used since the start, none goes
+    assert_eq!(registry.len(), 11);
     advance(Duration::from_secs(30)).await;
-    registry.get("k0").unwrap(); // used: not idle
-    advance(Duration::from_secs(31)).await;
-    registry.get("new").unwrap();
-    let mut keys: Vec<_> = registry.snapshot().into_iter().map(|(k, _)| k).collect();
-    keys.sort();
-    assert_eq!(keys, ["k0", "new"]);
+    registry.get("k0").unwrap(); // used 30 s ago at the next sweep: stays
+    advance(Duration::from_secs(30)).await;
+    registry.get("new").unwrap(); // sweeps: k1..k9 were unused for 120 s
+    assert_eq!(keys(&registry), ["k0", "new", "x"]);
+    // Not a sweep period later: nothing goes, however many keys arrive.
+    advance(Duration::from_secs(59)).await;
+    registry.get("y").unwrap();
+    assert_eq!(keys(&registry), ["k0", "new", "x", "y"]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -60,14 +60,25 @@
 //!
 //! The registry holds at most [`max_keys`](KeyedRegistryBuilder::max_keys) breakers (default
 //! 10,000), so a flood of distinct hosts cannot grow it without bound. It is sharded (up to 64
-//! shards, each a `RwLock<HashMap>` holding an even share of `max_keys`); a lookup of a known
-//! key takes one shard's shared lock. When a new key arrives in a full shard, the shard evicts
-//! about an eighth of its share at once, in this order:
+//! shards, each a `RwLock` over a hash table holding an even share of `max_keys`; the bound
+//! is enforced per shard, so eviction may start a little before the registry as a whole is
+//! full). A lookup of a known key hashes the key once, takes one shard's shared lock and
+//! sets a "used" bit if it is clear; it reads no clock and allocates nothing.
 //!
-//! 1. closed breakers idle for [`idle_timeout`](KeyedRegistryBuilder::idle_timeout) (default
-//!    10 minutes), least recently used first;
-//! 2. other closed breakers, least recently used first (their statistics are lost);
-//! 3. open breakers whose open period ended and that stayed idle since.
+//! Idle keys are found with a clock (second-chance) scheme: each shard is *swept* at most
+//! once per [`idle_timeout`](KeyedRegistryBuilder::idle_timeout) (default 10 minutes), when a
+//! new key arrives in it or when [`KeyedRegistry::evict_idle`] is called; a sweep removes
+//! the evictable keys not used since the previous sweep and clears the bit of the others. A
+//! key is therefore never removed as idle before it has been unused for `idle_timeout`, and
+//! is removed by the second sweep after its last use.
+//!
+//! When a new key arrives in a full shard, the shard evicts about an eighth of its share at
+//! once, in this order:
+//!
+//! 1. closed breakers not used since the last sweep;
+//! 2. open breakers whose open period ended and that were not used since the last sweep
+//!    (nobody came back to probe);
+//! 3. other closed breakers (their statistics are lost).
 //!
 //! An open breaker before its deadline, a half-open one, and a breaker forced open or
 //! disabled by an operator are **never** evicted: a flood of new keys cannot make a failing
@@ -75,10 +86,6 @@
 //! [`WhenFull`] policy decides: by default the new key shares an *overflow* breaker (named
 //! `"{template}:<overflow>"`) with the other keys that did not fit, so calls stay guarded and
 //! memory bounded; [`WhenFull::Reject`] refuses the call with [`RegistryFull`] instead.
-//!
-//! Idle keys are also swept from a shard when a new key arrives there at least
-//! `idle_timeout` after its last sweep; [`KeyedRegistry::evict_idle`] sweeps every shard
-//! (run it from an interval task to reclaim memory when no new keys arrive).
 //!
 //! [`KeyedRegistry::snapshot`] lists every key with its breaker's [`Snapshot`](crate::Snapshot).
 

@@ -4,13 +4,16 @@ use std::{
     borrow::Borrow,
     collections::HashMap,
     fmt,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     sync::{
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use tokio::time::Instant;
 
@@ -77,10 +80,10 @@ where
         self
     }
 
-    /// A closed breaker not used for this long is evicted (default 10 minutes). Idle keys are
-    /// swept lazily, when a new key arrives in their shard at least this long after its last
-    /// sweep, or by [`KeyedRegistry::evict_idle`] (call it from an interval task to reclaim
-    /// memory when no new keys arrive).
+    /// A closed breaker not used for at least this long may be evicted (default 10 minutes).
+    /// See [the module docs](super#bounded-memory): a key unused for this long is removed by
+    /// the second sweep of its shard after its last use, so between one and about two
+    /// `idle_timeout`s after it.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = idle;
         self
@@ -134,7 +137,7 @@ where
         let shards = (0..shards)
             .map(|i| {
                 CachePadded(Shard {
-                    map: RwLock::new(HashMap::new()),
+                    table: RwLock::new(HashTable::new()),
                     capacity: per + usize::from(i < extra),
                     last_sweep: AtomicU64::new(0),
                 })
@@ -145,7 +148,7 @@ where
             inner: Arc::new(Inner {
                 shard_mask: shards.len() - 1,
                 shards,
-                hasher: RandomState::new(),
+                hasher: RandomState::default(),
                 template,
                 overrides,
                 idle_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
@@ -178,26 +181,39 @@ impl Template {
     }
 }
 
-struct Entry {
+struct Entry<K> {
+    key: K,
     breaker: CircuitBreaker,
-    /// Milliseconds since the registry's epoch at the last lookup.
-    last_used: AtomicU64,
+    /// Set by every lookup (only if clear: read-mostly), cleared by each idle sweep: a key
+    /// whose bit is still clear at a sweep was not used since the previous one.
+    used: AtomicBool,
 }
 
+impl<K> Entry<K> {
+    #[inline]
+    fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+type Table<K> = HashTable<Entry<K>>;
+
 struct Shard<K> {
-    map: RwLock<HashMap<K, Entry>>,
+    table: RwLock<Table<K>>,
     capacity: usize,
     /// When this shard was last swept for idle keys (ms since the epoch).
     last_sweep: AtomicU64,
 }
 
 impl<K> Shard<K> {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<K, Entry>> {
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn read(&self) -> RwLockReadGuard<'_, Table<K>> {
+        self.table.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<K, Entry>> {
-        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn write(&self) -> RwLockWriteGuard<'_, Table<K>> {
+        self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -245,12 +261,12 @@ impl<K> fmt::Debug for KeyedRegistry<K> {
 /// Why a key's breaker may (or may not) be evicted, best candidates first.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Tier {
-    /// Closed and idle.
-    ClosedIdle,
-    /// Closed, used recently (least recently used first).
+    /// Closed, not used since the last sweep.
+    ClosedUnused,
+    /// Open past its deadline, not used since the last sweep: nobody came back to probe.
+    OpenElapsedUnused,
+    /// Closed, used since the last sweep.
     Closed,
-    /// Open past its deadline, and idle: nobody came back to probe.
-    OpenElapsedIdle,
 }
 
 impl<K> KeyedRegistry<K>
@@ -307,26 +323,24 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let inner = &*self.inner;
+        // One hash: bits 32.. pick the shard, the table uses the low bits and the top 7.
         let hash = inner.hasher.hash_one(key);
-        // The map hashes again with its own hasher: the high bits pick the shard.
-        let shard = &inner.shards[(hash >> 40) as usize & inner.shard_mask];
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
         {
-            let map = shard.read();
-            if let Some(entry) = map.get(key) {
-                let now = inner.now_ms();
-                if entry.last_used.load(Ordering::Relaxed) != now {
-                    entry.last_used.store(now, Ordering::Relaxed);
-                }
+            let table = shard.read();
+            if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
+                entry.touch();
                 return Ok(f(&entry.breaker));
             }
         }
-        self.insert(shard, key, f)
+        self.insert(shard, hash, key, f)
     }
 
     #[cold]
     fn insert<Q, R>(
         &self,
         shard: &Shard<K>,
+        hash: u64,
         key: &Q,
         f: impl FnOnce(&CircuitBreaker) -> R,
     ) -> Result<R, RegistryFull>
@@ -335,21 +349,17 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let inner = &*self.inner;
-        let now = inner.now_ms();
-        let mut map = shard.write();
-        if let Some(entry) = map.get(key) {
-            entry.last_used.store(now, Ordering::Relaxed);
+        let mut table = shard.write();
+        if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
+            entry.touch();
             return Ok(f(&entry.breaker));
         }
-        if now.saturating_sub(shard.last_sweep.load(Ordering::Relaxed)) >= inner.idle_ms {
-            shard.last_sweep.store(now, Ordering::Relaxed);
-            inner.evict(&mut map, now, shard.capacity, true);
+        inner.sweep_if_due(shard, &mut table);
+        if table.len() >= shard.capacity {
+            inner.make_room(&mut table, shard.capacity);
         }
-        if map.len() >= shard.capacity {
-            inner.evict(&mut map, now, shard.capacity, false);
-        }
-        if map.len() >= shard.capacity {
-            drop(map);
+        if table.len() >= shard.capacity {
+            drop(table);
             return match inner.when_full {
                 WhenFull::Overflow => Ok(f(inner.overflow())),
                 WhenFull::Reject => Err(RegistryFull {
@@ -360,28 +370,32 @@ where
         let key = key.to_owned();
         let breaker = inner.create(&key);
         let result = f(&breaker);
-        map.insert(
-            key,
+        let hasher = &inner.hasher;
+        table.insert_unique(
+            hash,
             Entry {
+                key,
                 breaker,
-                last_used: AtomicU64::new(now),
+                used: AtomicBool::new(true),
             },
+            |e| hasher.hash_one(&e.key),
         );
         Ok(result)
     }
 
-    /// Removes every idle breaker that may be evicted (closed, or open past its deadline),
-    /// in every shard. Returns how many were removed.
+    /// Sweeps every shard whose last sweep is at least `idle_timeout` old: removes the
+    /// breakers not used since that sweep that may be evicted (closed, or open past their
+    /// deadline), and starts a new period for the others. Returns how many were removed.
+    ///
+    /// New keys sweep their shard this way already; call this from an interval task (every
+    /// quarter of `idle_timeout`, say) to reclaim memory when no new keys arrive.
     pub fn evict_idle(&self) -> usize {
         let inner = &*self.inner;
-        let now = inner.now_ms();
-        let mut removed = 0;
-        for shard in &*inner.shards {
-            let mut map = shard.write();
-            shard.last_sweep.store(now, Ordering::Relaxed);
-            removed += inner.evict(&mut map, now, shard.capacity, true);
-        }
-        removed
+        inner
+            .shards
+            .iter()
+            .map(|shard| inner.sweep_if_due(shard, &mut shard.write()))
+            .sum()
     }
 }
 
@@ -401,8 +415,8 @@ impl<K> KeyedRegistry<K> {
     /// short).
     pub fn for_each(&self, mut f: impl FnMut(&K, &CircuitBreaker)) {
         for shard in &*self.inner.shards {
-            for (key, entry) in shard.read().iter() {
-                f(key, &entry.breaker);
+            for entry in shard.read().iter() {
+                f(&entry.key, &entry.breaker);
             }
         }
     }
@@ -440,6 +454,7 @@ where
 {
     #[inline]
     fn now_ms(&self) -> u64 {
+        // Only the insert path and sweeps read the clock; lookups only set a bit.
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -466,43 +481,59 @@ where
         })
     }
 
-    fn tier(&self, entry: &Entry, now: u64) -> Option<Tier> {
-        let idle = now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) >= self.idle_ms;
+    fn tier(entry: &Entry<K>) -> Option<Tier> {
+        let used = entry.used.load(Ordering::Relaxed);
         match entry.breaker.state() {
-            State::Closed if idle => Some(Tier::ClosedIdle),
-            State::Closed => Some(Tier::Closed),
-            State::Open if idle && entry.breaker.snapshot().retry_after == Some(Duration::ZERO) => {
-                Some(Tier::OpenElapsedIdle)
+            State::Closed if used => Some(Tier::Closed),
+            State::Closed => Some(Tier::ClosedUnused),
+            State::Open if !used && entry.breaker.snapshot().retry_after == Some(Duration::ZERO) => {
+                Some(Tier::OpenElapsedUnused)
             }
             // Open before its deadline, half-open, forced open, disabled: kept.
             _ => None,
         }
     }
 
-    /// `idle_only`: removes every idle evictable entry. Otherwise makes room in a full shard:
-    /// removes up to an eighth of its capacity (at least one), best candidates first, so the
-    /// scan is paid once per many inserts.
-    fn evict(&self, map: &mut HashMap<K, Entry>, now: u64, capacity: usize, idle_only: bool) -> usize {
-        if idle_only {
-            let before = map.len();
-            map.retain(|_, e| !matches!(self.tier(e, now), Some(Tier::ClosedIdle | Tier::OpenElapsedIdle)));
-            return before - map.len();
-        }
-        let mut candidates: Vec<(Tier, u64, K)> = map
-            .iter()
-            .filter_map(|(k, e)| {
-                self.tier(e, now)
-                    .map(|t| (t, e.last_used.load(Ordering::Relaxed), k.clone()))
-            })
-            .collect();
-        let batch = (capacity / 8).max(1).min(candidates.len());
-        if batch == 0 {
+    /// Sweeps `shard` if its last sweep is at least `idle_timeout` old: removes the entries
+    /// unused since then that may go, and clears the others' `used` bits.
+    fn sweep_if_due(&self, shard: &Shard<K>, table: &mut Table<K>) -> usize {
+        let now = self.now_ms();
+        if now.saturating_sub(shard.last_sweep.load(Ordering::Relaxed)) < self.idle_ms {
             return 0;
         }
-        candidates.select_nth_unstable_by(batch - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        for (_, _, key) in candidates.drain(..batch) {
-            map.remove(&key);
+        shard.last_sweep.store(now, Ordering::Relaxed);
+        let before = table.len();
+        table.retain(|e| {
+            if matches!(Self::tier(e), Some(Tier::ClosedUnused | Tier::OpenElapsedUnused)) {
+                return false;
+            }
+            e.used.store(false, Ordering::Relaxed);
+            true
+        });
+        before - table.len()
+    }
+
+    /// Makes room in a full shard: removes up to an eighth of its capacity (at least one),
+    /// best candidates first, so the scan is paid once per many inserts.
+    fn make_room(&self, table: &mut Table<K>, capacity: usize) {
+        let mut count = [0usize; 3];
+        for e in table.iter() {
+            if let Some(t) = Self::tier(e) {
+                count[t as usize] += 1;
+            }
         }
-        batch
+        let mut budget = (capacity / 8).max(1);
+        let mut quota = [0usize; 3];
+        for (q, c) in quota.iter_mut().zip(count) {
+            *q = c.min(budget);
+            budget -= *q;
+        }
+        table.retain(|e| match Self::tier(e) {
+            Some(t) if quota[t as usize] > 0 => {
+                quota[t as usize] -= 1;
+                false
+            }
+            _ => true,
+        });
     }
 }
