@@ -85,6 +85,7 @@
 pub mod breaker;
 pub mod classify;
 pub mod fallback;
+pub mod keyed;
 pub mod service;
 
 pub use breaker::{
