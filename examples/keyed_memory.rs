@@ -43,12 +43,18 @@ static ALLOC: Counting = Counting;
 const KEYS: usize = 100_000;
 
 fn measure(label: &str, template: tower_breaker::Builder) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let keys: Vec<String> = (0..KEYS).map(|i| format!("host-{i:06}.example.com")).collect();
     let key_bytes: usize = keys.iter().map(|k| k.capacity()).sum();
     let before = LIVE.load(Ordering::Relaxed);
-    let registry = KeyedRegistry::<String>::builder(template).max_keys(KEYS).build().unwrap();
+    let registry = KeyedRegistry::<String>::builder(template)
+        .max_keys(KEYS)
+        .build()
+        .unwrap();
     for k in &keys {
         registry.get(k.as_str()).unwrap();
     }
