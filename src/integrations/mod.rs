@@ -38,3 +38,5 @@
 
 #[cfg(feature = "reqwest-middleware")]
 pub mod reqwest_middleware;
+#[cfg(feature = "tower-http")]
+pub mod tower_http;
