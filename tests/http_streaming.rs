@@ -231,3 +231,22 @@ mod readiness {
         assert_eq!(&res.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
     }
 }
+
+#[tokio::test]
+async fn per_service_layers_get_their_own_breakers() {
+    use tower::{Layer, Service};
+    let server = FaultServer::start(Fault::Status(500)).await;
+    let layer = StreamingBreakerLayer::per_service(CircuitBreaker::builder("ep").consecutive_failures(1))
+        .unwrap()
+        .classify(HttpClassifier::default());
+    let mut a = layer.layer(client());
+    let mut b = layer.layer(client());
+    a.ready().await.unwrap().call(get(server.uri("/"))).await.unwrap();
+    assert_eq!(a.breaker().state(), State::Open);
+    assert_eq!(b.breaker().state(), State::Closed);
+    assert!(b.ready().await.is_ok());
+    assert!(
+        StreamingBreakerLayer::per_service(CircuitBreaker::builder("none")).is_err(),
+        "no trip rule"
+    );
+}
