@@ -1,6 +1,6 @@
 //! The HTTP classifier's cost: classifying a response or an error (with the clone the breaker
 //! service makes per call), against the default `ErrorIsFailure`.
-use std::{hint::black_box, time::Duration};
+use std::{future::Future, hint::black_box, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Response, header::RETRY_AFTER};
@@ -49,5 +49,39 @@ fn classify(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify);
+/// A closed call through the breaker layer over a ready service, per classifier.
+fn layer(c: &mut Criterion) {
+    use std::task::{Context, Poll};
+    use tower::{Layer, Service, service_fn};
+    use tower_breaker::{CircuitBreaker, CircuitBreakerLayer};
+
+    fn run<S: Service<(), Response = Response<()>>>(svc: &mut S, cx: &mut Context<'_>) {
+        assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+        let mut fut = std::pin::pin!(svc.call(()));
+        assert!(matches!(fut.as_mut().poll(cx), Poll::Ready(Ok(_))));
+    }
+
+    let mut g = c.benchmark_group("layer_closed_call");
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let inner = || service_fn(|()| std::future::ready(Ok::<_, BoxError>(Response::new(()))));
+    let breaker = || {
+        CircuitBreaker::builder("b")
+            .consecutive_failures(5)
+            .build()
+            .unwrap()
+    };
+
+    let mut bare = inner();
+    g.bench_function("bare", |b| b.iter(|| run(&mut bare, &mut cx)));
+    let mut plain = CircuitBreakerLayer::new(breaker()).layer(inner());
+    g.bench_function("error_is_failure", |b| b.iter(|| run(&mut plain, &mut cx)));
+    let mut http = CircuitBreakerLayer::new(breaker())
+        .classify(HttpClassifier::default())
+        .layer(inner());
+    g.bench_function("http_classifier", |b| b.iter(|| run(&mut http, &mut cx)));
+    g.finish();
+}
+
+criterion_group!(benches, classify, layer);
 criterion_main!(benches);
