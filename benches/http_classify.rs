@@ -83,8 +83,12 @@ fn layer(c: &mut Criterion) {
     // The same table behind a `&'static`: what the per-call clone costs.
     let table: &'static HttpClassifier = Box::leak(Box::new(HttpClassifier::default()));
     let by_ref = move |r: Result<&Response<()>, &BoxError>| table.classify(r);
-    let mut http_ref = CircuitBreakerLayer::new(breaker()).classify(by_ref).layer(inner());
-    g.bench_function("http_classifier_by_ref", |b| b.iter(|| run(&mut http_ref, &mut cx)));
+    let mut http_ref = CircuitBreakerLayer::new(breaker())
+        .classify(by_ref)
+        .layer(inner());
+    g.bench_function("http_classifier_by_ref", |b| {
+        b.iter(|| run(&mut http_ref, &mut cx))
+    });
     g.finish();
 }
 

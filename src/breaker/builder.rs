@@ -103,6 +103,10 @@ impl Builder {
         self
     }
 
+    pub(crate) fn name_ref(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// Trips on the `n`-th consecutive failure. A success resets the run; `Ignore` leaves it.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive = Some(n);

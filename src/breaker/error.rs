@@ -1,8 +1,8 @@
 //! The core's errors: [`ConfigError`] from the builder, [`CircuitOpen`] from a refused call.
 
-use std::{error::Error, fmt, sync::Arc, time::Duration};
+use std::{error::Error, fmt, time::Duration};
 
-use super::State;
+use super::{CircuitBreaker, State};
 
 /// A builder was given a value it cannot work with. Names the setting and says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,11 +48,13 @@ impl Error for ConfigError {}
 /// assert_eq!(err.name(), "openai");
 /// assert_eq!(err.to_string(), r#"circuit "openai" is open; retry in 30s"#);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct CircuitOpen {
-    pub(crate) name: Arc<str>,
+    pub(crate) breaker: CircuitBreaker,
     pub(crate) state: State,
-    pub(crate) retry_after: Option<Duration>,
+    /// Nanoseconds since the breaker's epoch at which it lets a probe through, or
+    /// `NO_DEADLINE`.
+    pub(crate) until: u64,
     /// The generation that refused: a waiter re-checks as soon as it changes.
     pub(crate) generation: u64,
 }
@@ -60,7 +62,7 @@ pub struct CircuitOpen {
 impl CircuitOpen {
     /// The name of the breaker that refused the call.
     pub fn name(&self) -> &str {
-        &self.name
+        self.breaker.name()
     }
 
     /// The state that refused it: `Open`, `ForcedOpen` or `HalfOpen` (probes all in flight).
@@ -68,10 +70,10 @@ impl CircuitOpen {
         self.state
     }
 
-    /// How long until the breaker lets a probe through, when it is known (`None` when forced
-    /// open, or half-open with every probe in flight).
-    pub const fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+    /// How long from now until the breaker lets a probe through, when it is known (`None`
+    /// when forced open, or half-open with every probe in flight). Zero once that time came.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.breaker.shared.remaining(self.until)
     }
 
     /// Finds a `CircuitOpen` in an error or anywhere in its `source()` chain.
@@ -89,21 +91,42 @@ impl CircuitOpen {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit {:?} is ", &*self.name)?;
+        write!(f, "circuit {:?} is ", self.name())?;
         match self.state {
             State::ForcedOpen => f.write_str("forced open"),
             State::HalfOpen => f.write_str("half-open and its probes are all in flight"),
-            _ => match self.retry_after {
+            _ => match self.retry_after() {
                 Some(d) if d >= Duration::from_secs(1) => {
                     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
                     write!(f, "open; retry in {secs}s")
                 }
-                Some(d) => write!(f, "open; retry in {}ms", d.as_millis().max(1)),
+                Some(d) => write!(f, "open; retry in {}ms", d.as_nanos().div_ceil(1_000_000).max(1)),
                 None => f.write_str("open"),
             },
         }
     }
 }
+
+impl fmt::Debug for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitOpen")
+            .field("name", &self.name())
+            .field("state", &self.state)
+            .field("retry_after", &self.retry_after())
+            .finish()
+    }
+}
+
+impl PartialEq for CircuitOpen {
+    /// Equal when from the same breaker, state and deadline.
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(&*self.breaker.shared, &*other.breaker.shared)
+            && self.state == other.state
+            && self.until == other.until
+    }
+}
+
+impl Eq for CircuitOpen {}
 
 impl Error for CircuitOpen {}
 

@@ -1,6 +1,6 @@
 //! The breaker core: state machine, windows, trip rules, permits, backoff, events, snapshot.
 //!
-//! Independent of tower: the [service](crate::service), the [fallback](crate::fallback) and
+//! Independent of tower: the [service](crate::service), the fallback and
 //! the HTTP adapters are all built on this one acquire → run → record API.
 //!
 //! ```
@@ -50,6 +50,9 @@ mod state;
 pub(crate) mod sync;
 mod window;
 
+#[cfg(all(test, loom))]
+mod loom_tests;
+
 use std::{fmt, task::Waker, time::Duration};
 
 use tokio::time::Instant;
@@ -96,7 +99,7 @@ pub(crate) struct Shared {
     epoch: Instant,
     config: Config,
     listeners: Box<[Listener]>,
-    name: Arc<str>,
+    name: std::sync::Arc<str>,
 }
 
 /// What changes only under the lock.
@@ -180,32 +183,22 @@ impl CircuitBreaker {
 
     /// Asks to make a call. `Ok(permit)`: make it and record its outcome on the permit.
     /// `Err(CircuitOpen)`: don't; the circuit is open.
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
         let shared = &*self.shared;
         let (generation, state) = unpack(shared.hot.word.load(Ordering::Acquire));
         match state {
-            State::Closed => Ok(Permit::closed(self.clone(), generation, self.call_start())),
+            State::Closed => Ok(Permit::new(self.clone(), generation, false, shared.call_start())),
             State::Disabled => Ok(Permit::passthrough()),
             State::Open => {
                 let now = Instant::now();
                 let until = shared.hot.open_until.load(Ordering::Acquire);
-                let at = shared.nanos(now);
-                if at < until {
-                    return Err(self.reject(generation, state, Some(Duration::from_nanos(until - at))));
+                if shared.nanos(now) < until {
+                    return Err(self.reject(generation, state, until));
                 }
                 self.acquire_slow(now)
             }
             State::HalfOpen | State::ForcedOpen => self.acquire_slow(Instant::now()),
-        }
-    }
-
-    #[inline]
-    fn call_start(&self) -> Option<Instant> {
-        if self.shared.config.times_calls() {
-            Some(Instant::now())
-        } else {
-            None
         }
     }
 
@@ -225,30 +218,31 @@ impl CircuitBreaker {
                 shared.transition(&mut l, State::Open, Reason::ProbeTimedOut, now, &mut pending);
             }
             match l.state {
-                State::Closed => Ok(Permit::closed(self.clone(), l.generation, self.call_start())),
+                State::Closed => Ok(Permit::new(
+                    self.clone(),
+                    l.generation,
+                    false,
+                    shared.call_start(),
+                )),
                 State::Disabled => Ok(Permit::passthrough()),
                 State::HalfOpen if l.probes_in_flight < shared.config.half_open_permits => {
                     l.probes_in_flight += 1;
-                    let start = if shared.config.times_calls() {
-                        Some(now)
-                    } else {
-                        None
-                    };
-                    Ok(Permit::probe(self.clone(), l.generation, start))
+                    Ok(Permit::new(self.clone(), l.generation, true, shared.call_start()))
                 }
-                state => {
-                    let retry =
-                        (state == State::Open).then(|| l.open_until(shared).saturating_duration_since(now));
-                    Err((l.generation, state, retry))
-                }
+                State::Open => Err((
+                    l.generation,
+                    State::Open,
+                    shared.hot.open_until.load(Ordering::Acquire),
+                )),
+                state => Err((l.generation, state, NO_DEADLINE)),
             }
         };
         shared.publish(pending);
-        result.map_err(|(generation, state, retry)| self.reject(generation, state, retry))
+        result.map_err(|(generation, state, until)| self.reject(generation, state, until))
     }
 
     #[cold]
-    fn reject(&self, generation: u64, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+    fn reject(&self, generation: u64, state: State, until: u64) -> CircuitOpen {
         let shared = &*self.shared;
         tracing::debug!(breaker = %shared.name, state = %state, "circuit breaker rejected a call");
         if !shared.listeners.is_empty() {
@@ -258,9 +252,9 @@ impl CircuitBreaker {
             });
         }
         CircuitOpen {
-            name: shared.name.clone(),
+            breaker: self.clone(),
             state,
-            retry_after,
+            until,
             generation,
         }
     }
@@ -325,6 +319,12 @@ impl CircuitBreaker {
             if l.state != to {
                 shared.transition(&mut l, to, reason, Instant::now(), &mut pending);
             } else if to == State::Closed {
+                // Not a change of state, but a fresh start: calls admitted before it are stale.
+                l.generation += 1;
+                shared
+                    .hot
+                    .word
+                    .store(pack(l.generation, State::Closed), Ordering::Release);
                 shared.clear_statistics(&mut l);
             }
         }
@@ -388,11 +388,35 @@ impl Locked {
     }
 }
 
+/// `open_until` of a rejection that has no deadline (forced open, half-open full).
+pub(crate) const NO_DEADLINE: u64 = u64::MAX;
+
 impl Shared {
     fn nanos(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch)
             .as_nanos()
             .min(u64::MAX as u128) as u64
+    }
+
+    /// A permit's start stamp: nanoseconds since the epoch plus one, or 0 when no rule needs
+    /// call durations (no clock read then).
+    #[inline]
+    fn call_start(&self) -> u64 {
+        if self.config.times_calls() {
+            self.nanos(Instant::now()).saturating_add(1)
+        } else {
+            0
+        }
+    }
+
+    #[inline]
+    fn elapsed_since(&self, start: u64) -> Option<Duration> {
+        (start != 0).then(|| Duration::from_nanos(self.nanos(Instant::now()).saturating_sub(start - 1)))
+    }
+
+    /// The time until `until` (nanoseconds since the epoch), read now.
+    pub(crate) fn remaining(&self, until: u64) -> Option<Duration> {
+        (until != NO_DEADLINE).then(|| Duration::from_nanos(until.saturating_sub(self.nanos(Instant::now()))))
     }
 
     /// Moves to `to` under the lock: new generation, fresh per-state bookkeeping, waiters woken.

@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use tokio::time::Instant;
-
 use super::CircuitBreaker;
 use crate::classify::Outcome;
 
@@ -15,27 +13,18 @@ use crate::classify::Outcome;
 #[must_use = "a permit is for one call: record its outcome, or drop it to release it"]
 pub struct Permit {
     breaker: Option<CircuitBreaker>,
-    generation: u64,
-    probe: bool,
-    start: Option<Instant>,
+    /// `generation << 1 | probe`: plain words keep the permit cheap to move.
+    tag: u64,
+    /// Nanoseconds since the breaker's epoch, plus one, at admission; 0 when not timed.
+    start: u64,
 }
 
 impl Permit {
-    #[inline]
-    pub(crate) fn closed(breaker: CircuitBreaker, generation: u64, start: Option<Instant>) -> Self {
+    #[inline(always)]
+    pub(crate) fn new(breaker: CircuitBreaker, generation: u64, probe: bool, start: u64) -> Self {
         Self {
             breaker: Some(breaker),
-            generation,
-            probe: false,
-            start,
-        }
-    }
-
-    pub(crate) fn probe(breaker: CircuitBreaker, generation: u64, start: Option<Instant>) -> Self {
-        Self {
-            breaker: Some(breaker),
-            generation,
-            probe: true,
+            tag: (generation << 1) | u64::from(probe),
             start,
         }
     }
@@ -44,28 +33,36 @@ impl Permit {
     pub(crate) const fn passthrough() -> Self {
         Self {
             breaker: None,
-            generation: 0,
-            probe: false,
-            start: None,
+            tag: 0,
+            start: 0,
         }
     }
 
     /// Whether this permit is a half-open probe.
     pub const fn is_probe(&self) -> bool {
-        self.probe
+        self.tag & 1 == 1
+    }
+
+    const fn generation(&self) -> u64 {
+        self.tag >> 1
     }
 
     /// Records the call's outcome and gives the permit back.
-    #[inline]
+    #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {
+        self.record_in_place(outcome);
+    }
+
+    /// Records the outcome; the permit is spent (its drop does nothing).
+    #[inline(always)]
+    pub(crate) fn record_in_place(&mut self, outcome: Outcome) {
         if let Some(breaker) = self.breaker.take() {
-            let elapsed = self.start.map(|s| s.elapsed());
-            if self.probe {
-                breaker
-                    .shared
-                    .record_probe(self.generation, Some(outcome), elapsed);
+            let shared = &*breaker.shared;
+            let elapsed = shared.elapsed_since(self.start);
+            if self.is_probe() {
+                shared.record_probe(self.generation(), Some(outcome), elapsed);
             } else {
-                breaker.shared.record_closed(self.generation, outcome, elapsed);
+                shared.record_closed(self.generation(), outcome, elapsed);
             }
         }
     }
@@ -75,8 +72,8 @@ impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
         if let Some(breaker) = self.breaker.take() {
-            if self.probe {
-                breaker.shared.record_probe(self.generation, None, None);
+            if self.is_probe() {
+                breaker.shared.record_probe(self.generation(), None, None);
             } else {
                 breaker.shared.release_closed();
             }
@@ -88,8 +85,8 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &self.breaker.as_ref().map(CircuitBreaker::name))
-            .field("generation", &self.generation)
-            .field("probe", &self.probe)
+            .field("generation", &self.generation())
+            .field("probe", &self.is_probe())
             .finish()
     }
 }

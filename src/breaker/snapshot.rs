@@ -30,8 +30,24 @@ pub struct Snapshot {
     pub slow_call_rate: Option<f64>,
     /// Half-open probes in flight.
     pub probes_in_flight: u32,
-    /// When open: the time until a probe may go through (zero once due).
+    /// When open: the time until a probe may go through (zero once due). Serialised as
+    /// `retry_after_secs`, a number of seconds.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "retry_after_secs", serialize_with = "secs")
+    )]
     pub retry_after: Option<Duration>,
-    /// When open: the length of the current open period.
+    /// When open: the length of the current open period. Serialised as `open_for_secs`, a
+    /// number of seconds.
+    #[cfg_attr(feature = "serde", serde(rename = "open_for_secs", serialize_with = "secs"))]
     pub open_for: Option<Duration>,
+}
+
+/// Serialises a duration as fractional seconds (`null` when absent).
+#[cfg(feature = "serde")]
+fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }

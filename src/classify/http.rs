@@ -519,7 +519,7 @@ impl fmt::Debug for StatusSet {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use http::{HeaderValue, Response};

@@ -29,7 +29,7 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind<F, C> {
-        Called { #[pin] future: F, permit: Option<Permit>, classifier: C },
+        Called { #[pin] future: F, permit: Permit, classifier: C },
         Rejected { error: Option<CircuitOpen> },
     }
 }
@@ -40,7 +40,7 @@ impl<F, C> ResponseFuture<F, C> {
         Self {
             kind: Kind::Called {
                 future,
-                permit: Some(permit),
+                permit,
                 classifier,
             },
         }
@@ -70,9 +70,7 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = permit.take() {
-                    permit.record(classifier.classify(result.as_ref()));
-                }
+                permit.record_in_place(classifier.classify(result.as_ref()));
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error

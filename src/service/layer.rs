@@ -37,7 +37,7 @@ pub struct CircuitBreakerLayer<C = ErrorIsFailure> {
 #[derive(Clone, Debug)]
 enum Source {
     Shared(CircuitBreaker),
-    PerService(Builder, Config),
+    PerService(Box<(Builder, Config)>),
 }
 
 impl CircuitBreakerLayer {
@@ -55,7 +55,7 @@ impl CircuitBreakerLayer {
     pub fn per_service(builder: Builder) -> Result<Self, ConfigError> {
         let config = builder.config()?;
         Ok(Self {
-            source: Source::PerService(builder, config),
+            source: Source::PerService(Box::new((builder, config))),
             classifier: ErrorIsFailure::new(),
             readiness: Readiness::FailFast,
         })
@@ -85,7 +85,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         let breaker = match &self.source {
             Source::Shared(b) => b.clone(),
-            Source::PerService(builder, config) => builder.build_with(config.clone()),
+            Source::PerService(b) => b.0.build_with(b.1.clone()),
         };
         CircuitBreakerService::new(inner, breaker)
             .classify(self.classifier.clone())

@@ -1,0 +1,99 @@
+//! Keyed lookups at 10, 10,000 and 100,000 keys, and the cost of an unused listener hook.
+//!
+//! ```sh
+//! cargo bench --bench keyed --features metrics
+//! ```
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tower_breaker::{
+    CircuitBreaker, Outcome,
+    keyed::{Authority, ExtractKey, KeyedRegistry},
+};
+
+fn template() -> tower_breaker::Builder {
+    CircuitBreaker::builder("up").consecutive_failures(5)
+}
+
+fn keyed(c: &mut Criterion) {
+    let mut group = c.benchmark_group("keyed");
+    group.throughput(Throughput::Elements(1));
+    for n in [10usize, 10_000, 100_000] {
+        // Room to spare: the bound is enforced per shard.
+        let registry = KeyedRegistry::<String>::builder(template())
+            .max_keys(2 * n)
+            .build()
+            .unwrap();
+        let keys: Vec<String> = (0..n).map(|i| format!("host-{i}.example.com")).collect();
+        for k in &keys {
+            registry.get(k.as_str()).unwrap();
+        }
+        assert_eq!(registry.len(), n);
+        // Keys visited in a scrambled order, so large registries miss the CPU caches as they
+        // would under real traffic.
+        let order: Vec<usize> = {
+            let mut rng = fastrand::Rng::with_seed(7);
+            (0..n.max(1024)).map(|_| rng.usize(..n)).collect()
+        };
+        group.bench_with_input(BenchmarkId::new("try_acquire_record", n), &n, |b, _| {
+            let mut i = 0;
+            b.iter(|| {
+                let key = keys[order[i % order.len()]].as_str();
+                i += 1;
+                registry
+                    .try_acquire(black_box(key))
+                    .unwrap()
+                    .record(Outcome::Success);
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("get", n), &n, |b, _| {
+            let mut i = 0;
+            b.iter(|| {
+                let key = keys[order[i % order.len()]].as_str();
+                i += 1;
+                black_box(registry.get(black_box(key)).unwrap());
+            })
+        });
+    }
+    // The extractor on top of a lookup: Authority borrows the key from the request.
+    let registry = KeyedRegistry::<String>::new(template()).unwrap();
+    let req = http::Request::get("https://api.openai.com/v1/chat/completions")
+        .body(())
+        .unwrap();
+    let authority = Authority::new();
+    group.bench_function("authority_extract_try_acquire_record", |b| {
+        b.iter(|| {
+            let key = authority.extract(black_box(&req));
+            registry.try_acquire(&*key).unwrap().record(Outcome::Success);
+        })
+    });
+    group.finish();
+}
+
+fn unused_costs_nothing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("breaker");
+    let plain = template().build().unwrap();
+    group.bench_function("try_acquire_record/no_listener", |b| {
+        b.iter(|| black_box(&plain).try_acquire().unwrap().record(Outcome::Success))
+    });
+    #[cfg(feature = "metrics")]
+    {
+        // Instrumented, with no recorder installed: the handles are no-ops.
+        let instrumented = tower_breaker::integrations::metrics::instrument(template())
+            .build()
+            .unwrap();
+        group.bench_function("try_acquire_record/metrics_listener_no_recorder", |b| {
+            b.iter(|| {
+                black_box(&instrumented)
+                    .try_acquire()
+                    .unwrap()
+                    .record(Outcome::Success)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, keyed, unused_costs_nothing);
+criterion_main!(benches);

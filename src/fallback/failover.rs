@@ -1,0 +1,297 @@
+//! [`Failover`]: an ordered list of services of one type, tried in order.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use tower_service::Service;
+
+use super::{
+    error::{SkipReason, Skipped, all_unavailable, chain_error, unavailable},
+    future::{FailoverFuture, Next},
+    policy::{OnFailure, OnOpen, Policy},
+    provenance::{Provenance, RecordProvenance, Shared},
+};
+use crate::breaker::{BoxError, ConfigError};
+
+/// An ordered chain of named services of one type (for services of different types, nest
+/// [`Fallback`](super::Fallback)s, or box them: `tower::util::BoxCloneService`).
+///
+/// Each request goes to the first member whose `poll_ready` is `Ready(Ok)`. A member whose
+/// readiness fails with `CircuitOpen` (or with an inner chain's [`AllUnavailable`]) is skipped
+/// without being called; when every member is skipped, `poll_ready` fails at once with
+/// [`AllUnavailable`], carrying each member's reason and the smallest `retry_after`. A
+/// `Pending` member is waited for (unless [`spill_over`](Self::spill_over)); any other
+/// readiness error is returned (a `FallbackError` if members were skipped before it).
+///
+/// With [`on_failure`](Self::on_failure), a request whose call failed goes on to the next
+/// members (ready clones of them, readied in the response future), at most
+/// [`max_attempts`](Self::max_attempts) calls in all.
+///
+/// [`AllUnavailable`]: super::AllUnavailable
+///
+/// ```
+/// use tower::{ServiceExt, service_fn, util::BoxService};
+/// use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Failover, Layer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let provider = |name: &'static str| {
+///     let breaker = CircuitBreaker::builder(name).consecutive_failures(3).build().unwrap();
+///     let svc = CircuitBreakerLayer::new(breaker.clone())
+///         .layer(service_fn(move |q: String| async move { Ok::<_, BoxError>(format!("{name}: {q}")) }));
+///     (breaker, BoxService::new(svc))
+/// };
+/// let (openai, a) = provider("openai");
+/// let (_, b) = provider("anthropic");
+/// openai.force_open();
+///
+/// let chain = Failover::new([("openai", a), ("anthropic", b)]);
+/// assert_eq!(chain.oneshot("hi".into()).await?, "anthropic: hi");
+/// # Ok(()) }
+/// ```
+pub struct Failover<S, F = OnOpen> {
+    members: Vec<S>,
+    spares: Option<Arc<[Mutex<S>]>>,
+    policy: F,
+    max_attempts: usize,
+    spill_over: bool,
+    shared: Arc<Shared>,
+    route: Option<(usize, Vec<Skipped>)>,
+}
+
+impl<S> Failover<S> {
+    /// A chain of `(name, service)` pairs, tried in order. An empty chain fails every
+    /// `poll_ready` with an `AllUnavailable` that has no members.
+    pub fn new<N: Into<Arc<str>>>(members: impl IntoIterator<Item = (N, S)>) -> Self {
+        let (names, members): (Vec<Arc<str>>, Vec<S>) =
+            members.into_iter().map(|(n, s)| (n.into(), s)).unzip();
+        Self {
+            members,
+            spares: None,
+            policy: OnOpen,
+            max_attempts: usize::MAX,
+            spill_over: false,
+            shared: Arc::new(Shared::new(names.into_boxed_slice())),
+            route: None,
+        }
+    }
+}
+
+impl<S, F> Failover<S, F> {
+    /// At most `n` members are *called* for one request (skipping an open member is not a
+    /// call; a call rejected by a `RejectOnCall` breaker is). Only matters with
+    /// [`on_failure`](Self::on_failure). Default: every member. Zero is a `ConfigError`.
+    pub fn max_attempts(mut self, n: usize) -> Result<Self, ConfigError> {
+        if n == 0 {
+            return Err(ConfigError::new("max_attempts", "must be at least 1"));
+        }
+        self.max_attempts = n;
+        Ok(self)
+    }
+
+    /// See [`Fallback::spill_over`](super::Fallback::spill_over): a busy member passes the
+    /// request to the next ready one. When every member is open or busy, `poll_ready` waits.
+    pub fn spill_over(mut self, spill_over: bool) -> Self {
+        self.spill_over = spill_over;
+        self
+    }
+
+    /// See [`Fallback::on_fallback`](super::Fallback::on_fallback).
+    pub fn on_fallback(mut self, callback: impl Fn(&Provenance) + Send + Sync + 'static) -> Self {
+        Arc::make_mut(&mut self.shared).on_fallback = Some(Arc::new(callback));
+        self
+    }
+
+    /// See [`Fallback::on_failure`](super::Fallback::on_failure). Keeps a clone of every
+    /// member, from which the response future clones (and readies) the next member when a
+    /// call fails.
+    pub fn on_failure<Pol>(self, policy: Pol) -> Failover<S, OnFailure<Pol>>
+    where
+        S: Clone,
+    {
+        Failover {
+            spares: Some(self.members.iter().map(|m| Mutex::new(m.clone())).collect()),
+            members: self.members,
+            policy: OnFailure(policy),
+            max_attempts: self.max_attempts,
+            spill_over: self.spill_over,
+            shared: self.shared,
+            route: None,
+        }
+    }
+
+    /// The members' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.shared.names.iter().map(|n| &**n)
+    }
+
+    /// The members, in order.
+    pub fn members(&self) -> &[S] {
+        &self.members
+    }
+
+    fn poll_route<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let (start, skipped) = match self.route.take() {
+            Some((i, skipped)) => match self.members[i].poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.route = Some((i, skipped));
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {
+                    self.route = Some((i, skipped));
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => {
+                    let e = e.into();
+                    let mut skipped = skipped;
+                    match unavailable(&e, &self.shared.names[i]) {
+                        Some(open) => skipped.extend(open),
+                        None => return Poll::Ready(Err(chain_error(&self.shared.names[i], e, skipped))),
+                    }
+                    (i + 1, skipped)
+                }
+            },
+            None => (0, Vec::new()),
+        };
+        self.scan(start, skipped, cx)
+    }
+
+    fn scan<Req>(
+        &mut self,
+        start: usize,
+        mut skipped: Vec<Skipped>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let mut busy = false;
+        for i in start..self.members.len() {
+            match self.members[i].poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.route = Some((i, skipped));
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => {
+                    let e = e.into();
+                    match unavailable(&e, &self.shared.names[i]) {
+                        Some(open) => skipped.extend(open),
+                        None => return Poll::Ready(Err(chain_error(&self.shared.names[i], e, skipped))),
+                    }
+                }
+                Poll::Pending if self.spill_over => {
+                    busy = true;
+                    skipped.push(Skipped::new(self.shared.names[i].clone(), SkipReason::Busy));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if busy {
+            Poll::Pending
+        } else {
+            Poll::Ready(Err(all_unavailable(skipped)))
+        }
+    }
+
+    fn take_route(&mut self) -> (usize, Vec<Skipped>) {
+        self.route
+            .take()
+            .expect("Failover::call without a successful poll_ready")
+    }
+}
+
+impl<S: Clone, F: Clone> Clone for Failover<S, F> {
+    /// Clones every member; the clone makes its own routing decisions.
+    fn clone(&self) -> Self {
+        Self {
+            members: self.members.clone(),
+            spares: self.spares.clone(),
+            policy: self.policy.clone(),
+            max_attempts: self.max_attempts,
+            spill_over: self.spill_over,
+            shared: self.shared.clone(),
+            route: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug, F: fmt::Debug> fmt::Debug for Failover<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failover")
+            .field("names", &self.shared.names)
+            .field("members", &self.members)
+            .field("policy", &self.policy)
+            .field("max_attempts", &self.max_attempts)
+            .field("spill_over", &self.spill_over)
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
+impl<S, Req> Service<Req> for Failover<S, OnOpen>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: RecordProvenance,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = FailoverFuture<S, OnOpen, Req>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_route(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let (i, skipped) = self.take_route();
+        FailoverFuture::new(self.members[i].call(req), i, None, skipped, self.shared.clone())
+    }
+}
+
+impl<S, Pol, Req> Service<Req> for Failover<S, OnFailure<Pol>>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    S::Response: RecordProvenance,
+    Pol: Policy<Req, S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = FailoverFuture<S, OnFailure<Pol>, Req>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_route(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let (i, skipped) = self.take_route();
+        let attempts_left = self.max_attempts - 1;
+        let copy = if attempts_left > 0 && i + 1 < self.members.len() {
+            self.policy.0.clone_request(&req)
+        } else {
+            None
+        };
+        let next = match (copy, &self.spares) {
+            (Some(request), Some(spares)) => Some(Next {
+                spares: spares.clone(),
+                request: Some(request),
+                policy: self.policy.clone(),
+                attempts_left,
+            }),
+            _ => None,
+        };
+        let future = self.members[i].call(req);
+        FailoverFuture::new(future, i, next, skipped, self.shared.clone())
+    }
+}

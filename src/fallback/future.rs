@@ -1,0 +1,455 @@
+//! The response futures of [`Fallback`](super::Fallback) and [`Failover`](super::Failover).
+
+use std::{
+    fmt,
+    future::Future,
+    mem,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll, ready},
+};
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{
+    error::{SkipReason, Skipped, all_unavailable, chain_error, unavailable},
+    policy::{OnFailure, OnOpen, Policy},
+    provenance::{RecordProvenance, Shared},
+};
+use crate::breaker::BoxError;
+
+/// A failed result kept while the next member's readiness is checked: the answer to return if
+/// no member can take the request.
+type Held<Res> = Result<Res, BoxError>;
+
+fn skip_for<Res>(member: &Arc<str>, held: Held<Res>) -> Skipped {
+    let reason = match held {
+        Ok(_) => SkipReason::FailureResponse,
+        Err(e) => SkipReason::Failed(Arc::from(e)),
+    };
+    Skipped::new(member.clone(), reason)
+}
+
+/// What to record for `member` whose readiness failed with `err`.
+fn skip_err(member: &Arc<str>, err: BoxError) -> Vec<Skipped> {
+    unavailable(&err, member)
+        .unwrap_or_else(|| vec![Skipped::new(member.clone(), SkipReason::Failed(Arc::from(err)))])
+}
+
+#[inline]
+fn finish<Res: RecordProvenance>(
+    shared: &Shared,
+    member: usize,
+    result: Result<Res, BoxError>,
+    skipped: Vec<Skipped>,
+) -> Result<Res, BoxError> {
+    match result {
+        Ok(mut res) => {
+            shared.served(&mut res, member, skipped);
+            Ok(res)
+        }
+        Err(e) => Err(chain_error(&shared.names[member], e, skipped)),
+    }
+}
+
+/// Locks a spare service to clone it. A service is `Send` but rarely `Sync` (a boxed one is
+/// not), so spares shared between calls sit behind a mutex, locked only to clone one when a
+/// request falls back after its call.
+pub(crate) fn lock<S>(spare: &Mutex<S>) -> MutexGuard<'_, S> {
+    spare.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What an `on_failure` fallback needs to send a request on after the primary's call: the
+/// service's spare secondary (cloned only if needed, with `clone`, which is `S::clone`: the
+/// future's own bounds need no `S: Clone`), the copy of the request, and the policy.
+pub(crate) struct Spare<S, Req, Pol> {
+    pub(crate) secondary: Arc<Mutex<S>>,
+    pub(crate) clone: fn(&S) -> S,
+    pub(crate) request: Req,
+    pub(crate) policy: Pol,
+}
+
+pin_project! {
+    /// The response future of [`Fallback`](super::Fallback).
+    ///
+    /// It owns whatever the request holds: the member's response future (with its breaker
+    /// permit) and, with an `on_failure` policy, the copy of the request and a clone of the
+    /// secondary (with the admission it takes while being readied). Dropping it releases all
+    /// of them.
+    pub struct ResponseFuture<P, S, Pol, Req>
+    where
+        P: Service<Req>,
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<P::Future, S::Future, S, Req, Pol, P::Response>,
+        shared: Arc<Shared>,
+        skipped: Vec<Skipped>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<PF, SF, S, Req, Pol, Res> {
+        Primary { #[pin] future: PF, next: Option<Spare<S, Req, Pol>> },
+        Ready { secondary: S, request: Option<Req>, held: Option<Held<Res>> },
+        Secondary { #[pin] future: SF },
+        Done,
+    }
+}
+
+impl<P, S, Pol, Req> ResponseFuture<P, S, Pol, Req>
+where
+    P: Service<Req>,
+    S: Service<Req>,
+{
+    #[inline]
+    pub(crate) fn primary(future: P::Future, next: Option<Spare<S, Req, Pol>>, shared: Arc<Shared>) -> Self {
+        Self {
+            state: State::Primary { future, next },
+            shared,
+            skipped: Vec::new(),
+        }
+    }
+
+    pub(crate) fn secondary(future: S::Future, skipped: Vec<Skipped>, shared: Arc<Shared>) -> Self {
+        Self {
+            state: State::Secondary { future },
+            shared,
+            skipped,
+        }
+    }
+}
+
+impl<P, S, Pol, Req> Future for ResponseFuture<P, S, Pol, Req>
+where
+    P: Service<Req>,
+    P::Error: Into<BoxError>,
+    P::Response: RecordProvenance,
+    S: Service<Req, Response = P::Response>,
+    S::Error: Into<BoxError>,
+    Pol: Policy<Req, P::Response, P::Error>,
+{
+    type Output = Result<P::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Primary { future, next } => {
+                    let result = ready!(future.poll(cx));
+                    let Some(Spare {
+                        secondary,
+                        clone,
+                        request,
+                        mut policy,
+                    }) = next.take()
+                    else {
+                        this.state.set(State::Done);
+                        let skipped = mem::take(this.skipped);
+                        return Poll::Ready(finish(this.shared, 0, result.map_err(Into::into), skipped));
+                    };
+                    let fall = policy.should_fall_back(result.as_ref());
+                    let held = match result {
+                        Ok(mut res) if !fall => {
+                            this.state.set(State::Done);
+                            this.shared.served(&mut res, 0, mem::take(this.skipped));
+                            return Poll::Ready(Ok(res));
+                        }
+                        Ok(res) => Some(Ok(res)),
+                        Err(e) => {
+                            let e = e.into();
+                            match unavailable(&e, &this.shared.names[0]) {
+                                Some(open) => {
+                                    this.skipped.extend(open);
+                                    None
+                                }
+                                None if fall => Some(Err(e)),
+                                None => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Err(e));
+                                }
+                            }
+                        }
+                    };
+                    // Only now is the secondary cloned (from the spare the service keeps).
+                    this.state.set(State::Ready {
+                        secondary: clone(&lock(&secondary)),
+                        request: Some(request),
+                        held,
+                    });
+                }
+                StateProj::Ready {
+                    secondary,
+                    request,
+                    held,
+                } => match secondary.poll_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {
+                        if let Some(held) = held.take() {
+                            // The failed answer is dropped only now that the secondary can
+                            // take the request.
+                            this.skipped.insert(0, skip_for(&this.shared.names[0], held));
+                        }
+                        let request = request.take().expect("request taken twice");
+                        let future = secondary.call(request);
+                        this.state.set(State::Secondary { future });
+                    }
+                    Poll::Ready(Err(e)) => {
+                        let e = e.into();
+                        let held = held.take();
+                        this.state.set(State::Done);
+                        let mut skipped = mem::take(this.skipped);
+                        return Poll::Ready(match held {
+                            None => Err(chain_error(&this.shared.names[1], e, skipped)),
+                            Some(held) => {
+                                // Nowhere to go: the primary's own answer stands.
+                                skipped.extend(skip_err(&this.shared.names[1], e));
+                                finish(this.shared, 0, held, skipped)
+                            }
+                        });
+                    }
+                },
+                StateProj::Secondary { future } => {
+                    let result = ready!(future.poll(cx));
+                    this.state.set(State::Done);
+                    let skipped = mem::take(this.skipped);
+                    return Poll::Ready(finish(this.shared, 1, result.map_err(Into::into), skipped));
+                }
+                StateProj::Done => panic!("fallback ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+impl<P, S, Pol, Req> fmt::Debug for ResponseFuture<P, S, Pol, Req>
+where
+    P: Service<Req>,
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Primary { .. } => "primary",
+            State::Ready { .. } => "readying secondary",
+            State::Secondary { .. } => "secondary",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The response future of [`Failover`](super::Failover).
+    ///
+    /// Like [`ResponseFuture`], it owns the member's response future, and with an
+    /// `on_failure` policy the copy of the request and the clone of the next member being
+    /// readied; dropping it releases every permit they hold.
+    pub struct FailoverFuture<S, Pol, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: FState<S::Future, S>,
+        next: Option<Next<S, Req, Pol>>,
+        held: Option<(usize, usize, Held<S::Response>)>,
+        skipped: Vec<Skipped>,
+        shared: Arc<Shared>,
+    }
+}
+
+pin_project! {
+    #[project = FStateProj]
+    enum FState<F, S> {
+        Calling { #[pin] future: F, member: usize },
+        Ready { service: S, member: usize },
+        Done,
+    }
+}
+
+/// What an `on_failure` failover needs to try the next members.
+pub(crate) struct Next<S, Req, Pol> {
+    pub(crate) spares: Arc<[Mutex<S>]>,
+    pub(crate) request: Option<Req>,
+    pub(crate) policy: Pol,
+    pub(crate) attempts_left: usize,
+}
+
+impl<S, Pol, Req> FailoverFuture<S, Pol, Req>
+where
+    S: Service<Req>,
+{
+    #[inline]
+    pub(crate) fn new(
+        future: S::Future,
+        member: usize,
+        next: Option<Next<S, Req, Pol>>,
+        skipped: Vec<Skipped>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: FState::Calling { future, member },
+            next,
+            held: None,
+            skipped,
+            shared,
+        }
+    }
+}
+
+impl<S, Req> Future for FailoverFuture<S, OnOpen, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: RecordProvenance,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        match this.state.as_mut().project() {
+            FStateProj::Calling { future, member } => {
+                let member = *member;
+                let result = ready!(future.poll(cx));
+                this.state.set(FState::Done);
+                let skipped = mem::take(this.skipped);
+                Poll::Ready(finish(this.shared, member, result.map_err(Into::into), skipped))
+            }
+            _ => panic!("FailoverFuture polled after completion"),
+        }
+    }
+}
+
+impl<S, Pol, Req> Future for FailoverFuture<S, OnFailure<Pol>, Req>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    S::Response: RecordProvenance,
+    Pol: Policy<Req, S::Response, S::Error>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let after = match this.state.as_mut().project() {
+                FStateProj::Calling { future, member } => {
+                    let member = *member;
+                    let result = ready!(future.poll(cx));
+                    let next = match this.next {
+                        Some(next) if next.request.is_some() => next,
+                        _ => {
+                            this.state.set(FState::Done);
+                            let skipped = mem::take(this.skipped);
+                            return Poll::Ready(finish(
+                                this.shared,
+                                member,
+                                result.map_err(Into::into),
+                                skipped,
+                            ));
+                        }
+                    };
+                    let fall = next.policy.0.should_fall_back(result.as_ref());
+                    match result {
+                        Ok(mut res) if !fall => {
+                            this.state.set(FState::Done);
+                            this.shared.served(&mut res, member, mem::take(this.skipped));
+                            return Poll::Ready(Ok(res));
+                        }
+                        Ok(res) => *this.held = Some((member, this.skipped.len(), Ok(res))),
+                        Err(e) => {
+                            let e = e.into();
+                            match unavailable(&e, &this.shared.names[member]) {
+                                Some(open) => this.skipped.extend(open),
+                                None if fall => *this.held = Some((member, this.skipped.len(), Err(e))),
+                                None => {
+                                    this.state.set(FState::Done);
+                                    let skipped = mem::take(this.skipped);
+                                    return Poll::Ready(Err(chain_error(
+                                        &this.shared.names[member],
+                                        e,
+                                        skipped,
+                                    )));
+                                }
+                            }
+                        }
+                    }
+                    member + 1
+                }
+                FStateProj::Ready { service, member } => {
+                    let member = *member;
+                    match service.poll_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => {
+                            if let Some((m, at, held)) = this.held.take() {
+                                this.skipped.insert(at, skip_for(&this.shared.names[m], held));
+                            }
+                            let next = this.next.as_mut().expect("failover future lost its policy");
+                            let request = next.request.take().expect("request taken twice");
+                            next.attempts_left = next.attempts_left.saturating_sub(1);
+                            if next.attempts_left > 0 && member + 1 < next.spares.len() {
+                                next.request = next.policy.0.clone_request(&request);
+                            }
+                            let future = service.call(request);
+                            this.state.set(FState::Calling { future, member });
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            let e: BoxError = e.into();
+                            match unavailable(&e, &this.shared.names[member]) {
+                                Some(open) => this.skipped.extend(open),
+                                None => {
+                                    // A member that cannot be readied is a failure like any
+                                    // other: it becomes the answer if nothing else works.
+                                    if let Some((m, at, held)) = this.held.take() {
+                                        this.skipped.insert(at, skip_for(&this.shared.names[m], held));
+                                    }
+                                    *this.held = Some((member, this.skipped.len(), Err(e)));
+                                }
+                            }
+                            member + 1
+                        }
+                    }
+                }
+                FStateProj::Done => panic!("FailoverFuture polled after completion"),
+            };
+            // Try the next member, if there is one.
+            let next = this.next.as_ref().expect("failover future lost its policy");
+            if after < next.spares.len() {
+                let service = lock(&next.spares[after]).clone();
+                this.state.set(FState::Ready {
+                    service,
+                    member: after,
+                });
+                continue;
+            }
+            this.state.set(FState::Done);
+            let skipped = mem::take(this.skipped);
+            return Poll::Ready(match this.held.take() {
+                Some((m, _, held)) => finish(this.shared, m, held, skipped),
+                None => Err(all_unavailable(skipped)),
+            });
+        }
+    }
+}
+
+impl<S, Pol, Req> fmt::Debug for FailoverFuture<S, Pol, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            FState::Calling { member, .. } => ("calling", Some(*member)),
+            FState::Ready { member, .. } => ("readying", Some(*member)),
+            FState::Done => ("done", None),
+        };
+        f.debug_struct("FailoverFuture")
+            .field("state", &state)
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}

@@ -1,0 +1,181 @@
+//! Key extractors: which breaker guards a request. Closures over `&Req`, and ready-made
+//! extractors for `http::Request`: [`Authority`], [`PathPrefix`], [`Header`].
+
+use std::{borrow::Cow, hash::Hash};
+
+use http::{HeaderName, Request};
+
+/// Picks the key of a request: the breaker that guards it.
+///
+/// Closures `Fn(&Req) -> K` are extractors (their key is owned). An extractor may instead
+/// borrow its key from the request (`Key = str`, returning `Cow::Borrowed`), so that the hot
+/// path allocates nothing for keys already in the registry; the ready-made HTTP extractors do.
+pub trait ExtractKey<Req> {
+    /// The key, as looked up; the registry stores `<Key as ToOwned>::Owned` (`String` for
+    /// `str`).
+    type Key: ?Sized + Hash + Eq + ToOwned;
+
+    /// The key of `req`.
+    fn extract<'a>(&'a self, req: &'a Req) -> Cow<'a, Self::Key>;
+}
+
+impl<F, Req, K> ExtractKey<Req> for F
+where
+    F: Fn(&Req) -> K,
+    K: Hash + Eq + Clone,
+{
+    type Key = K;
+
+    #[inline]
+    fn extract<'a>(&'a self, req: &'a Req) -> Cow<'a, K> {
+        Cow::Owned(self(req))
+    }
+}
+
+/// The key used when a request has none (no authority, no such header): `"unknown"`.
+pub const UNKNOWN: &str = "unknown";
+
+/// Keys requests by their URI's authority (`host[:port]`), falling back to the `Host`
+/// header, then to [`UNKNOWN`]. ASCII case is folded (an allocation only when the authority
+/// has upper-case letters), so `API.openai.com` and `api.openai.com` share a breaker.
+///
+/// ```
+/// use tower_breaker::keyed::{Authority, ExtractKey};
+/// let req = http::Request::get("https://API.openai.com/v1/chat/completions").body(()).unwrap();
+/// assert_eq!(Authority::new().extract(&req), "api.openai.com");
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Authority {
+    fallback: &'static str,
+}
+
+impl Authority {
+    /// The extractor, with [`UNKNOWN`] as the fallback key.
+    pub const fn new() -> Self {
+        Self { fallback: UNKNOWN }
+    }
+
+    /// Uses `key` for requests with neither an authority nor a `Host` header.
+    pub const fn fallback(mut self, key: &'static str) -> Self {
+        self.fallback = key;
+        self
+    }
+}
+
+fn fold_case(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+impl<B> ExtractKey<Request<B>> for Authority {
+    type Key = str;
+
+    #[inline]
+    fn extract<'a>(&'a self, req: &'a Request<B>) -> Cow<'a, str> {
+        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        match authority {
+            Some(a) if !a.is_empty() => fold_case(a),
+            _ => Cow::Borrowed(self.fallback),
+        }
+    }
+}
+
+/// Keys requests by the first `segments` segments of their path: with 2, `/v1/chat/completions`
+/// and `/v1/chat/completions?x=1` both key as `/v1/chat`, `/v1/embeddings` as
+/// `/v1/embeddings`, and `/` as `/`. Borrowed from the request: no allocation.
+///
+/// ```
+/// use tower_breaker::keyed::{ExtractKey, PathPrefix};
+/// let req = http::Request::get("https://api.openai.com/v1/chat/completions").body(()).unwrap();
+/// assert_eq!(PathPrefix::new(2).extract(&req), "/v1/chat");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct PathPrefix {
+    segments: usize,
+}
+
+impl PathPrefix {
+    /// Keys by the first `segments` path segments.
+    pub const fn new(segments: usize) -> Self {
+        Self { segments }
+    }
+}
+
+impl<B> ExtractKey<Request<B>> for PathPrefix {
+    type Key = str;
+
+    #[inline]
+    fn extract<'a>(&'a self, req: &'a Request<B>) -> Cow<'a, str> {
+        if self.segments == 0 {
+            return Cow::Borrowed("/");
+        }
+        let path = req.uri().path();
+        let cut = path
+            .match_indices('/')
+            .nth(self.segments)
+            .map_or(path.len(), |(i, _)| i);
+        match path[..cut].trim_end_matches('/') {
+            "" => Cow::Borrowed("/"),
+            key => Cow::Borrowed(key),
+        }
+    }
+}
+
+/// Keys requests by a header's value, e.g. a model name (`x-model: gpt-4o`), falling back to
+/// [`UNKNOWN`] when the header is missing or not visible ASCII. Borrowed from the request.
+///
+/// ```
+/// use tower_breaker::keyed::{ExtractKey, Header};
+/// let req = http::Request::post("/v1/chat/completions").header("x-model", "gpt-4o").body(()).unwrap();
+/// assert_eq!(Header::new("x-model").extract(&req), "gpt-4o");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Header {
+    name: HeaderName,
+    fallback: &'static str,
+}
+
+impl Header {
+    /// Keys by the header `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name; it is meant to be a literal. Use
+    /// [`from_name`](Self::from_name) with a parsed [`HeaderName`] otherwise.
+    pub fn new(name: &'static str) -> Self {
+        Self::from_name(HeaderName::from_static(name))
+    }
+
+    /// Keys by the header `name`.
+    pub const fn from_name(name: HeaderName) -> Self {
+        Self {
+            name,
+            fallback: UNKNOWN,
+        }
+    }
+
+    /// Uses `key` for requests without the header.
+    pub const fn fallback(mut self, key: &'static str) -> Self {
+        self.fallback = key;
+        self
+    }
+}
+
+impl<B> ExtractKey<Request<B>> for Header {
+    type Key = str;
+
+    #[inline]
+    fn extract<'a>(&'a self, req: &'a Request<B>) -> Cow<'a, str> {
+        match req.headers().get(&self.name).and_then(|v| v.to_str().ok()) {
+            Some(v) if !v.is_empty() => Cow::Borrowed(v),
+            _ => Cow::Borrowed(self.fallback),
+        }
+    }
+}

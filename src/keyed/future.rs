@@ -1,0 +1,87 @@
+//! The keyed service's response future.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use pin_project_lite::pin_project;
+
+use super::error::KeyedError;
+use crate::{
+    breaker::{BoxError, Permit},
+    classify::Classify,
+};
+
+pin_project! {
+    /// The response future of [`KeyedCircuitBreakerService`](super::KeyedCircuitBreakerService).
+    ///
+    /// It holds the call's permit from the key's breaker: the result is classified and
+    /// recorded when the inner future completes; if this future is dropped first, the permit
+    /// is released, neutral. A refused call resolves at once to the refusal
+    /// ([`CircuitOpen`](crate::CircuitOpen) or [`RegistryFull`](super::RegistryFull)).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F, C> {
+        Called { #[pin] future: F, permit: Option<Permit>, classifier: C },
+        Rejected { error: Option<KeyedError> },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    #[inline]
+    pub(crate) fn called(future: F, permit: Permit, classifier: C) -> Self {
+        Self {
+            kind: Kind::Called {
+                future,
+                permit: Some(permit),
+                classifier,
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: KeyedError) -> Self {
+        Self {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called {
+                future,
+                permit,
+                classifier,
+            } => {
+                let result = ready!(future.poll(cx));
+                if let Some(permit) = permit.take() {
+                    permit.record(classifier.classify(result.as_ref()));
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion")
+                .into_box())),
+        }
+    }
+}

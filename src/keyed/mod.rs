@@ -1,0 +1,200 @@
+//! Per-key circuit breakers: one breaker per upstream host, per model, per endpoint, held in
+//! a bounded [`KeyedRegistry`] and applied by [`KeyedCircuitBreakerLayer`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceExt, service_fn};
+//! use tower_breaker::{CircuitBreaker, CircuitOpen, Layer};
+//! use tower_breaker::keyed::{Header, KeyedCircuitBreakerLayer, KeyedRegistry};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_breaker::BoxError> {
+//! let registry = KeyedRegistry::builder(CircuitBreaker::builder("openai").consecutive_failures(2))
+//!     // embeddings trip slower than chat
+//!     .override_key("text-embedding-3-small".to_string(), CircuitBreaker::builder("openai").consecutive_failures(10))
+//!     .max_keys(1_000)
+//!     .idle_timeout(Duration::from_secs(300))
+//!     .build()?;
+//!
+//! // An upstream where gpt-4o is down and every other model works.
+//! let upstream = service_fn(|req: http::Request<()>| async move {
+//!     match req.headers()["x-model"].to_str() {
+//!         Ok("gpt-4o") => Err(std::io::Error::other("503")),
+//!         _ => Ok(http::Response::new(())),
+//!     }
+//! });
+//! let mut svc = KeyedCircuitBreakerLayer::new(registry.clone(), Header::new("x-model")).layer(upstream);
+//! let request = |model: &str| http::Request::post("/v1/chat/completions").header("x-model", model).body(()).unwrap();
+//!
+//! for _ in 0..2 {
+//!     assert!(svc.ready().await?.call(request("gpt-4o")).await.is_err()); // real failures
+//! }
+//! // gpt-4o's breaker is open: its calls are refused, naming the key ...
+//! let err = svc.ready().await?.call(request("gpt-4o")).await.unwrap_err();
+//! let open = err.downcast_ref::<CircuitOpen>().unwrap();
+//! assert_eq!(open.name(), "openai:gpt-4o");
+//! // ... while other models still flow.
+//! assert!(svc.ready().await?.call(request("gpt-4o-mini")).await.is_ok());
+//! assert_eq!(registry.snapshot().len(), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! # Keys and names
+//!
+//! The extractor is a closure `Fn(&Req) -> K` or one of the ready-made extractors for
+//! `http::Request`: [`Authority`] (host and port), [`PathPrefix`] (the first path segments, to
+//! tell chat from embeddings) and [`Header`] (e.g. a model name). The ready-made ones borrow
+//! the key from the request, so a known key costs no allocation. Each key's breaker is built
+//! on first use from the template [`Builder`] (or the key's override) and named
+//! `"{template}:{key}"` unless [`name_with`](KeyedRegistryBuilder::name_with) says otherwise.
+//!
+//! # Readiness
+//!
+//! The key is known only once `call` has the request, so the keyed service's `poll_ready`
+//! is the inner service's, and a refusal comes from `call`: a future already resolved to
+//! `Err(CircuitOpen)` whose [`name`](CircuitOpen::name) names the key's breaker (the
+//! `RejectOnCall` mode of the plain [service](crate::service)). Readiness reserved from the
+//! inner service by `poll_ready` is kept for the next call.
+//!
+//! # Bounded memory
+//!
+//! The registry holds at most [`max_keys`](KeyedRegistryBuilder::max_keys) breakers (default
+//! 10,000), so a flood of distinct hosts cannot grow it without bound. It is sharded (up to 64
+//! shards, each a `RwLock` over a hash table holding an even share of `max_keys`; the bound
+//! is enforced per shard, so eviction may start a little before the registry as a whole is
+//! full). A lookup of a known key hashes the key once, takes one shard's shared lock and
+//! sets a "used" bit if it is clear; it reads no clock and allocates nothing.
+//!
+//! Idle keys are found with a clock (second-chance) scheme: each shard is *swept* at most
+//! once per [`idle_timeout`](KeyedRegistryBuilder::idle_timeout) (default 10 minutes), when a
+//! new key arrives in it or when [`KeyedRegistry::evict_idle`] is called; a sweep removes
+//! the evictable keys not used since the previous sweep and clears the bit of the others. A
+//! key is therefore never removed as idle before it has been unused for `idle_timeout`, and
+//! is removed by the second sweep after its last use.
+//!
+//! When a new key arrives in a full shard, the shard evicts about an eighth of its share at
+//! once, in this order:
+//!
+//! 1. closed breakers not used since the last sweep;
+//! 2. open breakers whose open period ended and that were not used since the last sweep
+//!    (nobody came back to probe);
+//! 3. other closed breakers (their statistics are lost).
+//!
+//! An open breaker before its deadline, a half-open one, and a breaker forced open or
+//! disabled by an operator are **never** evicted: a flood of new keys cannot make a failing
+//! upstream look healthy again. When a shard holds only such breakers, the registry's
+//! [`WhenFull`] policy decides: by default the new key shares an *overflow* breaker (named
+//! `"{template}:<overflow>"`) with the other keys that did not fit, so calls stay guarded and
+//! memory bounded; [`WhenFull::Reject`] refuses the call with [`RegistryFull`] instead.
+//!
+//! [`KeyedRegistry::snapshot`] lists every key with its breaker's [`Snapshot`](crate::Snapshot).
+
+mod error;
+mod extract;
+mod future;
+mod layer;
+mod registry;
+
+use std::{
+    borrow::Borrow,
+    fmt,
+    hash::Hash,
+    task::{Context, Poll},
+};
+
+use tower_service::Service;
+
+pub use error::{BoxError, CircuitOpen, KeyedError, RegistryFull};
+pub use extract::{Authority, ExtractKey, Header, PathPrefix, UNKNOWN};
+pub use future::ResponseFuture;
+pub use layer::KeyedCircuitBreakerLayer;
+pub use registry::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedRegistry, KeyedRegistryBuilder, WhenFull};
+
+#[cfg(doc)]
+use crate::breaker::Builder;
+use crate::classify::{Classify, ErrorIsFailure};
+
+/// A service guarded by one circuit breaker per key. Made by [`KeyedCircuitBreakerLayer`];
+/// see [the module docs](self).
+#[derive(Clone, Debug)]
+pub struct KeyedCircuitBreakerService<S, X, K, C = ErrorIsFailure> {
+    inner: S,
+    registry: KeyedRegistry<K>,
+    extractor: X,
+    classifier: C,
+}
+
+impl<S, X, K> KeyedCircuitBreakerService<S, X, K> {
+    /// Guards `inner` with `registry`'s breakers, picked by `extractor`.
+    pub const fn new(inner: S, registry: KeyedRegistry<K>, extractor: X) -> Self {
+        Self {
+            inner,
+            registry,
+            extractor,
+            classifier: ErrorIsFailure::new(),
+        }
+    }
+}
+
+impl<S, X, K, C> KeyedCircuitBreakerService<S, X, K, C> {
+    /// Classifies results with `classifier`.
+    pub fn classify<C2>(self, classifier: C2) -> KeyedCircuitBreakerService<S, X, K, C2> {
+        KeyedCircuitBreakerService {
+            inner: self.inner,
+            registry: self.registry,
+            extractor: self.extractor,
+            classifier,
+        }
+    }
+
+    /// The registry of breakers.
+    pub const fn registry(&self) -> &KeyedRegistry<K> {
+        &self.registry
+    }
+
+    /// The inner service.
+    pub const fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, X, K, C, Req> Service<Req> for KeyedCircuitBreakerService<S, X, K, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    X: ExtractKey<Req>,
+    X::Key: ToOwned<Owned = K>,
+    K: Borrow<X::Key> + Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let admission = {
+            let key = self.extractor.extract(&req);
+            self.registry.try_acquire(&*key)
+        };
+        match admission {
+            Ok(permit) => ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone()),
+            Err(refused) => ResponseFuture::rejected(refused),
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! [`KeyedRegistry`]: one breaker per key, bounded in size, with idle eviction.
+
+use std::{
+    borrow::Borrow,
+    collections::HashMap,
+    fmt,
+    hash::{BuildHasher, Hash},
+    sync::{
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+
+use tokio::time::Instant;
+
+use super::error::{KeyedError, RegistryFull};
+use crate::breaker::{
+    Builder, CircuitBreaker, Config, ConfigError, Permit, Snapshot, State, sync::CachePadded,
+};
+
+/// What a full registry does with a new key when every breaker it holds is protected from
+/// eviction (open before its deadline, forced open, disabled or half-open).
+///
+/// See [the module docs](super#bounded-memory) for the eviction order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// The new key shares one *overflow* breaker (built from the template and named
+    /// `"<template>:<overflow>"`) with every other key that did not fit, until room frees up.
+    /// Calls stay guarded and memory stays bounded. The default.
+    #[default]
+    Overflow,
+    /// The call is refused with [`RegistryFull`] (not a [`CircuitOpen`](crate::CircuitOpen)).
+    Reject,
+}
+
+type NameFn<K> = Arc<dyn Fn(&str, &K) -> String + Send + Sync>;
+type MapFn<K> = Arc<dyn Fn(Builder, &K) -> Builder + Send + Sync>;
+
+/// Builds a [`KeyedRegistry`]; see [`KeyedRegistry::builder`].
+#[must_use]
+pub struct KeyedRegistryBuilder<K> {
+    template: Builder,
+    overrides: Vec<(K, Builder)>,
+    max_keys: usize,
+    idle_timeout: Duration,
+    when_full: WhenFull,
+    name_with: Option<NameFn<K>>,
+    map_builder: Option<MapFn<K>>,
+}
+
+impl<K> fmt::Debug for KeyedRegistryBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRegistryBuilder")
+            .field("template", &self.template)
+            .field("overrides", &self.overrides.len())
+            .field("max_keys", &self.max_keys)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("when_full", &self.when_full)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default bound on the number of keys.
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+/// The default idle time after which a closed breaker may be evicted.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl<K> KeyedRegistryBuilder<K>
+where
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    /// At most `n` keys are held (default 10,000). The bound is split evenly among the
+    /// registry's shards and enforced per shard, so eviction may start slightly before the
+    /// registry as a whole holds `n` keys; it never holds more.
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.max_keys = n;
+        self
+    }
+
+    /// A closed breaker not used for at least this long may be evicted (default 10 minutes).
+    /// See [the module docs](super#bounded-memory): a key unused for this long is removed by
+    /// the second sweep of its shard after its last use, so between one and about two
+    /// `idle_timeout`s after it.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// What a full registry does when nothing can be evicted (default [`WhenFull::Overflow`]).
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// Builds `key`'s breaker from `builder` instead of the template (e.g. embeddings trip
+    /// slower than chat). The builder's own name is the base of the breaker's name.
+    pub fn override_key(mut self, key: K, builder: Builder) -> Self {
+        self.overrides.push((key, builder));
+        self
+    }
+
+    /// Names each key's breaker `f(base, key)`, where `base` is the name of the builder it is
+    /// built from (default `"{base}:{key}"`, e.g. `"openai:gpt-4o"`).
+    pub fn name_with(mut self, f: impl Fn(&str, &K) -> String + Send + Sync + 'static) -> Self {
+        self.name_with = Some(Arc::new(f));
+        self
+    }
+
+    /// Adjusts each key's builder, after it is named and before it is built: e.g. installs a
+    /// listener that knows the key, such as
+    /// [`integrations::metrics::instrument_keyed`](crate::integrations)
+    /// (feature `metrics`).
+    pub fn map_builder(mut self, f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static) -> Self {
+        self.map_builder = Some(Arc::new(f));
+        self
+    }
+
+    /// Validates the template, the overrides and the bounds, and builds the registry.
+    pub fn build(self) -> Result<KeyedRegistry<K>, ConfigError> {
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::new("idle_timeout", "must be greater than zero"));
+        }
+        let template = Template::new(self.template)?;
+        let mut overrides = HashMap::with_capacity(self.overrides.len());
+        for (key, builder) in self.overrides {
+            overrides.insert(key, Template::new(builder)?);
+        }
+        // Enough shards to spread contention, few enough that each holds a useful share.
+        let shards = (self.max_keys / 64).clamp(1, 64).next_power_of_two().min(64);
+        let (per, extra) = (self.max_keys / shards, self.max_keys % shards);
+        let shards = (0..shards)
+            .map(|i| {
+                CachePadded(Shard {
+                    table: RwLock::new(HashTable::new()),
+                    capacity: per + usize::from(i < extra),
+                    last_sweep: AtomicU64::new(0),
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Ok(KeyedRegistry {
+            inner: Arc::new(Inner {
+                shard_mask: shards.len() - 1,
+                shards,
+                hasher: RandomState::default(),
+                template,
+                overrides,
+                idle_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+                when_full: self.when_full,
+                name_with: self.name_with,
+                map_builder: self.map_builder,
+                overflow: std::sync::OnceLock::new(),
+                epoch: Instant::now(),
+            }),
+        })
+    }
+}
+
+/// A validated builder.
+struct Template {
+    builder: Builder,
+    config: Config,
+    base: Arc<str>,
+}
+
+impl Template {
+    fn new(builder: Builder) -> Result<Self, ConfigError> {
+        let config = builder.config()?;
+        let base = builder.name_ref().clone();
+        Ok(Self {
+            builder,
+            config,
+            base,
+        })
+    }
+}
+
+struct Entry<K> {
+    key: K,
+    breaker: CircuitBreaker,
+    /// Set by every lookup (only if clear: read-mostly), cleared by each idle sweep: a key
+    /// whose bit is still clear at a sweep was not used since the previous one.
+    used: AtomicBool,
+}
+
+impl<K> Entry<K> {
+    #[inline]
+    fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+type Table<K> = HashTable<Entry<K>>;
+
+struct Shard<K> {
+    table: RwLock<Table<K>>,
+    capacity: usize,
+    /// When this shard was last swept for idle keys (ms since the epoch).
+    last_sweep: AtomicU64,
+}
+
+impl<K> Shard<K> {
+    fn read(&self) -> RwLockReadGuard<'_, Table<K>> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table<K>> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+struct Inner<K> {
+    shards: Box<[CachePadded<Shard<K>>]>,
+    shard_mask: usize,
+    hasher: RandomState,
+    template: Template,
+    overrides: HashMap<K, Template>,
+    idle_ms: u64,
+    when_full: WhenFull,
+    name_with: Option<NameFn<K>>,
+    map_builder: Option<MapFn<K>>,
+    overflow: std::sync::OnceLock<CircuitBreaker>,
+    epoch: Instant,
+}
+
+/// One circuit breaker per key (per host, per model, per endpoint), built on first use from a
+/// template [`Builder`], with per-key overrides and a bound on memory.
+///
+/// A cheap `Clone` handle over shared state. See [the module docs](super) for an example and
+/// for the eviction rules.
+pub struct KeyedRegistry<K> {
+    inner: Arc<Inner<K>>,
+}
+
+impl<K> Clone for KeyedRegistry<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedRegistry<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRegistry")
+            .field("template", &self.inner.template.base)
+            .field("keys", &self.len())
+            .field("max_keys", &self.max_keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a key's breaker may (or may not) be evicted, best candidates first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Tier {
+    /// Closed, not used since the last sweep.
+    ClosedUnused,
+    /// Open past its deadline, not used since the last sweep: nobody came back to probe.
+    OpenElapsedUnused,
+    /// Closed, used since the last sweep.
+    Closed,
+}
+
+impl<K> KeyedRegistry<K>
+where
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    /// Starts a registry whose breakers are built from `template`.
+    pub fn builder(template: Builder) -> KeyedRegistryBuilder<K> {
+        KeyedRegistryBuilder {
+            template,
+            overrides: Vec::new(),
+            max_keys: DEFAULT_MAX_KEYS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            when_full: WhenFull::default(),
+            name_with: None,
+            map_builder: None,
+        }
+    }
+
+    /// A registry with the default bounds (10,000 keys, 10 minutes idle).
+    pub fn new(template: Builder) -> Result<Self, ConfigError> {
+        Self::builder(template).build()
+    }
+
+    /// `key`'s breaker, created if it is new. Fails only when the registry is full, nothing
+    /// can be evicted and the policy is [`WhenFull::Reject`].
+    pub fn get<Q>(&self, key: &Q) -> Result<CircuitBreaker, RegistryFull>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        self.with(key, CircuitBreaker::clone)
+    }
+
+    /// Asks `key`'s breaker for a permit (creating the breaker if the key is new). This is
+    /// the hot path of the keyed service: one hash, one shared lock of one shard.
+    #[inline]
+    pub fn try_acquire<Q>(&self, key: &Q) -> Result<Permit, KeyedError>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        match self.with(key, CircuitBreaker::try_acquire) {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(open)) => Err(KeyedError::Open(open)),
+            Err(full) => Err(KeyedError::Full(full)),
+        }
+    }
+
+    #[inline]
+    fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&CircuitBreaker) -> R) -> Result<R, RegistryFull>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let inner = &*self.inner;
+        // One hash: bits 32.. pick the shard, the table uses the low bits and the top 7.
+        let hash = inner.hasher.hash_one(key);
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        {
+            let table = shard.read();
+            if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
+                entry.touch();
+                return Ok(f(&entry.breaker));
+            }
+        }
+        self.insert(shard, hash, key, f)
+    }
+
+    #[cold]
+    fn insert<Q, R>(
+        &self,
+        shard: &Shard<K>,
+        hash: u64,
+        key: &Q,
+        f: impl FnOnce(&CircuitBreaker) -> R,
+    ) -> Result<R, RegistryFull>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let inner = &*self.inner;
+        let mut table = shard.write();
+        if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
+            entry.touch();
+            return Ok(f(&entry.breaker));
+        }
+        inner.sweep_if_due(shard, &mut table);
+        if table.len() >= shard.capacity {
+            inner.make_room(&mut table, shard.capacity);
+        }
+        if table.len() >= shard.capacity {
+            drop(table);
+            return match inner.when_full {
+                WhenFull::Overflow => Ok(f(inner.overflow())),
+                WhenFull::Reject => Err(RegistryFull {
+                    registry: inner.template.base.clone(),
+                }),
+            };
+        }
+        let key = key.to_owned();
+        let breaker = inner.create(&key);
+        let result = f(&breaker);
+        let hasher = &inner.hasher;
+        table.insert_unique(
+            hash,
+            Entry {
+                key,
+                breaker,
+                used: AtomicBool::new(true),
+            },
+            |e| hasher.hash_one(&e.key),
+        );
+        Ok(result)
+    }
+
+    /// Sweeps every shard whose last sweep is at least `idle_timeout` old: removes the
+    /// breakers not used since that sweep that may be evicted (closed, or open past their
+    /// deadline), and starts a new period for the others. Returns how many were removed.
+    ///
+    /// New keys sweep their shard this way already; call this from an interval task (every
+    /// quarter of `idle_timeout`, say) to reclaim memory when no new keys arrive.
+    pub fn evict_idle(&self) -> usize {
+        let inner = &*self.inner;
+        inner
+            .shards
+            .iter()
+            .map(|shard| inner.sweep_if_due(shard, &mut shard.write()))
+            .sum()
+    }
+}
+
+impl<K> KeyedRegistry<K> {
+    /// Every key with a snapshot of its breaker, in no particular order. Each shard is read
+    /// under its shared lock, one at a time.
+    pub fn snapshot(&self) -> Vec<(K, Snapshot)>
+    where
+        K: Clone,
+    {
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each(|key, breaker| out.push((key.clone(), breaker.snapshot())));
+        out
+    }
+
+    /// Calls `f` with every key and its breaker (shard by shard, under a shared lock: keep it
+    /// short).
+    pub fn for_each(&self, mut f: impl FnMut(&K, &CircuitBreaker)) {
+        for shard in &*self.inner.shards {
+            for entry in shard.read().iter() {
+                f(&entry.key, &entry.breaker);
+            }
+        }
+    }
+
+    /// The breaker shared by keys that did not fit, if the registry ever overflowed
+    /// ([`WhenFull::Overflow`]).
+    pub fn overflow(&self) -> Option<&CircuitBreaker> {
+        self.inner.overflow.get()
+    }
+
+    /// How many keys the registry holds now.
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Whether the registry holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most keys the registry holds.
+    pub fn max_keys(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.capacity).sum()
+    }
+
+    /// The template's name: the base of every breaker's name.
+    pub fn name(&self) -> &str {
+        &self.inner.template.base
+    }
+}
+
+impl<K> Inner<K>
+where
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        // Only the insert path and sweeps read the clock; lookups only set a bit.
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn create(&self, key: &K) -> CircuitBreaker {
+        let template = self.overrides.get(key).unwrap_or(&self.template);
+        let name = match &self.name_with {
+            Some(f) => f(&template.base, key),
+            None => format!("{}:{}", template.base, key),
+        };
+        let mut builder = template.builder.clone().name(name);
+        if let Some(f) = &self.map_builder {
+            builder = f(builder, key);
+        }
+        builder.build_with(template.config.clone())
+    }
+
+    fn overflow(&self) -> &CircuitBreaker {
+        self.overflow.get_or_init(|| {
+            let t = &self.template;
+            t.builder
+                .clone()
+                .name(format!("{}:<overflow>", t.base))
+                .build_with(t.config.clone())
+        })
+    }
+
+    fn tier(entry: &Entry<K>) -> Option<Tier> {
+        let used = entry.used.load(Ordering::Relaxed);
+        match entry.breaker.state() {
+            State::Closed if used => Some(Tier::Closed),
+            State::Closed => Some(Tier::ClosedUnused),
+            State::Open if !used && entry.breaker.snapshot().retry_after == Some(Duration::ZERO) => {
+                Some(Tier::OpenElapsedUnused)
+            }
+            // Open before its deadline, half-open, forced open, disabled: kept.
+            _ => None,
+        }
+    }
+
+    /// Sweeps `shard` if its last sweep is at least `idle_timeout` old: removes the entries
+    /// unused since then that may go, and clears the others' `used` bits.
+    fn sweep_if_due(&self, shard: &Shard<K>, table: &mut Table<K>) -> usize {
+        let now = self.now_ms();
+        if now.saturating_sub(shard.last_sweep.load(Ordering::Relaxed)) < self.idle_ms {
+            return 0;
+        }
+        shard.last_sweep.store(now, Ordering::Relaxed);
+        let before = table.len();
+        table.retain(|e| {
+            if matches!(Self::tier(e), Some(Tier::ClosedUnused | Tier::OpenElapsedUnused)) {
+                return false;
+            }
+            e.used.store(false, Ordering::Relaxed);
+            true
+        });
+        before - table.len()
+    }
+
+    /// Makes room in a full shard: removes up to an eighth of its capacity (at least one),
+    /// best candidates first, so the scan is paid once per many inserts.
+    fn make_room(&self, table: &mut Table<K>, capacity: usize) {
+        let mut count = [0usize; 3];
+        for e in table.iter() {
+            if let Some(t) = Self::tier(e) {
+                count[t as usize] += 1;
+            }
+        }
+        let mut budget = (capacity / 8).max(1);
+        let mut quota = [0usize; 3];
+        for (q, c) in quota.iter_mut().zip(count) {
+            *q = c.min(budget);
+            budget -= *q;
+        }
+        table.retain(|e| match Self::tier(e) {
+            Some(t) if quota[t as usize] > 0 => {
+                quota[t as usize] -= 1;
+                false
+            }
+            _ => true,
+        });
+    }
+}

@@ -1,0 +1,478 @@
+//! `Failover` chains and nested `Fallback`s: every open/closed combination, `AllUnavailable`,
+//! `on_failure` across members, `max_attempts`, cancellation, and composition with tower's
+//! `Retry` and `Timeout` inside each member.
+
+use std::{
+    error::Error,
+    future::poll_fn,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::Poll,
+    time::Duration,
+};
+
+use tower::{
+    Service, ServiceBuilder, ServiceExt, retry::Policy as RetryPolicy, service_fn, timeout::TimeoutLayer,
+    util::BoxCloneService,
+};
+use tower_breaker::{
+    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Failover, Fallback, Layer,
+    Outcome, State,
+    fallback::{CloneRequest, FallbackError, Provenance, SkipReason, Skipped},
+    is_circuit_open,
+};
+
+type Svc<Res = String> = BoxCloneService<String, Res, BoxError>;
+
+#[derive(Debug)]
+struct Upstream(&'static str);
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream error: {}", self.0)
+    }
+}
+impl Error for Upstream {}
+
+fn upstream(name: &'static str, fail: bool) -> (Arc<AtomicUsize>, Svc) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |req: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if fail {
+                Err::<String, BoxError>(Box::new(Upstream(name)))
+            } else {
+                Ok(format!("{name}: {req}"))
+            }
+        }
+    });
+    (calls, BoxCloneService::new(svc))
+}
+
+fn breaker(name: &'static str) -> CircuitBreaker {
+    CircuitBreaker::builder(name)
+        .consecutive_failures(2)
+        .open_duration(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn guarded(breaker: &CircuitBreaker, inner: Svc) -> Svc {
+    BoxCloneService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner))
+}
+
+async fn poll_ready_now<S: Service<String>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
+    poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await
+}
+
+const NAMES: [&str; 3] = ["openai", "anthropic", "mistral"];
+
+/// Three guarded members; bit `i` of `open` opens member `i`.
+fn three(open: u8) -> (Vec<CircuitBreaker>, Vec<Arc<AtomicUsize>>, Vec<Svc>) {
+    let mut breakers = Vec::new();
+    let mut calls = Vec::new();
+    let mut svcs = Vec::new();
+    for (i, name) in NAMES.into_iter().enumerate() {
+        let b = breaker(name);
+        if open & (1 << i) != 0 {
+            b.trip(Duration::from_secs(10 * (i as u64 + 1)));
+        }
+        let (c, s) = upstream(name, false);
+        svcs.push(guarded(&b, s));
+        breakers.push(b);
+        calls.push(c);
+    }
+    (breakers, calls, svcs)
+}
+
+fn check_combination(open: u8, result: Result<String, BoxError>, calls: &[Arc<AtomicUsize>], what: &str) {
+    let first_closed = (0..3).find(|i| open & (1 << i) == 0);
+    let counts: Vec<usize> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    match first_closed {
+        Some(i) => {
+            assert_eq!(
+                result.unwrap(),
+                format!("{}: q", NAMES[i]),
+                "{what} open={open:03b}"
+            );
+            let mut expected = vec![0; 3];
+            expected[i] = 1;
+            assert_eq!(
+                counts, expected,
+                "{what} open={open:03b}: only the first closed member is called"
+            );
+        }
+        None => {
+            let err = result.unwrap_err();
+            let all = err
+                .downcast_ref::<AllUnavailable>()
+                .unwrap_or_else(|| panic!("{what}: {err}"));
+            let names: Vec<_> = all.members().iter().map(Skipped::member).collect();
+            assert_eq!(names, NAMES, "{what}");
+            assert_eq!(all.retry_after(), Some(Duration::from_secs(10)), "{what}");
+            assert!(is_circuit_open(&err), "{what}");
+            assert_eq!(counts, [0, 0, 0], "{what}: nobody is called");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn chains_of_three_in_every_open_closed_combination() {
+    for open in 0..8u8 {
+        // A flat Failover.
+        let (_, calls, svcs) = three(open);
+        let chain = Failover::new(NAMES.into_iter().zip(svcs));
+        let result = chain.oneshot("q".to_owned()).await;
+        check_combination(open, result, &calls, "failover");
+
+        // Nested Fallbacks: a -> (b -> c).
+        let (_, calls, mut svcs) = three(open);
+        let c = svcs.pop().unwrap();
+        let b = svcs.pop().unwrap();
+        let a = svcs.pop().unwrap();
+        let chain = Fallback::new(a, Fallback::new(b, c).names(NAMES[1], NAMES[2])).names(NAMES[0], "rest");
+        let result = chain.oneshot("q".to_owned()).await;
+        check_combination(open, result, &calls, "nested right");
+
+        // Nested Fallbacks: (a -> b) -> c.
+        let (_, calls, mut svcs) = three(open);
+        let c = svcs.pop().unwrap();
+        let b = svcs.pop().unwrap();
+        let a = svcs.pop().unwrap();
+        let chain = Fallback::new(Fallback::new(a, b).names(NAMES[0], NAMES[1]), c).names("first", NAMES[2]);
+        let result = chain.oneshot("q".to_owned()).await;
+        check_combination(open, result, &calls, "nested left");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_unavailable_carries_the_smallest_retry_after_and_every_reason() {
+    let (a, b, c) = (breaker("openai"), breaker("anthropic"), breaker("mistral"));
+    a.trip(Duration::from_secs(30));
+    b.force_open(); // no known wait
+    c.trip(Duration::from_secs(4));
+    let mut chain = Failover::new([
+        ("openai", guarded(&a, upstream("openai", false).1)),
+        ("anthropic", guarded(&b, upstream("anthropic", false).1)),
+        ("mistral", guarded(&c, upstream("mistral", false).1)),
+    ]);
+    let err = match poll_ready_now(&mut chain).await {
+        Poll::Ready(Err(e)) => e,
+        other => panic!("expected to fail fast, got {other:?}"),
+    };
+    let all = err.downcast_ref::<AllUnavailable>().unwrap();
+    assert_eq!(all.retry_after(), Some(Duration::from_secs(4)));
+    let reasons: Vec<_> = all
+        .members()
+        .iter()
+        .map(|m| {
+            let open = m.circuit_open().unwrap();
+            (m.member(), open.state(), open.retry_after())
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("openai", State::Open, Some(Duration::from_secs(30))),
+            ("anthropic", State::ForcedOpen, None),
+            ("mistral", State::Open, Some(Duration::from_secs(4))),
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"every member is unavailable ("openai", "anthropic", "mistral"); retry in 4s"#
+    );
+    // `is_circuit_open` and `CircuitOpen::find` see the member that recovers first.
+    assert!(is_circuit_open(&err));
+    assert_eq!(CircuitOpen::find(&*err).unwrap().name(), "mistral");
+
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(
+        chain.ready().await.unwrap().call("q".into()).await.unwrap(),
+        "mistral: q"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_unavailable_flattens_nested_chains() {
+    let (a, b, c) = (breaker("a"), breaker("b"), breaker("c"));
+    a.trip(Duration::from_secs(3));
+    b.trip(Duration::from_secs(2));
+    c.trip(Duration::from_secs(9));
+    let inner = Failover::new([
+        ("a", guarded(&a, upstream("a", false).1)),
+        ("b", guarded(&b, upstream("b", false).1)),
+    ]);
+    let err = Fallback::new(inner, guarded(&c, upstream("c", false).1))
+        .names("providers", "c")
+        .oneshot("q".into())
+        .await
+        .unwrap_err();
+    let all = err.downcast_ref::<AllUnavailable>().unwrap();
+    let names: Vec<_> = all.members().iter().map(Skipped::member).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(all.retry_after(), Some(Duration::from_secs(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_probe_capacity_exhausted_routes_to_the_next_member() {
+    let a = breaker("openai");
+    a.trip(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let hung = BoxCloneService::new(service_fn(|_: String| {
+        std::future::pending::<Result<String, BoxError>>()
+    }));
+    let (calls_b, b) = upstream("anthropic", false);
+    let mut chain = Failover::new([("openai", guarded(&a, hung)), ("anthropic", b)]);
+    let mut other = chain.clone();
+
+    let probe = chain.ready().await.unwrap().call("probe".into());
+    assert_eq!(a.snapshot().probes_in_flight, 1);
+    let res = other.ready().await.unwrap().call("q".into()).await.unwrap();
+    assert_eq!(res, "anthropic: q");
+    assert_eq!(calls_b.load(Ordering::SeqCst), 1);
+    drop(probe);
+    assert_eq!(a.snapshot().probes_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_walks_the_chain_skipping_open_members() {
+    let (a, b) = (breaker("openai"), breaker("anthropic"));
+    b.force_open();
+    let (calls_a, sa) = upstream("openai", true);
+    let (calls_b, sb) = upstream("anthropic", false);
+    let (calls_c, sc) = upstream("mistral", false);
+    let chain = Failover::new([
+        ("openai", guarded(&a, sa)),
+        ("anthropic", guarded(&b, sb)),
+        ("mistral", sc),
+    ])
+    .on_failure(CloneRequest::new());
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(res, "mistral: q");
+    let counts: Vec<_> = [calls_a, calls_b, calls_c]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(counts, [1, 0, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_attempts_bounds_the_calls_and_the_last_error_names_the_others() {
+    let (calls_a, sa) = upstream("openai", true);
+    let (calls_b, sb) = upstream("anthropic", true);
+    let (calls_c, sc) = upstream("mistral", false);
+    let chain = Failover::new([("openai", sa), ("anthropic", sb), ("mistral", sc)])
+        .max_attempts(2)
+        .unwrap()
+        .on_failure(CloneRequest::new());
+    let err = chain.oneshot("q".into()).await.unwrap_err();
+    let failed = err.downcast_ref::<FallbackError>().unwrap();
+    assert_eq!(failed.member(), "anthropic");
+    assert!(failed.error().is::<Upstream>());
+    assert_eq!(failed.skipped().len(), 1);
+    assert_eq!(failed.skipped()[0].member(), "openai");
+    assert!(matches!(failed.skipped()[0].reason(), SkipReason::Failed(_)));
+    let source = err.source().unwrap().downcast_ref::<Skipped>().unwrap();
+    assert_eq!(source.member(), "openai");
+    assert!(
+        source.source().unwrap().is::<Upstream>(),
+        "the primary's own error is next in the chain"
+    );
+    let counts: Vec<_> = [calls_a, calls_b, calls_c]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(counts, [1, 1, 0]);
+
+    assert!(
+        Failover::new([("a", upstream("a", false).1)])
+            .max_attempts(0)
+            .is_err()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_answer_stands_when_no_other_member_can_take_the_request() {
+    let answer = |status: u16| {
+        BoxCloneService::new(service_fn(move |_: String| async move {
+            Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+        }))
+    };
+    let b = breaker("anthropic");
+    b.force_open();
+    let classify = |r: Result<&http::Response<()>, &BoxError>| match r {
+        Ok(res) if res.status().is_server_error() => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    let chain = Failover::new([
+        ("openai", answer(503)),
+        (
+            "anthropic",
+            BoxCloneService::new(CircuitBreakerLayer::new(b.clone()).layer(answer(200))),
+        ),
+    ])
+    .on_failure(CloneRequest::new().classify(classify));
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(res.status(), 503, "the primary's own answer, not an error");
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "openai");
+    assert_eq!(p.skipped()[0].member(), "anthropic");
+    assert!(p.skipped()[0].circuit_open().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn provenance_and_callback_name_the_member_and_the_skipped() {
+    let a = breaker("openai");
+    a.trip(Duration::from_secs(3));
+    let http = |name: &'static str| {
+        BoxCloneService::new(service_fn(move |_: String| async move {
+            Ok::<_, BoxError>(http::Response::new(name))
+        }))
+    };
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let chain = Failover::new([
+        (
+            "openai",
+            BoxCloneService::new(CircuitBreakerLayer::new(a.clone()).layer(http("openai"))),
+        ),
+        ("cache", http("cache")),
+    ])
+    .on_fallback(move |p: &Provenance| {
+        s.lock()
+            .unwrap()
+            .push((p.served_by().to_owned(), p.skipped().len()))
+    });
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(*res.body(), "cache");
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "cache");
+    assert_eq!(p.skipped()[0].member(), "openai");
+    assert_eq!(
+        p.skipped()[0].circuit_open().unwrap().retry_after(),
+        Some(Duration::from_secs(3))
+    );
+    assert_eq!(*seen.lock().unwrap(), [("cache".to_owned(), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_failover_call_releases_every_permit() {
+    let (a, b, c) = (breaker("a"), breaker("b"), breaker("c"));
+    for br in [&a, &b, &c] {
+        br.trip(Duration::from_secs(1));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let hung = BoxCloneService::new(service_fn(|_: String| {
+        std::future::pending::<Result<String, BoxError>>()
+    }));
+    let mut chain = Failover::new([
+        ("a", guarded(&a, upstream("a", true).1)),
+        ("b", guarded(&b, upstream("b", true).1)),
+        ("c", guarded(&c, hung)),
+    ])
+    .on_failure(CloneRequest::new());
+    let mut fut = Box::pin(chain.ready().await.unwrap().call("q".into()));
+    assert!(futures::poll!(fut.as_mut()).is_pending());
+    // a and b failed their probes (reopened); c's probe is in flight inside the future.
+    assert_eq!((a.state(), b.state()), (State::Open, State::Open));
+    assert_eq!(c.snapshot().probes_in_flight, 1);
+    drop(fut);
+    for br in [&a, &b, &c] {
+        assert_eq!(br.snapshot().probes_in_flight, 0, "{}", br.name());
+    }
+    assert!(c.try_acquire().is_ok(), "c admits a new probe");
+}
+
+/// Retries errors a few times, but never an open circuit.
+#[derive(Clone)]
+struct RetryErrors(usize);
+
+impl RetryPolicy<String, String, BoxError> for RetryErrors {
+    type Future = std::future::Ready<()>;
+    fn retry(&mut self, _: &mut String, result: &mut Result<String, BoxError>) -> Option<Self::Future> {
+        match result {
+            Err(e) if self.0 > 0 && !is_circuit_open(e) => {
+                self.0 -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+    fn clone_request(&mut self, req: &String) -> Option<String> {
+        Some(req.clone())
+    }
+}
+
+/// A member as users stack it: `Retry` over the breaker over a per-attempt `Timeout`.
+fn stacked(breaker: &CircuitBreaker, inner: Svc) -> Svc {
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .retry(RetryErrors(2))
+            .layer(CircuitBreakerLayer::new(breaker.clone()))
+            .layer(TimeoutLayer::new(Duration::from_secs(5)))
+            .service(inner),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn composes_with_retry_and_timeout_inside_each_member() {
+    let a = CircuitBreaker::builder("openai")
+        .consecutive_failures(3)
+        .build()
+        .unwrap();
+    let b = breaker("anthropic");
+    let calls_a = Arc::new(AtomicUsize::new(0));
+    let c = calls_a.clone();
+    // The primary hangs: each attempt ends in the member's own timeout.
+    let slow = BoxCloneService::new(service_fn(move |_: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Result<String, BoxError>>()
+    }));
+    let (calls_b, fast) = upstream("anthropic", false);
+    let mut chain = Failover::new([("openai", stacked(&a, slow)), ("anthropic", stacked(&b, fast))])
+        .on_failure(CloneRequest::new());
+
+    // First request: three timed-out attempts inside the primary (the third trips its
+    // breaker), then the secondary answers.
+    let start = tokio::time::Instant::now();
+    let res = chain.ready().await.unwrap().call("q1".into()).await.unwrap();
+    assert_eq!(res, "anthropic: q1");
+    assert_eq!(start.elapsed(), Duration::from_secs(15));
+    assert_eq!(calls_a.load(Ordering::SeqCst), 3);
+    assert_eq!(a.state(), State::Open);
+
+    // Next requests skip the open primary at once: no timeout, no retry.
+    let start = tokio::time::Instant::now();
+    let res = chain.ready().await.unwrap().call("q2".into()).await.unwrap();
+    assert_eq!(res, "anthropic: q2");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls_a.load(Ordering::SeqCst), 3);
+    assert_eq!(calls_b.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spill_over_passes_busy_members() {
+    let (busy, mut handle) = tower_test::mock::pair::<String, String>();
+    handle.allow(0);
+    let busy = BoxCloneService::new(tower::util::MapErrLayer::new(Into::<BoxError>::into).layer(busy));
+    let (_, ok) = upstream("cache", false);
+    let mut waiting = Failover::new([("busy", busy.clone()), ("cache", ok.clone())]);
+    assert!(poll_ready_now(&mut waiting).await.is_pending());
+
+    let mut spilling = Failover::new([("busy", busy), ("cache", ok)]).spill_over(true);
+    assert!(matches!(poll_ready_now(&mut spilling).await, Poll::Ready(Ok(()))));
+    assert_eq!(spilling.call("q".into()).await.unwrap(), "cache: q");
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_failover_is_all_unavailable() {
+    let chain: Failover<Svc> = Failover::new(Vec::<(&str, Svc)>::new());
+    let err = chain.oneshot("q".into()).await.unwrap_err();
+    let all = err.downcast_ref::<AllUnavailable>().unwrap();
+    assert!(all.members().is_empty());
+    assert_eq!(all.retry_after(), None);
+}

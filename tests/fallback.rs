@@ -1,0 +1,554 @@
+//! `Fallback` and `FallbackLayer`: routing on an open circuit, `on_failure` policies,
+//! backpressure and spill-over, errors, provenance, and permits under cancellation.
+
+use std::{
+    error::Error,
+    future::poll_fn,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::Poll,
+    time::Duration,
+};
+
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
+use tower_breaker::{
+    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Fallback, FallbackLayer,
+    Layer, Outcome, Readiness, State,
+    fallback::{CloneRequest, CloneWith, FallbackError, Provenance, SkipReason, Skipped},
+    is_circuit_open,
+};
+
+type Svc<Res = String> = BoxCloneService<String, Res, BoxError>;
+
+#[derive(Debug)]
+struct Upstream(&'static str);
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream error: {}", self.0)
+    }
+}
+impl Error for Upstream {}
+
+/// A service that counts its calls and answers `"{name}: {req}"`, or fails when `fail`.
+fn upstream(name: &'static str, fail: bool) -> (Arc<AtomicUsize>, Svc) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |req: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if fail {
+                Err::<String, BoxError>(Box::new(Upstream(name)))
+            } else {
+                Ok(format!("{name}: {req}"))
+            }
+        }
+    });
+    (calls, BoxCloneService::new(svc))
+}
+
+/// A service whose calls never complete (a hung upstream), counting calls.
+fn hung() -> (Arc<AtomicUsize>, Svc) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |_: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Result<String, BoxError>>()
+    });
+    (calls, BoxCloneService::new(svc))
+}
+
+fn breaker(name: &'static str) -> CircuitBreaker {
+    CircuitBreaker::builder(name)
+        .consecutive_failures(2)
+        .open_duration(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn guarded(breaker: &CircuitBreaker, inner: Svc) -> Svc {
+    BoxCloneService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner))
+}
+
+async fn poll_ready_now<S: Service<String>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
+    poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn primary_inner_is_called_zero_times_while_open() {
+    let b = breaker("openai");
+    let (primary_calls, primary) = upstream("openai", true);
+    let (secondary_calls, secondary) = upstream("anthropic", false);
+    let mut svc = Fallback::new(guarded(&b, primary), secondary);
+
+    // Two real failures trip the breaker; without a policy they are the caller's errors.
+    for _ in 0..2 {
+        let err = svc.ready().await.unwrap().call("q".into()).await.unwrap_err();
+        assert!(err.is::<Upstream>(), "{err}");
+    }
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 2);
+
+    for i in 0..5 {
+        let res = svc.ready().await.unwrap().call(format!("q{i}")).await.unwrap();
+        assert_eq!(res, format!("anthropic: q{i}"));
+    }
+    assert_eq!(
+        primary_calls.load(Ordering::SeqCst),
+        2,
+        "the open primary was not called"
+    );
+    assert_eq!(secondary_calls.load(Ordering::SeqCst), 5);
+
+    // After the open period the primary gets a probe again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let _ = svc.ready().await.unwrap().call("probe".into()).await;
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_primary_serves_and_secondary_is_never_polled() {
+    let (_, primary) = upstream("openai", false);
+    let counting = CountReady::new(upstream("cache", false).1);
+    let readies = counting.readies.clone();
+    let mut svc = Fallback::new(primary, counting);
+    for _ in 0..3 {
+        assert_eq!(
+            svc.ready().await.unwrap().call("q".into()).await.unwrap(),
+            "openai: q"
+        );
+    }
+    assert_eq!(
+        readies.load(Ordering::SeqCst),
+        0,
+        "secondary polled only when needed"
+    );
+}
+
+/// Counts `poll_ready` calls on the wrapped service.
+#[derive(Clone)]
+struct CountReady<S> {
+    inner: S,
+    readies: Arc<AtomicUsize>,
+}
+impl<S> CountReady<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            readies: Arc::default(),
+        }
+    }
+}
+impl<S: Service<R>, R> Service<R> for CountReady<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.readies.fetch_add(1, Ordering::SeqCst);
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: R) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_probe_capacity_exhausted_routes_to_secondary() {
+    let b = breaker("openai");
+    b.trip(Duration::from_secs(10));
+    tokio::time::advance(Duration::from_secs(10)).await;
+
+    let (primary_calls, primary) = hung();
+    let (_, secondary) = upstream("cache", false);
+    let mut first = Fallback::new(guarded(&b, primary), secondary).names("openai", "cache");
+    let mut second = first.clone();
+
+    // The first request takes the only probe and hangs on the primary.
+    let probe = first.ready().await.unwrap().call("a".into());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.snapshot().probes_in_flight, 1);
+
+    // The next one finds the probe capacity exhausted and goes to the secondary at once.
+    let res = second.ready().await.unwrap().call("b".into()).await.unwrap();
+    assert_eq!(res, "cache: b");
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 1);
+
+    drop(probe);
+    assert_eq!(
+        b.snapshot().probes_in_flight,
+        0,
+        "the cancelled probe was released"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_with_cloning_policy_falls_back_after_a_failed_call() {
+    let (primary_calls, primary) = upstream("openai", true);
+    let (secondary_calls, secondary) = upstream("anthropic", false);
+    let seen = Arc::new(Mutex::new(Vec::<Provenance>::new()));
+    let s = seen.clone();
+    let svc = Fallback::new(primary, secondary)
+        .names("openai", "anthropic")
+        .on_fallback(move |p| s.lock().unwrap().push(p.clone()))
+        .on_failure(CloneRequest::new());
+
+    let res = svc.oneshot("hello".into()).await.unwrap();
+    assert_eq!(res, "anthropic: hello");
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].served_by(), "anthropic");
+    assert_eq!(seen[0].skipped()[0].member(), "openai");
+    match seen[0].skipped()[0].reason() {
+        SkipReason::Failed(e) => assert!(e.is::<Upstream>()),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_falls_back_on_a_response_classified_as_failure() {
+    let answer = |status: u16, body: &'static str| {
+        BoxCloneService::new(service_fn(move |_: String| async move {
+            Ok::<_, BoxError>(
+                http::Response::builder()
+                    .status(status)
+                    .body(body.to_owned())
+                    .unwrap(),
+            )
+        }))
+    };
+    let classify = |r: Result<&http::Response<String>, &BoxError>| match r {
+        Ok(res) if res.status().is_server_error() => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    let svc = Fallback::new(answer(529, "overloaded"), answer(200, "fine"))
+        .names("anthropic", "openai")
+        .on_failure(CloneRequest::new().classify(classify));
+    let res = svc.oneshot("q".into()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.body(), "fine");
+    let provenance = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(provenance.served_by(), "openai");
+    assert!(matches!(
+        provenance.skipped()[0].reason(),
+        SkipReason::FailureResponse
+    ));
+
+    // A classifier that accepts 5xx: no fallback, the primary's answer is returned.
+    let svc = Fallback::new(answer(529, "overloaded"), answer(200, "fine")).on_failure(
+        CloneRequest::new().classify(|_: Result<&http::Response<String>, &BoxError>| Outcome::Success),
+    );
+    let res = svc.oneshot("q".into()).await.unwrap();
+    assert_eq!(res.status(), 529);
+    assert!(!res.extensions().get::<Provenance>().unwrap().fell_back());
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_with_declining_policy_returns_the_primary_error() {
+    let (_, primary) = upstream("openai", true);
+    let (secondary_calls, secondary) = upstream("anthropic", false);
+    let declined = Arc::new(AtomicUsize::new(0));
+    let d = declined.clone();
+    let svc = Fallback::new(primary, secondary).on_failure(CloneWith::new(move |_: &String| {
+        d.fetch_add(1, Ordering::SeqCst);
+        None
+    }));
+    let err = svc.oneshot("q".into()).await.unwrap_err();
+    assert!(err.is::<Upstream>(), "the primary's own error, unwrapped: {err}");
+    assert_eq!(declined.load(Ordering::SeqCst), 1, "the policy was asked");
+    assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reject_on_call_primary_falls_back_only_with_a_policy() {
+    let b = breaker("openai");
+    b.force_open();
+    let (primary_calls, primary) = upstream("openai", false);
+    let primary = BoxCloneService::new(
+        CircuitBreakerLayer::new(b.clone())
+            .readiness(Readiness::RejectOnCall)
+            .layer(primary),
+    );
+    let (_, secondary) = upstream("cache", false);
+
+    // Without a policy the request was handed to the primary and cannot come back.
+    let err = Fallback::new(primary.clone(), secondary.clone())
+        .oneshot("q".into())
+        .await
+        .unwrap_err();
+    assert!(err.is::<CircuitOpen>(), "{err}");
+
+    let res = Fallback::new(primary, secondary)
+        .on_failure(CloneRequest::new())
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    assert_eq!(res, "cache: q");
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_secondary_error_carries_the_primary_reason_as_source() {
+    let b = breaker("openai");
+    b.trip(Duration::from_secs(12));
+    let (_, primary) = upstream("openai", false);
+    let (_, secondary) = upstream("anthropic", true);
+    let err = Fallback::new(guarded(&b, primary), secondary)
+        .names("openai", "anthropic")
+        .oneshot("q".into())
+        .await
+        .unwrap_err();
+
+    let failed = err.downcast_ref::<FallbackError>().expect("a FallbackError");
+    assert_eq!(failed.member(), "anthropic");
+    assert!(failed.error().is::<Upstream>());
+    let source = err.source().unwrap().downcast_ref::<Skipped>().unwrap();
+    assert_eq!(source.member(), "openai");
+    let open = source.circuit_open().unwrap();
+    assert_eq!(open.name(), "openai");
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(12)));
+    assert_eq!(
+        err.to_string(),
+        r#"member "anthropic" failed: upstream error: anthropic"#
+    );
+    assert!(
+        !is_circuit_open(&err),
+        "the request was sent (to the secondary) and failed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_open_fails_fast_with_all_unavailable() {
+    let (a, b) = (breaker("openai"), breaker("anthropic"));
+    a.trip(Duration::from_secs(30));
+    b.trip(Duration::from_secs(7));
+    let (calls_a, pa) = upstream("openai", false);
+    let (calls_b, pb) = upstream("anthropic", false);
+    let mut svc = Fallback::new(guarded(&a, pa), guarded(&b, pb)).names("openai", "anthropic");
+
+    let err = match poll_ready_now(&mut svc).await {
+        Poll::Ready(Err(e)) => e,
+        other => panic!("expected an immediate error, got {other:?}"),
+    };
+    let all = err.downcast_ref::<AllUnavailable>().unwrap();
+    assert_eq!(all.retry_after(), Some(Duration::from_secs(7)));
+    let names: Vec<_> = all.members().iter().map(Skipped::member).collect();
+    assert_eq!(names, ["openai", "anthropic"]);
+    assert!(is_circuit_open(&err));
+    assert_eq!(CircuitOpen::find(&*err).unwrap().name(), "anthropic");
+    assert_eq!(calls_a.load(Ordering::SeqCst) + calls_b.load(Ordering::SeqCst), 0);
+
+    // The same instance recovers once a member's circuit lets a probe through.
+    tokio::time::advance(Duration::from_secs(7)).await;
+    assert_eq!(
+        svc.ready().await.unwrap().call("q".into()).await.unwrap(),
+        "anthropic: q"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_primary_is_waited_for_unless_spill_over() {
+    let (mut primary, mut handle) = tower_test::mock::pair::<String, String>();
+    handle.allow(0); // the primary is busy
+    let _ = &mut primary;
+    let (_, secondary) = upstream("cache", false);
+
+    let mut svc = Fallback::new(primary.clone(), secondary.clone());
+    assert!(
+        poll_ready_now(&mut svc).await.is_pending(),
+        "backpressure is waited for"
+    );
+
+    let mut svc = Fallback::new(primary, secondary)
+        .spill_over(true)
+        .names("openai", "cache");
+    assert!(matches!(poll_ready_now(&mut svc).await, Poll::Ready(Ok(()))));
+    let res = svc.call("q".into()).await.unwrap();
+    assert_eq!(res, "cache: q");
+
+    // Once the primary has capacity again it takes the next request.
+    handle.allow(1);
+    let fut = svc.ready().await.unwrap().call("r".into());
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, "r");
+    send.send_response("openai: r".to_owned());
+    assert_eq!(fut.await.unwrap(), "openai: r");
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_primary_readiness_errors_propagate() {
+    let (primary, mut handle) = tower_test::mock::pair::<String, String>();
+    handle.send_error(Upstream("connection pool closed"));
+    let (calls, secondary) = upstream("cache", false);
+    let err = Fallback::new(primary, secondary)
+        .oneshot("q".into())
+        .await
+        .unwrap_err();
+    assert!(err.is::<Upstream>(), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn provenance_in_http_extensions_and_callback_merges_nested_chains() {
+    let http_upstream = |name: &'static str| {
+        BoxCloneService::new(service_fn(move |_: String| async move {
+            Ok::<_, BoxError>(http::Response::new(name.to_owned()))
+        }))
+    };
+    let (a, b) = (breaker("openai"), breaker("anthropic"));
+    a.force_open();
+    b.trip(Duration::from_secs(5));
+    let guard = |br: &CircuitBreaker, s: Svc<http::Response<String>>| {
+        BoxCloneService::new(CircuitBreakerLayer::new(br.clone()).layer(s))
+    };
+    let callbacks = Arc::new(Mutex::new(Vec::<String>::new()));
+    let c = callbacks.clone();
+    let inner = Fallback::new(guard(&b, http_upstream("anthropic")), http_upstream("cache"))
+        .names("anthropic", "cache");
+    let svc = Fallback::new(guard(&a, http_upstream("openai")), inner)
+        .names("openai", "fallbacks")
+        .on_fallback(move |p| c.lock().unwrap().push(p.to_string()));
+
+    let res = svc.oneshot("q".into()).await.unwrap();
+    assert_eq!(res.body(), "cache");
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "cache");
+    let skipped: Vec<_> = p
+        .skipped()
+        .iter()
+        .map(|s| (s.member(), s.circuit_open().unwrap().state()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [("openai", State::ForcedOpen), ("anthropic", State::Open)]
+    );
+    assert_eq!(
+        callbacks.lock().unwrap().as_slice(),
+        [
+            r#"served by "cache" (member "openai" skipped: circuit "openai" is forced open; member "anthropic" skipped: circuit "anthropic" is open; retry in 5s)"#
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn primary_served_response_records_provenance_without_callback() {
+    let called = Arc::new(AtomicUsize::new(0));
+    let c = called.clone();
+    let svc = Fallback::new(
+        service_fn(|_: String| async { Ok::<_, BoxError>(http::Response::new("primary")) }),
+        service_fn(|_: String| async { Ok::<_, BoxError>(http::Response::new("secondary")) }),
+    )
+    .on_fallback(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    let res = svc.oneshot("q".into()).await.unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "primary");
+    assert!(!p.fell_back());
+    assert_eq!(called.load(Ordering::SeqCst), 0, "no fallback, no callback");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_call_mid_fallback_releases_every_permit() {
+    // Both circuits are half-open with one probe each: every admission is a probe permit.
+    let (a, b) = (breaker("openai"), breaker("anthropic"));
+    a.trip(Duration::from_secs(1));
+    b.trip(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+
+    let (_, primary) = upstream("openai", true);
+    let (secondary_calls, secondary) = hung();
+    let mut svc = Fallback::new(guarded(&a, primary), guarded(&b, secondary)).on_failure(CloneRequest::new());
+
+    let mut fut = Box::pin(svc.ready().await.unwrap().call("q".into()));
+    // Drive it: the primary probe fails (recorded), the secondary's probe is taken and its call hangs.
+    assert!(futures::poll!(fut.as_mut()).is_pending());
+    assert_eq!(secondary_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(a.state(), State::Open, "the primary's failed probe reopened it");
+    assert_eq!(b.snapshot().probes_in_flight, 1);
+
+    drop(fut);
+    assert_eq!(
+        b.snapshot().probes_in_flight,
+        0,
+        "the secondary's probe was released"
+    );
+    assert!(b.try_acquire().is_ok(), "a new probe is admitted");
+
+    // Cancelled between readiness and call, and while readied for a fallback route.
+    let (c, d) = (breaker("c"), breaker("d"));
+    c.force_open();
+    d.trip(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let mut svc = Fallback::new(guarded(&c, upstream("c", false).1), guarded(&d, hung().1));
+    svc.ready().await.unwrap();
+    assert_eq!(
+        d.snapshot().probes_in_flight,
+        1,
+        "the secondary holds its probe until call"
+    );
+    drop(svc);
+    assert_eq!(d.snapshot().probes_in_flight, 0);
+    assert!(d.try_acquire().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_while_the_secondary_is_being_readied_releases_its_admission() {
+    let (a, b) = (breaker("openai"), breaker("anthropic"));
+    b.trip(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (_, primary) = upstream("openai", true);
+    // The secondary's inner service is never ready: its breaker admits a probe, then waits.
+    let (inner, mut handle) = tower_test::mock::pair::<String, String>();
+    handle.allow(0);
+    let secondary = BoxCloneService::new(tower::util::MapErrLayer::new(Into::<BoxError>::into).layer(inner));
+    let mut svc = Fallback::new(guarded(&a, primary), guarded(&b, secondary)).on_failure(CloneRequest::new());
+    let mut fut = Box::pin(svc.ready().await.unwrap().call("q".into()));
+    assert!(futures::poll!(fut.as_mut()).is_pending());
+    assert_eq!(b.snapshot().probes_in_flight, 1);
+    drop(fut);
+    assert_eq!(b.snapshot().probes_in_flight, 0);
+    assert_eq!(a.snapshot().probes_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_builds_the_same_fallback() {
+    let b = breaker("search");
+    b.force_open();
+    let (_, cache) = upstream("cache", false);
+    let (calls, live) = upstream("live", false);
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new(cache).names("search", "cache"))
+        .layer(CircuitBreakerLayer::new(b.clone()))
+        .service(live);
+    assert_eq!(svc.oneshot("q".into()).await.unwrap(), "cache: q");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn services_and_futures_are_send_with_boxed_members() {
+    // BoxCloneService is Send but not Sync: the fallbacks must not need Sync members.
+    fn send_service<S>(_: &S)
+    where
+        S: Service<String> + Send,
+        S::Future: Send,
+    {
+    }
+    let (_, p) = upstream("a", false);
+    let (_, s) = upstream("b", false);
+    send_service(&Fallback::new(p.clone(), s.clone()).on_fallback(|_| {}));
+    send_service(&Fallback::new(p.clone(), s.clone()).on_failure(CloneRequest::new()));
+    send_service(&tower_breaker::Failover::new([
+        ("a", p.clone()),
+        ("b", s.clone()),
+    ]));
+    send_service(&tower_breaker::Failover::new([("a", p), ("b", s)]).on_failure(CloneRequest::new()));
+    fn error_types<E: Error + Send + Sync + 'static>() {}
+    error_types::<AllUnavailable>();
+    error_types::<FallbackError>();
+    error_types::<Skipped>();
+}

@@ -1,0 +1,91 @@
+//! The health report: verdicts, and its JSON shape with the `serde` feature.
+
+use std::time::Duration;
+
+use tower_breaker::{
+    CircuitBreaker, Outcome, State,
+    integrations::health::{HealthReport, Overall},
+    keyed::KeyedRegistry,
+};
+
+fn breaker(name: &str) -> CircuitBreaker {
+    CircuitBreaker::builder(name)
+        .consecutive_failures(1)
+        .failure_rate(0.5)
+        .open_duration(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn verdicts_cover_every_state() {
+    use State::*;
+    assert_eq!(HealthReport::verdict([]), Overall::Healthy);
+    assert_eq!(HealthReport::verdict([Closed, Disabled]), Overall::Healthy);
+    assert_eq!(HealthReport::verdict([Closed, Open]), Overall::Degraded);
+    assert_eq!(HealthReport::verdict([Closed, HalfOpen]), Overall::Degraded);
+    assert_eq!(HealthReport::verdict([Disabled, ForcedOpen]), Overall::Degraded);
+    assert_eq!(
+        HealthReport::verdict([Open, ForcedOpen, HalfOpen]),
+        Overall::Critical
+    );
+    assert_eq!(HealthReport::verdict([Open]), Overall::Critical);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_over_breakers_and_keyed_registries() {
+    let openai = breaker("openai");
+    let keyed =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("model").consecutive_failures(1)).unwrap();
+    keyed.get("a").unwrap();
+    keyed.try_acquire("b").unwrap().record(Outcome::Failure);
+    let report = HealthReport::new().breaker(&openai).keyed(&keyed);
+    assert_eq!(
+        report.breakers.keys().collect::<Vec<_>>(),
+        ["model:a", "model:b", "openai"]
+    );
+    assert_eq!(report.overall, Overall::Degraded);
+    assert_eq!(report.status(), http::StatusCode::OK);
+
+    openai.force_open();
+    keyed.get("a").unwrap().force_open();
+    let report = HealthReport::new().breaker(&openai).keyed(&keyed);
+    assert_eq!(report.overall, Overall::Critical);
+    assert_eq!(report.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+
+    let again = HealthReport::from_snapshots(report.breakers.values().cloned());
+    assert_eq!(again, report);
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn the_report_serialises_with_durations_in_seconds() {
+    let openai = breaker("openai");
+    let anthropic = breaker("anthropic");
+    anthropic.try_acquire().unwrap().record(Outcome::Success);
+    openai.try_acquire().unwrap().record(Outcome::Failure);
+    tokio::time::advance(Duration::from_millis(12_500)).await;
+    let report = HealthReport::new().breaker(&openai).breaker(&anthropic);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "breakers": {
+                "anthropic": {
+                    "name": "anthropic", "state": "closed", "consecutive_failures": 0,
+                    "calls": 1, "failures": 0, "slow_calls": 0,
+                    "failure_rate": 0.0, "slow_call_rate": 0.0, "probes_in_flight": 0,
+                    "retry_after_secs": null, "open_for_secs": null
+                },
+                "openai": {
+                    // The window keeps the calls that tripped it until the breaker closes.
+                    "name": "openai", "state": "open", "consecutive_failures": 0,
+                    "calls": 1, "failures": 1, "slow_calls": 0,
+                    "failure_rate": 1.0, "slow_call_rate": 0.0, "probes_in_flight": 0,
+                    "retry_after_secs": 17.5, "open_for_secs": 30.0
+                }
+            },
+            "overall": "degraded"
+        })
+    );
+}

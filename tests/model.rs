@@ -1,0 +1,504 @@
+//! The breaker against a small reference model written from DESIGN.md's semantics: random
+//! configurations, random sequences of acquisitions, outcomes, cancellations, time steps,
+//! trips and manual changes; after every step the breaker and the model must agree on the
+//! state, on each admission or rejection (with its `retry_after`), on the counts, and on the
+//! transitions published to listeners, in order.
+//!
+//! Cases: `PROPTEST_CASES` (default 256).
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use proptest::prelude::*;
+use tokio::time::Instant;
+use tower_breaker::{Backoff, CircuitBreaker, Event, Outcome, Permit, Reason, State};
+
+#[derive(Clone, Debug)]
+enum WindowCfg {
+    Count(u32),
+    Time(Duration),
+}
+
+#[derive(Clone, Debug)]
+struct Cfg {
+    consecutive: Option<u32>,
+    rate: Option<f64>,
+    slow: Option<(Duration, f64)>,
+    window: Option<WindowCfg>,
+    min_calls: u32,
+    backoff: Backoff,
+    max_open: Duration,
+    permits: u32,
+    successes: u32,
+    max_wait: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Acquire,
+    Record(usize, Outcome),
+    Drop(usize),
+    Advance(Duration),
+    AdvanceToDeadline,
+    Trip(Duration),
+    ForceOpen,
+    Disable,
+    Reset,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn cfg() -> impl Strategy<Value = Cfg> {
+    (
+        proptest::option::of(1u32..5),
+        proptest::option::of(prop_oneof![Just(0.25), Just(0.5), Just(1.0)]),
+        proptest::option::of((
+            prop_oneof![Just(ms(500)), Just(ms(1000))],
+            prop_oneof![Just(0.5), Just(1.0)],
+        )),
+        prop_oneof![
+            (1u32..8).prop_map(WindowCfg::Count),
+            (2u64..10).prop_map(|s| WindowCfg::Time(ms(s * 1000)))
+        ],
+        1u32..6,
+        prop_oneof![
+            (1u64..5).prop_map(|s| Backoff::fixed(ms(s * 1000))),
+            Just(Backoff::exponential(ms(1000), 2.0, ms(8000))),
+        ],
+        (1u64..20).prop_map(|s| ms(s * 1000)),
+        1u32..3,
+        1u32..3,
+        (1u64..10).prop_map(|s| ms(s * 1000)),
+    )
+        .prop_map(
+            |(
+                consecutive,
+                rate,
+                slow,
+                window,
+                min_calls,
+                backoff,
+                max_open,
+                permits,
+                successes,
+                max_wait,
+            )| {
+                let consecutive = if rate.is_none() && slow.is_none() {
+                    consecutive.or(Some(2))
+                } else {
+                    consecutive
+                };
+                let window = (rate.is_some() || slow.is_some()).then_some(window);
+                Cfg {
+                    consecutive,
+                    rate,
+                    slow,
+                    window,
+                    min_calls,
+                    backoff,
+                    max_open,
+                    permits,
+                    successes,
+                    max_wait,
+                }
+            },
+        )
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let outcome = prop_oneof![
+        4 => Just(Outcome::Success),
+        4 => Just(Outcome::Failure),
+        1 => Just(Outcome::Ignore),
+        1 => (1u64..30).prop_map(|s| Outcome::Trip(ms(s * 500))),
+    ];
+    prop_oneof![
+        10 => Just(Op::Acquire),
+        10 => (0usize..8, outcome).prop_map(|(i, o)| Op::Record(i, o)),
+        2 => (0usize..8).prop_map(Op::Drop),
+        6 => (0u64..3000).prop_map(|n| Op::Advance(ms(n))),
+        2 => Just(Op::AdvanceToDeadline),
+        1 => (1u64..30).prop_map(|s| Op::Trip(ms(s * 500))),
+        1 => Just(Op::ForceOpen),
+        1 => Just(Op::Disable),
+        1 => Just(Op::Reset),
+    ]
+}
+
+// ---------------------------------------------------------------- the model
+
+#[derive(Clone, Copy, Debug)]
+struct MPermit {
+    generation: u64,
+    probe: bool,
+    disabled: bool,
+    start: Instant,
+}
+
+struct Model {
+    cfg: Cfg,
+    epoch: Instant,
+    state: State,
+    generation: u64,
+    open_until: Instant,
+    opened: u32,
+    in_flight: u32,
+    probe_successes: u32,
+    last_decision: Instant,
+    consecutive: u32,
+    count: VecDeque<(bool, bool)>,
+    /// (bucket epoch, failure, slow)
+    timed: Vec<(u64, bool, bool)>,
+    head: u64,
+    log: Vec<(State, State, Reason)>,
+}
+
+impl Model {
+    fn new(cfg: Cfg, now: Instant) -> Self {
+        Self {
+            cfg,
+            epoch: now,
+            state: State::Closed,
+            generation: 0,
+            open_until: now,
+            opened: 0,
+            in_flight: 0,
+            probe_successes: 0,
+            last_decision: now,
+            consecutive: 0,
+            count: VecDeque::new(),
+            timed: Vec::new(),
+            head: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn min_calls(&self) -> u32 {
+        match self.cfg.window {
+            Some(WindowCfg::Count(n)) => self.cfg.min_calls.min(n),
+            _ => self.cfg.min_calls,
+        }
+    }
+
+    fn bucket(&self, now: Instant) -> u64 {
+        let Some(WindowCfg::Time(w)) = self.cfg.window else {
+            unreachable!()
+        };
+        let width = (w.as_nanos() as u64 / 10).max(1);
+        (now - self.epoch).as_nanos() as u64 / width
+    }
+
+    fn counts(&mut self, now: Instant) -> (u32, u32, u32) {
+        let entries: Vec<(bool, bool)> = match self.cfg.window {
+            None => return (0, 0, 0),
+            Some(WindowCfg::Count(_)) => self.count.iter().copied().collect(),
+            Some(WindowCfg::Time(_)) => {
+                self.head = self.head.max(self.bucket(now));
+                let head = self.head;
+                self.timed.retain(|(e, _, _)| e + 10 > head);
+                self.timed.iter().map(|&(_, f, s)| (f, s)).collect()
+            }
+        };
+        let calls = entries.len() as u32;
+        let failures = entries.iter().filter(|e| e.0).count() as u32;
+        let slow = entries.iter().filter(|e| e.1).count() as u32;
+        (calls, failures, slow)
+    }
+
+    fn transition(&mut self, to: State, reason: Reason, now: Instant) {
+        let from = self.state;
+        self.generation += 1;
+        self.state = to;
+        match to {
+            State::Open if reason != Reason::ServerWait => {
+                self.open_until = now + self.cfg.backoff.delay(self.opened);
+                self.opened += 1;
+            }
+            State::HalfOpen => {
+                self.in_flight = 0;
+                self.probe_successes = 0;
+                self.last_decision = now;
+            }
+            State::Closed => {
+                self.opened = 0;
+                self.clear();
+            }
+            _ => {}
+        }
+        self.log.push((from, to, reason));
+    }
+
+    fn clear(&mut self) {
+        self.consecutive = 0;
+        self.count.clear();
+        self.timed.clear();
+    }
+
+    /// `Ok(probe, disabled)` or `Err((state, retry_after))`.
+    fn acquire(&mut self, now: Instant) -> Result<MPermit, (State, Option<Duration>)> {
+        if self.state == State::Open && now >= self.open_until {
+            self.transition(State::HalfOpen, Reason::OpenElapsed, now);
+        }
+        if self.state == State::HalfOpen
+            && self.in_flight > 0
+            && now >= self.last_decision + self.cfg.max_wait
+        {
+            self.transition(State::Open, Reason::ProbeTimedOut, now);
+        }
+        let permit = |probe, disabled| MPermit {
+            generation: self.generation,
+            probe,
+            disabled,
+            start: now,
+        };
+        match self.state {
+            State::Closed => Ok(permit(false, false)),
+            State::Disabled => Ok(permit(false, true)),
+            State::HalfOpen if self.in_flight < self.cfg.permits => {
+                self.in_flight += 1;
+                Ok(permit(true, false))
+            }
+            State::Open => Err((State::Open, Some(self.open_until - now))),
+            s => Err((s, None)),
+        }
+    }
+
+    fn trip(&mut self, wait: Duration, now: Instant) {
+        let until = now + wait.min(self.cfg.max_open);
+        match self.state {
+            State::ForcedOpen | State::Disabled => {}
+            State::Open => self.open_until = self.open_until.max(until),
+            _ => {
+                self.open_until = until;
+                self.transition(State::Open, Reason::ServerWait, now);
+            }
+        }
+    }
+
+    fn slow(&self, p: &MPermit, now: Instant) -> bool {
+        self.cfg.slow.is_some_and(|(t, _)| now - p.start > t)
+    }
+
+    fn record(&mut self, p: MPermit, outcome: Outcome, now: Instant) {
+        if p.disabled {
+            return;
+        }
+        if let Outcome::Trip(d) = outcome {
+            if p.probe {
+                self.release(p);
+            }
+            return self.trip(d, now);
+        }
+        let slow = self.slow(&p, now);
+        if p.probe {
+            if p.generation != self.generation || self.state != State::HalfOpen {
+                return;
+            }
+            self.in_flight -= 1;
+            match (outcome, slow) {
+                (Outcome::Success, false) => {
+                    self.probe_successes += 1;
+                    self.last_decision = now;
+                    if self.probe_successes >= self.cfg.successes {
+                        self.transition(State::Closed, Reason::ProbesSucceeded, now);
+                    }
+                }
+                (Outcome::Success, true) => self.transition(State::Open, Reason::SlowCalls, now),
+                (Outcome::Failure, _) => self.transition(State::Open, Reason::ProbeFailed, now),
+                _ => {}
+            }
+            return;
+        }
+        let failure = match outcome {
+            Outcome::Success => false,
+            Outcome::Failure => true,
+            _ => return,
+        };
+        if p.generation != self.generation {
+            return;
+        }
+        let mut reason = None;
+        if let Some(n) = self.cfg.consecutive {
+            self.consecutive = if failure { self.consecutive + 1 } else { 0 };
+            if failure && self.consecutive >= n {
+                reason = Some(Reason::ConsecutiveFailures);
+            }
+        }
+        match self.cfg.window {
+            Some(WindowCfg::Count(n)) => {
+                self.count.push_back((failure, slow));
+                if self.count.len() > n as usize {
+                    self.count.pop_front();
+                }
+            }
+            Some(WindowCfg::Time(_)) => {
+                let e = self.bucket(now).max(self.head);
+                self.timed.push((e, failure, slow));
+            }
+            None => {}
+        }
+        if reason.is_none() && self.cfg.window.is_some() {
+            let (calls, failures, slow) = self.counts(now);
+            if calls >= self.min_calls() {
+                let c = f64::from(calls);
+                if self.cfg.rate.is_some_and(|r| f64::from(failures) >= r * c) {
+                    reason = Some(Reason::FailureRate);
+                } else if self.cfg.slow.is_some_and(|(_, r)| f64::from(slow) >= r * c) {
+                    reason = Some(Reason::SlowCalls);
+                }
+            }
+        }
+        if let Some(r) = reason {
+            self.transition(State::Open, r, now);
+        }
+    }
+
+    fn release(&mut self, p: MPermit) {
+        if p.probe && p.generation == self.generation && self.state == State::HalfOpen {
+            self.in_flight -= 1;
+        }
+    }
+
+    fn manual(&mut self, to: State, reason: Reason, now: Instant) {
+        if self.state != to {
+            self.transition(to, reason, now);
+        } else if to == State::Closed {
+            self.generation += 1;
+            self.clear();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the run
+
+fn build(cfg: &Cfg, log: Arc<Mutex<Vec<(State, State, Reason)>>>) -> CircuitBreaker {
+    let mut b = CircuitBreaker::builder("model")
+        .min_calls(cfg.min_calls)
+        .open_backoff(cfg.backoff)
+        .max_open_duration(cfg.max_open)
+        .half_open_permits(cfg.permits)
+        .half_open_successes(cfg.successes)
+        .half_open_max_wait(cfg.max_wait)
+        .on_event(move |e| {
+            if let Event::Transition { from, to, reason, .. } = *e {
+                log.lock().unwrap().push((from, to, reason));
+            }
+        });
+    if let Some(n) = cfg.consecutive {
+        b = b.consecutive_failures(n);
+    }
+    if let Some(r) = cfg.rate {
+        b = b.failure_rate(r);
+    }
+    if let Some((t, r)) = cfg.slow {
+        b = b.slow_calls(t, r);
+    }
+    match cfg.window {
+        Some(WindowCfg::Count(n)) => b = b.count_window(n),
+        Some(WindowCfg::Time(d)) => b = b.time_window(d),
+        None => {}
+    }
+    b.build().expect("valid config")
+}
+
+fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let breaker = build(&cfg, log.clone());
+        let mut model = Model::new(cfg, Instant::now());
+        let mut permits: Vec<(Permit, MPermit)> = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let now = Instant::now();
+            match op {
+                Op::Acquire => {
+                    let real = breaker.try_acquire();
+                    let expected = model.acquire(now);
+                    match (real, expected) {
+                        (Ok(p), Ok(m)) => {
+                            prop_assert_eq!(p.is_probe(), m.probe, "step {}: probe", step);
+                            permits.push((p, m));
+                        }
+                        (Err(e), Err((state, retry))) => {
+                            prop_assert_eq!(e.state(), state, "step {}: rejecting state", step);
+                            prop_assert_eq!(e.retry_after(), retry, "step {}: retry_after", step);
+                        }
+                        (real, expected) => prop_assert!(
+                            false,
+                            "step {}: breaker {:?} vs model {:?}",
+                            step,
+                            real.map(|p| p.is_probe()),
+                            expected.map(|m| m.probe)
+                        ),
+                    }
+                }
+                Op::Record(i, outcome) if i < permits.len() => {
+                    let (p, m) = permits.remove(i);
+                    p.record(outcome);
+                    model.record(m, outcome, now);
+                }
+                Op::Drop(i) if i < permits.len() => {
+                    let (p, m) = permits.remove(i);
+                    drop(p);
+                    model.release(m);
+                }
+                Op::Record(..) | Op::Drop(_) => {}
+                Op::Advance(d) => tokio::time::advance(d).await,
+                Op::AdvanceToDeadline => {
+                    if model.state == State::Open && model.open_until > now {
+                        tokio::time::advance(model.open_until - now).await;
+                    }
+                }
+                Op::Trip(d) => {
+                    breaker.trip(d);
+                    model.trip(d, now);
+                }
+                Op::ForceOpen => {
+                    breaker.force_open();
+                    model.manual(State::ForcedOpen, Reason::Forced, now);
+                }
+                Op::Disable => {
+                    breaker.disable();
+                    model.manual(State::Disabled, Reason::Disabled, now);
+                }
+                Op::Reset => {
+                    breaker.reset();
+                    model.manual(State::Closed, Reason::Reset, now);
+                }
+            }
+            let now = Instant::now();
+            prop_assert_eq!(breaker.state(), model.state, "step {}: state", step);
+            let snap = breaker.snapshot();
+            let (calls, failures, slow) = model.counts(now);
+            prop_assert_eq!(
+                (snap.calls, snap.failures, snap.slow_calls),
+                (calls, failures, slow),
+                "step {}",
+                step
+            );
+            if model.cfg.consecutive.is_some() && model.state == State::Closed {
+                prop_assert_eq!(snap.consecutive_failures, model.consecutive, "step {}: run", step);
+            }
+            prop_assert_eq!(&*log.lock().unwrap(), &model.log, "step {}: events", step);
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn breaker_matches_the_reference_model(cfg in cfg(), ops in proptest::collection::vec(op(), 1..120)) {
+        run(cfg, ops)?;
+    }
+}

@@ -1,0 +1,155 @@
+//! The prometheus-client integration: counters from the listener, gauges read from the
+//! breakers at scrape time.
+#![cfg(feature = "prometheus-client")]
+
+use std::time::Duration;
+
+use prometheus_client::{encoding::text::encode, registry::Registry};
+use tokio::time::advance;
+use tower_breaker::{
+    CircuitBreaker, Outcome, integrations::prometheus::BreakerMetrics, keyed::KeyedRegistry,
+};
+
+fn scrape(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).unwrap();
+    text
+}
+
+fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .map(|l| &l[series.len() + 1..])
+}
+
+#[tokio::test(start_paused = true)]
+async fn gauges_read_the_breaker_and_counters_count_events() {
+    let mut registry = Registry::default();
+    let metrics = BreakerMetrics::register(&mut registry);
+    let breaker = metrics
+        .build(
+            CircuitBreaker::builder("openai")
+                .consecutive_failures(2)
+                .failure_rate(1.0)
+                .min_calls(10)
+                .open_duration(Duration::from_secs(30)),
+        )
+        .unwrap();
+    breaker.try_acquire().unwrap().record(Outcome::Success);
+    breaker.try_acquire().unwrap().record(Outcome::Failure);
+    let text = scrape(&registry);
+    assert_eq!(
+        line(&text, r#"circuit_breaker_state{breaker="openai"}"#),
+        Some("0.0")
+    );
+    assert_eq!(
+        line(&text, r#"circuit_breaker_failure_rate{breaker="openai"}"#),
+        Some("0.5")
+    );
+    assert_eq!(
+        line(&text, r#"circuit_breaker_consecutive_failures{breaker="openai"}"#),
+        Some("1.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="success"}"#
+        ),
+        Some("1")
+    );
+    assert!(text.contains("# HELP circuit_breaker_state Circuit breaker state"));
+    assert!(text.contains("# TYPE circuit_breaker_calls counter"));
+
+    breaker.try_acquire().unwrap().record(Outcome::Failure); // trips
+    assert!(breaker.try_acquire().is_err());
+    let text = scrape(&registry);
+    assert_eq!(
+        line(&text, r#"circuit_breaker_state{breaker="openai"}"#),
+        Some("1.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="failure"}"#
+        ),
+        Some("2")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="rejected"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_transitions_total{breaker="openai",from="closed",to="open",reason="consecutive_failures"}"#
+        ),
+        Some("1")
+    );
+
+    // The gauge is the breaker's state now, not a copy kept by events: the lazy
+    // open → half-open move shows as soon as a call makes it.
+    advance(Duration::from_secs(30)).await;
+    let probe = breaker.try_acquire().unwrap();
+    let text = scrape(&registry);
+    assert_eq!(
+        line(&text, r#"circuit_breaker_state{breaker="openai"}"#),
+        Some("2.0")
+    );
+    drop(probe);
+    let text = scrape(&registry);
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="cancelled"}"#
+        ),
+        Some("1")
+    );
+
+    // Watched breakers are held weakly: dropped, their gauges go.
+    drop(breaker);
+    let text = scrape(&registry);
+    assert_eq!(line(&text, r#"circuit_breaker_state{breaker="openai"}"#), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_registries_are_read_key_by_key() {
+    let mut registry = Registry::default();
+    let metrics = BreakerMetrics::register(&mut registry);
+    let m = metrics.clone();
+    let keyed = KeyedRegistry::<String>::builder(CircuitBreaker::builder("openai").consecutive_failures(1))
+        .map_builder(move |b, key| m.instrument_keyed(b, key))
+        .build()
+        .unwrap();
+    metrics.watch_keyed(&keyed);
+    keyed.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
+    keyed.try_acquire("gpt-4o-mini").unwrap().record(Outcome::Success);
+    let text = scrape(&registry);
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_state{breaker="openai:gpt-4o",key="gpt-4o"}"#
+        ),
+        Some("1.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_state{breaker="openai:gpt-4o-mini",key="gpt-4o-mini"}"#
+        ),
+        Some("0.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai:gpt-4o-mini",key="gpt-4o-mini",outcome="success"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        line(&text, r#"circuit_breaker_keys{registry="openai"}"#),
+        Some("2")
+    );
+}

@@ -1,0 +1,61 @@
+//! The breaker's `tracing` events: WARN when it opens, INFO when it recovers, DEBUG per
+//! rejection.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tower_breaker::{CircuitBreaker, Outcome};
+use tracing::{Level, Subscriber};
+use tracing_subscriber::{Layer, layer::Context, prelude::*};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        struct Msg(String);
+        impl tracing::field::Visit for Msg {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = write!(self.0, "{}={:?} ", field.name(), value);
+            }
+        }
+        let mut m = Msg(String::new());
+        event.record(&mut m);
+        self.0.lock().unwrap().push((*event.metadata().level(), m.0));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn warn_on_open_info_on_recovery_debug_per_rejection() {
+    let capture = Capture::default();
+    let _guard = tracing_subscriber::registry().with(capture.clone()).set_default();
+
+    let b = CircuitBreaker::builder("traced")
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert!(b.try_acquire().is_err());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    b.try_acquire().unwrap().record(Outcome::Success);
+
+    let events = capture.0.lock().unwrap().clone();
+    let find = |level: Level, needle: &str| events.iter().any(|(l, m)| *l == level && m.contains(needle));
+    assert!(find(Level::WARN, "circuit breaker opened"), "{events:?}");
+    assert!(
+        find(Level::WARN, "breaker=\"traced\""),
+        "the event names the breaker: {events:?}"
+    );
+    assert!(find(Level::WARN, "reason=consecutive_failures"), "{events:?}");
+    assert!(
+        find(Level::DEBUG, "circuit breaker rejected a call"),
+        "{events:?}"
+    );
+    assert!(find(Level::INFO, "circuit breaker closed"), "{events:?}");
+    let opened = events.iter().filter(|(l, _)| *l == Level::WARN).count();
+    assert_eq!(opened, 1, "one WARN for one opening: {events:?}");
+}
