@@ -16,6 +16,13 @@
 //! which refuses to retry it. Do not put `Retry` over a [`Wait`](crate::Readiness::Wait)-mode
 //! breaker: its attempts would wait for the circuit to half-open.
 //!
+//! A `Fallback` on top routes to the secondary when the primary is open at readiness. When the
+//! breaker opens *during* a request's retries, the retries end in `CircuitOpen` from the call;
+//! to fall back then too, give the fallback
+//! `.on_failure(CloneRequest::new().classify(HttpClassifier::new().circuit_open_error(Outcome::Failure)))`
+//! (`HttpClassifier` alone calls a `CircuitOpen` `Ignore`, right for a breaker, not for a
+//! fallback). `tests/http_stack.rs` runs both.
+//!
 //! The classifier is the breaker's table: a `Retry-After` wait the policy honours is also the
 //! breaker's open period, so the retry that follows it is the half-open probe.
 //!
