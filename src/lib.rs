@@ -100,3 +100,4 @@ pub use tower_layer::Layer;
 pub mod integrations;
 #[cfg(feature = "retry")]
 pub mod retry;
+pub mod streaming;

@@ -107,7 +107,7 @@ async fn retry_after_seconds_trips_the_breaker_for_that_long() {
     assert_eq!(breaker.state(), State::Open);
     let wait = breaker.try_acquire().unwrap_err().retry_after().unwrap();
     assert!(
-        wait <= Duration::from_secs(7) && wait > Duration::from_secs(6),
+        wait <= Duration::from_secs(7) && wait > Duration::from_secs(5),
         "{wait:?}"
     );
     // The next call fails fast; the server sees nothing.
@@ -133,16 +133,17 @@ async fn retry_after_http_date_trips_the_breaker_until_that_date() {
     let [Outcome::Trip(wait)] = seen[..] else {
         panic!("{seen:?}")
     };
-    // The date has one-second resolution: 119 s < wait <= 120 s (minus the round trip).
+    // The date has one-second resolution: just under 120 s minus the round trip (generous
+    // bounds: a loaded machine may be slow between making the date and reading it).
     assert!(
-        wait > Duration::from_secs(118) && wait <= Duration::from_secs(120),
+        wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
         "{wait:?}"
     );
     // ... and the core clamps it to max_open_duration (60 s here).
     assert_eq!(breaker.state(), State::Open);
     let open_for = breaker.try_acquire().unwrap_err().retry_after().unwrap();
     assert!(
-        open_for <= Duration::from_secs(60) && open_for > Duration::from_secs(59),
+        open_for <= Duration::from_secs(60) && open_for > Duration::from_secs(50),
         "{open_for:?}"
     );
 }

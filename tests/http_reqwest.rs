@@ -199,3 +199,34 @@ async fn one_breaker_guards_a_tower_stack_and_a_reqwest_client() {
     assert!(is_circuit_open(&err));
     assert_eq!(server.hits(), 2, "the reqwest client saw the tower stack's trip");
 }
+
+/// `reqwest::Client` is itself a tower `Service<reqwest::Request>`: the layer classifies
+/// `reqwest::Response` / `reqwest::Error` with the same table.
+#[tokio::test]
+async fn the_tower_layer_over_a_plain_reqwest_client() {
+    let server = FaultServer::start(Fault::Status(200)).await;
+    server.script([
+        Fault::Status(200),
+        Fault::Status(529),
+        Fault::retry_after(503, "4"),
+    ]);
+    let (builder, seen) = record_outcomes(CircuitBreaker::builder("rq").consecutive_failures(10));
+    let breaker = builder.build().unwrap();
+    let http = reqwest_client();
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(breaker.clone()).classify(HttpClassifier::default()))
+        .service(http.clone());
+    let call = |uri: String| svc.clone().oneshot(http.get(uri).build().unwrap());
+    call(server.uri("/").to_string()).await.unwrap();
+    call(server.uri("/").to_string()).await.unwrap();
+    let refused = call(format!("http://{}/", support::closed_addr().await))
+        .await
+        .unwrap_err();
+    assert!(refused.downcast_ref::<reqwest::Error>().unwrap().is_connect());
+    call(server.uri("/").to_string()).await.unwrap();
+    use Outcome::*;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Success, Failure, Failure, Trip(Duration::from_secs(4))]
+    );
+}

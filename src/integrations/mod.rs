@@ -42,6 +42,8 @@
 
 #[cfg(feature = "reqwest-middleware")]
 pub mod reqwest_middleware;
+#[cfg(feature = "tower-http")]
+pub mod tower_http;
 
 pub mod health;
 #[cfg(feature = "metrics")]

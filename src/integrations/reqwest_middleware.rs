@@ -10,6 +10,10 @@
 //! arrive (a body streamed afterwards is not observed); a request future dropped before then
 //! releases its permit, neutral.
 //!
+//! Timeouts: set them on the `reqwest::Client` (`.timeout(..)`, `.connect_timeout(..)`); they
+//! fire inside the middleware and count as failures. A timeout wrapped *around* `send()`
+//! drops the call instead, which releases the permit: neutral.
+//!
 //! Attach order is outermost first: put `reqwest-retry` *before* the breaker so that every
 //! attempt asks the breaker. reqwest-retry's default strategy treats
 //! `Error::Middleware` as fatal, so it never retries an open circuit.

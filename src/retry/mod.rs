@@ -9,6 +9,23 @@
 //! Client` (each attempt asks the breaker and is timed out on its own; the breaker sees
 //! `Elapsed`, connect errors and statuses). A `Fallback` goes on top of `Retry`.
 //!
+//! With the breaker in [`FailFast`](crate::Readiness::FailFast) mode (the default) `Retry`
+//! stops on its own: it drives the breaker's readiness between attempts and returns the
+//! `CircuitOpen` readiness error without asking the policy. In
+//! [`RejectOnCall`](crate::Readiness::RejectOnCall) mode the rejection reaches the policy,
+//! which refuses to retry it. Do not put `Retry` over a [`Wait`](crate::Readiness::Wait)-mode
+//! breaker: its attempts would wait for the circuit to half-open.
+//!
+//! A `Fallback` on top routes to the secondary when the primary is open at readiness. When the
+//! breaker opens *during* a request's retries, the retries end in `CircuitOpen` from the call;
+//! to fall back then too, give the fallback
+//! `.on_failure(CloneRequest::new().classify(HttpClassifier::new().circuit_open_error(Outcome::Failure)))`
+//! (`HttpClassifier` alone calls a `CircuitOpen` `Ignore`, right for a breaker, not for a
+//! fallback). `tests/http_stack.rs` runs both.
+//!
+//! The classifier is the breaker's table: a `Retry-After` wait the policy honours is also the
+//! breaker's open period, so the retry that follows it is the half-open probe.
+//!
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;

@@ -164,15 +164,27 @@ impl FaultServer {
                 Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
             }
             Fault::ResetMidBody { chunks } => {
-                let frames = chunks
-                    .into_iter()
-                    .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
-                    .chain(std::iter::once(Err::<Frame<Bytes>, BoxError>(
-                        "scripted reset mid-body".into(),
-                    )));
-                Ok(Response::new(BodyExt::boxed(StreamBody::new(
-                    futures::stream::iter(frames),
-                ))))
+                // The chunks, then one `Pending` (hyper flushes the headers and chunks to the
+                // socket), then an error: hyper aborts the connection mid-body.
+                let stream =
+                    futures::stream::unfold((chunks.into_iter(), false), |(mut it, done)| async move {
+                        if done {
+                            return None;
+                        }
+                        match it.next() {
+                            Some(chunk) => {
+                                Some((Ok(Frame::data(Bytes::from_static(chunk.as_bytes()))), (it, false)))
+                            }
+                            None => {
+                                tokio::task::yield_now().await;
+                                Some((
+                                    Err::<Frame<Bytes>, BoxError>("scripted reset mid-body".into()),
+                                    (it, true),
+                                ))
+                            }
+                        }
+                    });
+                Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
             }
         }
     }

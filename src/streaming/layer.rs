@@ -1,0 +1,83 @@
+//! [`StreamingBreakerLayer`].
+
+use tower_layer::Layer;
+
+use super::StreamingBreakerService;
+use crate::{
+    breaker::{Builder, CircuitBreaker, Config, ConfigError},
+    classify::ErrorIsFailure,
+    service::Readiness,
+};
+
+/// Applies a circuit breaker that records outcomes at the end of the response body. See the
+/// [module docs](super).
+///
+/// Like [`CircuitBreakerLayer`](crate::CircuitBreakerLayer): [`new`](Self::new) shares one
+/// breaker among every service the layer makes, [`per_service`](Self::per_service) builds a
+/// fresh one per `layer()` call.
+#[derive(Clone, Debug)]
+pub struct StreamingBreakerLayer<C = ErrorIsFailure> {
+    source: Source,
+    classifier: C,
+    readiness: Readiness,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    Shared(CircuitBreaker),
+    PerService(Box<(Builder, Config)>),
+}
+
+impl StreamingBreakerLayer {
+    /// Every service this layer makes shares `breaker`.
+    pub const fn new(breaker: CircuitBreaker) -> Self {
+        Self {
+            source: Source::Shared(breaker),
+            classifier: ErrorIsFailure::new(),
+            readiness: Readiness::FailFast,
+        }
+    }
+
+    /// Every service this layer makes gets a breaker of its own, built from `builder`
+    /// (validated here, so `layer()` never fails).
+    pub fn per_service(builder: Builder) -> Result<Self, ConfigError> {
+        let config = builder.config()?;
+        Ok(Self {
+            source: Source::PerService(Box::new((builder, config))),
+            classifier: ErrorIsFailure::new(),
+            readiness: Readiness::FailFast,
+        })
+    }
+}
+
+impl<C> StreamingBreakerLayer<C> {
+    /// Classifies results and body errors with `classifier` (default: `Err` is a failure).
+    pub fn classify<C2>(self, classifier: C2) -> StreamingBreakerLayer<C2> {
+        StreamingBreakerLayer {
+            source: self.source,
+            classifier,
+            readiness: self.readiness,
+        }
+    }
+
+    /// How the service behaves while the circuit is open (default [`Readiness::FailFast`]).
+    #[must_use]
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+}
+
+impl<S, C: Clone> Layer<S> for StreamingBreakerLayer<C> {
+    type Service = StreamingBreakerService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let breaker = match &self.source {
+            Source::Shared(b) => b.clone(),
+            Source::PerService(template) => template.0.build_with(template.1.clone()),
+        };
+        StreamingBreakerService::new(inner, breaker)
+            .classify(self.classifier.clone())
+            .readiness(self.readiness)
+    }
+}
