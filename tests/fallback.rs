@@ -552,3 +552,23 @@ fn services_and_futures_are_send_with_boxed_members() {
     error_types::<FallbackError>();
     error_types::<Skipped>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn spill_over_waits_for_a_busy_primary_when_the_secondary_is_open() {
+    let (primary, mut handle) = tower_test::mock::pair::<String, String>();
+    handle.allow(0);
+    let b = breaker("cache");
+    b.force_open();
+    let (calls, secondary) = upstream("cache", false);
+    let mut svc = Fallback::new(primary, guarded(&b, secondary)).spill_over(true);
+    assert!(
+        poll_ready_now(&mut svc).await.is_pending(),
+        "waits for the primary, no error"
+    );
+    handle.allow(1);
+    let fut = svc.ready().await.unwrap().call("q".into());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response("primary: q".to_owned());
+    assert_eq!(fut.await.unwrap(), "primary: q");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
