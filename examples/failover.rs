@@ -198,7 +198,7 @@ async fn main() -> Result<(), BoxError> {
     ask(&mut chain, "hyper").await?;
     println!("{}", states());
     println!(
-        "\n{} of 7 answers came from a fallback",
+        "\n{} of 7 requests were served by a fallback",
         fallbacks.lock().unwrap()
     );
     Ok(())

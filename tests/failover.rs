@@ -476,3 +476,31 @@ async fn empty_failover_is_all_unavailable() {
     assert!(all.members().is_empty());
     assert_eq!(all.retry_after(), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn repeated_poll_ready_keeps_one_admission_until_call() {
+    let a = CircuitBreaker::builder("openai")
+        .consecutive_failures(1)
+        .half_open_permits(1)
+        .build()
+        .unwrap();
+    a.trip(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (calls_a, sa) = upstream("openai", false);
+    let (calls_b, sb) = upstream("anthropic", false);
+    let mut chain = Failover::new([("openai", guarded(&a, sa)), ("anthropic", sb)]);
+    for _ in 0..3 {
+        assert!(matches!(poll_ready_now(&mut chain).await, Poll::Ready(Ok(()))));
+    }
+    assert_eq!(
+        a.snapshot().probes_in_flight,
+        1,
+        "one probe, kept across poll_ready calls"
+    );
+    assert_eq!(chain.call("q".into()).await.unwrap(), "openai: q");
+    assert_eq!(
+        (calls_a.load(Ordering::SeqCst), calls_b.load(Ordering::SeqCst)),
+        (1, 0)
+    );
+    assert_eq!(a.state(), State::Closed);
+}

@@ -552,3 +552,160 @@ fn services_and_futures_are_send_with_boxed_members() {
     error_types::<FallbackError>();
     error_types::<Skipped>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn spill_over_waits_for_a_busy_primary_when_the_secondary_is_open() {
+    let (primary, mut handle) = tower_test::mock::pair::<String, String>();
+    handle.allow(0);
+    let b = breaker("cache");
+    b.force_open();
+    let (calls, secondary) = upstream("cache", false);
+    let mut svc = Fallback::new(primary, guarded(&b, secondary)).spill_over(true);
+    assert!(
+        poll_ready_now(&mut svc).await.is_pending(),
+        "waits for the primary, no error"
+    );
+    handle.allow(1);
+    let fut = svc.ready().await.unwrap().call("q".into());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response("primary: q".to_owned());
+    assert_eq!(fut.await.unwrap(), "primary: q");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+mod http_stack {
+    //! A real hyper server per provider and a real hyper-util client (real time: the waits
+    //! here are network round trips on 127.0.0.1, never the thing under test).
+
+    use std::{convert::Infallible, net::SocketAddr};
+
+    use http::{Request, Response, Uri};
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::{
+        client::legacy::{Client, connect::HttpConnector},
+        rt::{TokioExecutor, TokioIo},
+    };
+
+    use super::*;
+
+    async fn serve(status: u16, body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    type Body = Full<Bytes>;
+    type HttpMember = BoxCloneService<Request<Body>, Response<Incoming>, BoxError>;
+
+    fn member(
+        name: &'static str,
+        addr: SocketAddr,
+        client: &Client<HttpConnector, Body>,
+    ) -> (CircuitBreaker, HttpMember) {
+        let breaker = CircuitBreaker::builder(name)
+            .consecutive_failures(2)
+            .build()
+            .unwrap();
+        let classify = |r: Result<&Response<Incoming>, &hyper_util::client::legacy::Error>| match r {
+            Ok(res) if res.status().is_server_error() => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        let svc = ServiceBuilder::new()
+            .layer(CircuitBreakerLayer::new(breaker.clone()).classify(classify))
+            .map_request(move |mut req: Request<Body>| {
+                let path = req.uri().path().to_owned();
+                *req.uri_mut() = Uri::try_from(format!("http://{addr}{path}")).unwrap();
+                req
+            })
+            .service(client.clone());
+        (breaker, BoxCloneService::new(svc))
+    }
+
+    /// Requests are not `Clone`; this copies method, URI, headers and the (buffered) body.
+    fn copy(req: &Request<Body>) -> Option<Request<Body>> {
+        let mut copy = Request::builder()
+            .method(req.method())
+            .uri(req.uri())
+            .body(req.body().clone())
+            .ok()?;
+        *copy.headers_mut() = req.headers().clone();
+        Some(copy)
+    }
+
+    #[tokio::test]
+    async fn real_http_failover_records_provenance_in_response_extensions() {
+        let (down_addr, down_hits) = serve(503, "overloaded").await;
+        let (up_addr, up_hits) = serve(200, "hello from anthropic").await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+        let (openai, a) = member("openai", down_addr, &client);
+        let (_, b) = member("anthropic", up_addr, &client);
+        let is_5xx = |r: Result<&Response<Incoming>, &BoxError>| match r {
+            Ok(res) if res.status().is_server_error() => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        let mut svc = Fallback::new(a, b)
+            .names("openai", "anthropic")
+            .on_failure(CloneWith::new(copy).classify(is_5xx));
+
+        for round in 1..=3 {
+            let req = Request::post("/v1/chat")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+            let res = svc.ready().await.unwrap().call(req).await.unwrap();
+            assert_eq!(res.status(), 200, "round {round}");
+            let provenance = res.extensions().get::<Provenance>().unwrap().clone();
+            assert_eq!(provenance.served_by(), "anthropic");
+            let reason = provenance.skipped()[0].reason();
+            if round <= 2 {
+                assert!(
+                    matches!(reason, SkipReason::FailureResponse),
+                    "round {round}: {reason:?}"
+                );
+            } else {
+                assert!(
+                    matches!(reason, SkipReason::CircuitOpen(_)),
+                    "round {round}: {reason:?}"
+                );
+            }
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(body, "hello from anthropic");
+        }
+        assert_eq!(openai.state(), State::Open);
+        assert_eq!(
+            down_hits.load(Ordering::SeqCst),
+            2,
+            "the open primary got no third request"
+        );
+        assert_eq!(up_hits.load(Ordering::SeqCst), 3);
+    }
+}

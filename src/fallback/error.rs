@@ -173,7 +173,9 @@ impl Error for FallbackError {
 /// [`retry_after`](Self::retry_after) among them. Its `source()` is the `CircuitOpen` of the
 /// member that lets a probe through first, so [`is_circuit_open`](crate::is_circuit_open) is
 /// true for it and `CircuitOpen::find` returns that member's rejection: a retry policy, or
-/// an outer `Fallback`, treats the whole chain like one open circuit.
+/// an outer `Fallback`, treats the whole chain like one open circuit. (The one exception is
+/// an empty [`Failover`](super::Failover): its `AllUnavailable` has no members and no
+/// source.)
 #[derive(Clone, Debug)]
 pub struct AllUnavailable {
     members: Vec<Skipped>,
@@ -224,6 +226,9 @@ impl AllUnavailable {
 
 impl fmt::Display for AllUnavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.members.is_empty() {
+            return f.write_str("the fallback chain has no members");
+        }
         f.write_str("every member is unavailable (")?;
         for (i, m) in self.members.iter().enumerate() {
             if i > 0 {

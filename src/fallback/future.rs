@@ -402,6 +402,13 @@ where
                             let e: BoxError = e.into();
                             match unavailable(&e, &this.shared.names[member]) {
                                 Some(open) => this.skipped.extend(open),
+                                // An earlier member's answer (a failure, but an answer)
+                                // beats this member's readiness error.
+                                None if matches!(this.held, Some((_, _, Ok(_)))) => {
+                                    let failed = SkipReason::Failed(Arc::from(e));
+                                    this.skipped
+                                        .push(Skipped::new(this.shared.names[member].clone(), failed));
+                                }
                                 None => {
                                     // A member that cannot be readied is a failure like any
                                     // other: it becomes the answer if nothing else works.
