@@ -57,7 +57,9 @@ async fn print_receiver() -> std::io::Result<std::net::SocketAddr> {
                     println!("alert: {}", String::from_utf8_lossy(&body));
                     Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::new())))
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });

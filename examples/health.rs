@@ -19,7 +19,9 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tower_breaker::{CircuitBreaker, Outcome, integrations::prometheus::BreakerMetrics, keyed::KeyedRegistry};
+use tower_breaker::{
+    CircuitBreaker, Outcome, integrations::prometheus::BreakerMetrics, keyed::KeyedRegistry,
+};
 
 use health_routes::{Ops, respond};
 
@@ -47,9 +49,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         models,
         prometheus: Arc::new(registry),
     };
-    let addr: SocketAddr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into()).parse()?;
+    let addr: SocketAddr = std::env::var("ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:3000".into())
+        .parse()?;
     let listener = TcpListener::bind(addr).await?;
-    println!("listening on http://{}/health/circuit-breakers and /metrics", listener.local_addr()?);
+    println!(
+        "listening on http://{}/health/circuit-breakers and /metrics",
+        listener.local_addr()?
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         let ops = ops.clone();
@@ -58,7 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let res = respond(&ops, req.uri().path());
                 async move { Ok::<_, std::convert::Infallible>(res) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
                 eprintln!("connection error: {e}");
             }
         });

@@ -16,7 +16,10 @@ use tower_breaker::{CircuitBreaker, Outcome, State};
 use webhook::WebhookAlerter;
 
 /// A receiver that forwards (method, path, content type, JSON body) of every request.
-async fn receiver() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<(String, String, String, Value)>) {
+async fn receiver() -> (
+    std::net::SocketAddr,
+    mpsc::UnboundedReceiver<(String, String, String, Value)>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -29,22 +32,33 @@ async fn receiver() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<(String, S
                     async move {
                         let method = req.method().to_string();
                         let path = req.uri().path().to_string();
-                        let ctype = req.headers()[http::header::CONTENT_TYPE].to_str().unwrap().to_string();
+                        let ctype = req.headers()[http::header::CONTENT_TYPE]
+                            .to_str()
+                            .unwrap()
+                            .to_string();
                         let body = req.into_body().collect().await?.to_bytes();
-                        tx.send((method, path, ctype, serde_json::from_slice(&body).unwrap())).unwrap();
+                        tx.send((method, path, ctype, serde_json::from_slice(&body).unwrap()))
+                            .unwrap();
                         Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::new())))
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
     (addr, rx)
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<(String, String, String, Value)>) -> (String, String, String, Value) {
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<(String, String, String, Value)>,
+) -> (String, String, String, Value) {
     // A generous bound that is never what is tested: the alert arrives in milliseconds.
-    timeout(Duration::from_secs(30), rx.recv()).await.expect("an alert").unwrap()
+    timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("an alert")
+        .unwrap()
 }
 
 /// Moves the breaker's clock without sleeping: pause, advance, resume (real sockets need a
@@ -69,7 +83,10 @@ async fn alerts_when_a_breaker_opens_and_when_it_recovers_not_on_a_failed_probe(
     breaker.try_acquire().unwrap().record(Outcome::Failure);
     breaker.try_acquire().unwrap().record(Outcome::Failure);
     let (method, path, ctype, alert) = next(&mut rx).await;
-    assert_eq!((method.as_str(), path.as_str(), ctype.as_str()), ("POST", "/alerts", "application/json"));
+    assert_eq!(
+        (method.as_str(), path.as_str(), ctype.as_str()),
+        ("POST", "/alerts", "application/json")
+    );
     assert_eq!(
         alert,
         serde_json::json!({
@@ -88,7 +105,10 @@ async fn alerts_when_a_breaker_opens_and_when_it_recovers_not_on_a_failed_probe(
     breaker.try_acquire().unwrap().record(Outcome::Success);
     assert_eq!(breaker.state(), State::Closed);
     let (.., alert) = next(&mut rx).await;
-    assert_eq!(alert["status"], "recovered", "alerts are posted in order; no alert came between: {alert}");
+    assert_eq!(
+        alert["status"], "recovered",
+        "alerts are posted in order; no alert came between: {alert}"
+    );
     assert_eq!(alert["from"], "half_open");
     assert_eq!(alert["reason"], "probes_succeeded");
     assert_eq!(alert["open_for_secs"], Value::Null);
@@ -98,7 +118,10 @@ async fn alerts_when_a_breaker_opens_and_when_it_recovers_not_on_a_failed_probe(
     assert_eq!(next(&mut rx).await.3["status"], "opened");
     breaker.reset();
     let (.., alert) = next(&mut rx).await;
-    assert_eq!((alert["status"].as_str(), alert["reason"].as_str()), (Some("recovered"), Some("reset")));
+    assert_eq!(
+        (alert["status"].as_str(), alert["reason"].as_str()),
+        (Some("recovered"), Some("reset"))
+    );
 
     assert_eq!(alerter.dropped(), 0);
     drop((breaker, alerter));
@@ -120,5 +143,11 @@ fn only_outage_edges_make_alerts() {
     assert!(webhook::alert_for(&t(State::Open, State::HalfOpen, Reason::OpenElapsed)).is_none());
     assert!(webhook::alert_for(&t(State::HalfOpen, State::Open, Reason::ProbeFailed)).is_none());
     assert!(webhook::alert_for(&t(State::Closed, State::Disabled, Reason::Disabled)).is_none());
-    assert!(webhook::alert_for(&Event::Rejected { name: "x", state: State::Open }).is_none());
+    assert!(
+        webhook::alert_for(&Event::Rejected {
+            name: "x",
+            state: State::Open
+        })
+        .is_none()
+    );
 }

@@ -25,18 +25,25 @@ fn verdicts_cover_every_state() {
     assert_eq!(HealthReport::verdict([Closed, Open]), Overall::Degraded);
     assert_eq!(HealthReport::verdict([Closed, HalfOpen]), Overall::Degraded);
     assert_eq!(HealthReport::verdict([Disabled, ForcedOpen]), Overall::Degraded);
-    assert_eq!(HealthReport::verdict([Open, ForcedOpen, HalfOpen]), Overall::Critical);
+    assert_eq!(
+        HealthReport::verdict([Open, ForcedOpen, HalfOpen]),
+        Overall::Critical
+    );
     assert_eq!(HealthReport::verdict([Open]), Overall::Critical);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_report_over_breakers_and_keyed_registries() {
     let openai = breaker("openai");
-    let keyed = KeyedRegistry::<String>::new(CircuitBreaker::builder("model").consecutive_failures(1)).unwrap();
+    let keyed =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("model").consecutive_failures(1)).unwrap();
     keyed.get("a").unwrap();
     keyed.try_acquire("b").unwrap().record(Outcome::Failure);
     let report = HealthReport::new().breaker(&openai).keyed(&keyed);
-    assert_eq!(report.breakers.keys().collect::<Vec<_>>(), ["model:a", "model:b", "openai"]);
+    assert_eq!(
+        report.breakers.keys().collect::<Vec<_>>(),
+        ["model:a", "model:b", "openai"]
+    );
     assert_eq!(report.overall, Overall::Degraded);
     assert_eq!(report.status(), http::StatusCode::OK);
 

@@ -16,7 +16,9 @@ use hyper_util::{
 };
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tower_breaker::{CircuitBreaker, Outcome, integrations::prometheus::BreakerMetrics, keyed::KeyedRegistry};
+use tower_breaker::{
+    CircuitBreaker, Outcome, integrations::prometheus::BreakerMetrics, keyed::KeyedRegistry,
+};
 
 use health_routes::{Ops, respond};
 
@@ -32,7 +34,9 @@ async fn serve(ops: Ops) -> std::net::SocketAddr {
                     let res = respond(&ops, req.uri().path());
                     async move { Ok::<_, std::convert::Infallible>(res) }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -41,7 +45,10 @@ async fn serve(ops: Ops) -> std::net::SocketAddr {
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (http::StatusCode, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let res = client.get(format!("http://{addr}{path}").parse().unwrap()).await.unwrap();
+    let res = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
     let status = res.status();
     let body = res.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
@@ -51,7 +58,9 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (http::StatusCode, Strin
 async fn health_and_metrics_endpoints_answer_over_http() {
     let mut registry = Registry::default();
     let metrics = BreakerMetrics::register(&mut registry);
-    let anthropic = metrics.build(CircuitBreaker::builder("anthropic").consecutive_failures(1)).unwrap();
+    let anthropic = metrics
+        .build(CircuitBreaker::builder("anthropic").consecutive_failures(1))
+        .unwrap();
     let m = metrics.clone();
     let models = KeyedRegistry::<String>::builder(CircuitBreaker::builder("openai").consecutive_failures(1))
         .map_builder(move |b, key| m.instrument_keyed(b, key))
@@ -73,7 +82,12 @@ async fn health_and_metrics_endpoints_answer_over_http() {
     assert_eq!(json["overall"], "degraded");
     assert_eq!(json["breakers"]["openai:gpt-4o"]["state"], "open");
     assert_eq!(json["breakers"]["anthropic"]["state"], "closed");
-    assert!(json["breakers"]["openai:gpt-4o"]["retry_after_secs"].as_f64().unwrap() > 29.0);
+    assert!(
+        json["breakers"]["openai:gpt-4o"]["retry_after_secs"]
+            .as_f64()
+            .unwrap()
+            > 29.0
+    );
 
     anthropic.force_open();
     let (status, body) = get(addr, "/health/circuit-breakers").await;
@@ -83,9 +97,14 @@ async fn health_and_metrics_endpoints_answer_over_http() {
 
     let (status, text) = get(addr, "/metrics").await;
     assert_eq!(status, http::StatusCode::OK);
-    assert!(text.contains(r#"circuit_breaker_state{breaker="anthropic"} 3.0"#), "{text}");
+    assert!(
+        text.contains(r#"circuit_breaker_state{breaker="anthropic"} 3.0"#),
+        "{text}"
+    );
     assert!(text.contains(r#"circuit_breaker_state{breaker="openai:gpt-4o",key="gpt-4o"} 1.0"#));
-    assert!(text.contains(r#"circuit_breaker_calls_total{breaker="openai:gpt-4o",key="gpt-4o",outcome="failure"} 1"#));
+    assert!(text.contains(
+        r#"circuit_breaker_calls_total{breaker="openai:gpt-4o",key="gpt-4o",outcome="failure"} 1"#
+    ));
     assert!(text.contains("# EOF"));
 
     assert_eq!(get(addr, "/nope").await.0, http::StatusCode::NOT_FOUND);

@@ -51,7 +51,11 @@ async fn name_with_and_map_builder_shape_each_breaker() {
         .unwrap();
     assert_eq!(registry.get("gpt-4o").unwrap().name(), "up/gpt-4o");
     registry.get("gpt-4o").unwrap();
-    assert_eq!(*seen.lock().unwrap(), vec!["gpt-4o".to_string()], "built once per key");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["gpt-4o".to_string()],
+        "built once per key"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -65,18 +69,31 @@ async fn an_override_builds_its_key_from_another_builder() {
         .unwrap();
     open(&registry, "chat"); // the template trips on the first failure
     for _ in 0..2 {
-        registry.try_acquire("embeddings").unwrap().record(Outcome::Failure);
+        registry
+            .try_acquire("embeddings")
+            .unwrap()
+            .record(Outcome::Failure);
     }
     let embeddings = registry.get("embeddings").unwrap();
-    assert_eq!(embeddings.state(), State::Closed, "two failures do not trip the override");
+    assert_eq!(
+        embeddings.state(),
+        State::Closed,
+        "two failures do not trip the override"
+    );
     assert_eq!(embeddings.name(), "slow-trip:embeddings");
-    registry.try_acquire("embeddings").unwrap().record(Outcome::Failure);
+    registry
+        .try_acquire("embeddings")
+        .unwrap()
+        .record(Outcome::Failure);
     assert_eq!(embeddings.state(), State::Open);
 }
 
 #[test]
 fn invalid_settings_are_config_errors() {
-    let err = KeyedRegistry::<String>::builder(template()).max_keys(0).build().unwrap_err();
+    let err = KeyedRegistry::<String>::builder(template())
+        .max_keys(0)
+        .build()
+        .unwrap_err();
     assert_eq!(err.setting(), "max_keys");
     let err = KeyedRegistry::<String>::builder(template())
         .idle_timeout(Duration::ZERO)
@@ -96,9 +113,18 @@ fn invalid_settings_are_config_errors() {
 fn http_extractors_pick_authority_path_prefix_and_header() {
     let req = |uri: &str| http::Request::get(uri).body(()).unwrap();
     let a = Authority::new();
-    assert_eq!(a.extract(&req("https://API.OpenAI.com:443/v1/x")), "api.openai.com:443");
-    assert!(matches!(a.extract(&req("https://api.openai.com/")), std::borrow::Cow::Borrowed(_)));
-    let host_only = http::Request::get("/v1/x").header("host", "Example.org").body(()).unwrap();
+    assert_eq!(
+        a.extract(&req("https://API.OpenAI.com:443/v1/x")),
+        "api.openai.com:443"
+    );
+    assert!(matches!(
+        a.extract(&req("https://api.openai.com/")),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    let host_only = http::Request::get("/v1/x")
+        .header("host", "Example.org")
+        .body(())
+        .unwrap();
     assert_eq!(a.extract(&host_only), "example.org");
     assert_eq!(a.extract(&req("/v1/x")), "unknown");
     assert_eq!(a.fallback("none").extract(&req("/v1/x")), "none");
@@ -113,10 +139,16 @@ fn http_extractors_pick_authority_path_prefix_and_header() {
     assert_eq!(PathPrefix::new(0).extract(&req("/v1/chat")), "/");
 
     let h = Header::new("x-model");
-    let with = http::Request::get("/").header("x-model", "gpt-4o").body(()).unwrap();
+    let with = http::Request::get("/")
+        .header("x-model", "gpt-4o")
+        .body(())
+        .unwrap();
     assert_eq!(h.extract(&with), "gpt-4o");
     assert_eq!(h.extract(&req("/")), "unknown");
-    let bad = http::Request::get("/").header("x-model", &b"\xff"[..]).body(()).unwrap();
+    let bad = http::Request::get("/")
+        .header("x-model", &b"\xff"[..])
+        .body(())
+        .unwrap();
     assert_eq!(h.clone().fallback("default").extract(&bad), "default");
 }
 
@@ -138,20 +170,44 @@ async fn the_service_rejects_in_call_naming_the_key_and_lets_other_keys_through(
     let mut svc = KeyedCircuitBreakerLayer::new(registry.clone(), Authority::new()).layer(inner);
     let req = |host: &str| http::Request::get(format!("http://{host}/")).body(()).unwrap();
 
-    assert!(svc.ready().await.unwrap().call(req("down.example")).await.is_err());
+    assert!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(req("down.example"))
+            .await
+            .is_err()
+    );
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     // poll_ready is the inner service's: it succeeds; the refusal comes from call.
-    let err = svc.ready().await.unwrap().call(req("down.example")).await.unwrap_err();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(req("down.example"))
+        .await
+        .unwrap_err();
     let open = err.downcast_ref::<CircuitOpen>().expect("a CircuitOpen");
     assert_eq!(open.name(), "up:down.example");
     assert_eq!(open.retry_after(), Some(Duration::from_secs(30)));
     assert!(tower_breaker::is_circuit_open(&err));
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the inner service was not called");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the inner service was not called"
+    );
     assert!(svc.ready().await.unwrap().call(req("up.example")).await.is_ok());
 
     advance(Duration::from_secs(30)).await;
     // The probe goes through (and fails again).
-    assert!(svc.ready().await.unwrap().call(req("down.example")).await.is_err());
+    assert!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(req("down.example"))
+            .await
+            .is_err()
+    );
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
@@ -187,20 +243,36 @@ async fn a_cancelled_call_releases_its_permit() {
     assert_eq!(b.state(), State::HalfOpen);
     assert!(registry.try_acquire("k").is_err(), "the one probe slot is taken");
     drop(fut);
-    assert!(registry.try_acquire("k").is_ok(), "the dropped probe gave its slot back");
+    assert!(
+        registry.try_acquire("k").is_ok(),
+        "the dropped probe gave its slot back"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_distinct_keys_stays_within_max_keys() {
-    let registry = KeyedRegistry::<String>::builder(template()).max_keys(1_000).build().unwrap();
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(1_000)
+        .build()
+        .unwrap();
     assert_eq!(registry.max_keys(), 1_000);
     for i in 0..50_000 {
-        drop(registry.try_acquire(&*format!("host-{i}.attacker.example")).unwrap());
+        drop(
+            registry
+                .try_acquire(&*format!("host-{i}.attacker.example"))
+                .unwrap(),
+        );
     }
     let len = registry.len();
     assert!(len <= 1_000, "{len} keys held");
-    assert!(len >= 800, "eviction frees about an eighth of a shard at a time, not more: {len}");
-    assert!(registry.overflow().is_none(), "closed keys were evicted, no overflow needed");
+    assert!(
+        len >= 800,
+        "eviction frees about an eighth of a shard at a time, not more: {len}"
+    );
+    assert!(
+        registry.overflow().is_none(),
+        "closed keys were evicted, no overflow needed"
+    );
 }
 
 fn keys(registry: &KeyedRegistry<String>) -> Vec<String> {
@@ -221,7 +293,11 @@ async fn unused_closed_keys_go_first_when_a_shard_is_full() {
         registry.get(k).unwrap();
     }
     advance(Duration::from_secs(60)).await;
-    assert_eq!(registry.evict_idle(), 0, "every key was used since the last sweep");
+    assert_eq!(
+        registry.evict_idle(),
+        0,
+        "every key was used since the last sweep"
+    );
     advance(Duration::from_secs(30)).await;
     for k in ["c", "b", "d"] {
         registry.get(k).unwrap(); // a stays unused
@@ -258,10 +334,18 @@ async fn an_open_breaker_is_never_evicted_before_its_deadline() {
 
     // Past its deadline, and unused for a whole sweep period: now it may go.
     advance(Duration::from_secs(21)).await;
-    assert_eq!(registry.evict_idle(), 0, "every key was used since the last sweep");
+    assert_eq!(
+        registry.evict_idle(),
+        0,
+        "every key was used since the last sweep"
+    );
     assert_eq!(registry.evict_idle(), 0, "a sweep period is not over");
     advance(Duration::from_secs(1)).await;
-    assert_eq!(registry.evict_idle(), 2, "the open breaker past its deadline and the last flood key");
+    assert_eq!(
+        registry.evict_idle(),
+        2,
+        "the open breaker past its deadline and the last flood key"
+    );
     let keys: Vec<_> = registry.snapshot().into_iter().map(|(k, _)| k).collect();
     assert!(!keys.contains(&"down".to_string()));
     assert!(keys.contains(&"forced".to_string()) && keys.contains(&"off".to_string()));
@@ -269,7 +353,10 @@ async fn an_open_breaker_is_never_evicted_before_its_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn when_full_of_open_breakers_new_keys_share_the_overflow_breaker() {
-    let registry = KeyedRegistry::<String>::builder(template()).max_keys(2).build().unwrap();
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(2)
+        .build()
+        .unwrap();
     open(&registry, "a");
     open(&registry, "b");
     let c = registry.get("c").unwrap();
@@ -343,10 +430,17 @@ async fn snapshot_lists_every_key_with_its_state() {
     open(&registry, "b");
     let mut snap = registry.snapshot();
     snap.sort_by(|x, y| x.0.cmp(&y.0));
-    let view: Vec<_> = snap.iter().map(|(k, s)| (k.as_str(), s.name.as_str(), s.state)).collect();
+    let view: Vec<_> = snap
+        .iter()
+        .map(|(k, s)| (k.as_str(), s.name.as_str(), s.state))
+        .collect();
     assert_eq!(
         view,
-        [("a", "up:a", State::Closed), ("b", "up:b", State::Open), ("c", "up:c", State::Closed)]
+        [
+            ("a", "up:a", State::Closed),
+            ("b", "up:b", State::Open),
+            ("c", "up:c", State::Closed)
+        ]
     );
     assert_eq!(registry.len(), 3);
     assert!(!registry.is_empty());
@@ -354,7 +448,10 @@ async fn snapshot_lists_every_key_with_its_state() {
 
 #[test]
 fn concurrent_first_use_of_a_key_builds_one_breaker() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let b = built.clone();

@@ -19,16 +19,26 @@ fn take(snap: &Snapshotter) -> Values {
         .into_iter()
         .map(|(key, _, _, v)| {
             let (kind, key) = key.into_parts();
-            let mut labels: Vec<(String, String)> =
-                key.labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+            let mut labels: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_string(), l.value().to_string()))
+                .collect();
             labels.sort();
             ((kind, key.name().to_string(), labels), v)
         })
         .collect()
 }
 
-fn lookup<'v>(values: &'v Values, kind: MetricKind, name: &str, labels: &[(&str, &str)]) -> Option<&'v DebugValue> {
-    let mut want: Vec<(String, String)> = labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+fn lookup<'v>(
+    values: &'v Values,
+    kind: MetricKind,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'v DebugValue> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     want.sort();
     values.get(&(kind, name.to_string(), want))
 }
@@ -90,7 +100,12 @@ async fn the_listener_counts_outcomes_rejections_transitions_and_tracks_state() 
         counter(
             v,
             m::TRANSITIONS,
-            &[("breaker", "openai"), ("from", from), ("to", to), ("reason", reason)],
+            &[
+                ("breaker", "openai"),
+                ("from", from),
+                ("to", to),
+                ("reason", reason),
+            ],
         )
     };
     assert_eq!(t(&v, "closed", "open", "consecutive_failures"), 1);
@@ -140,13 +155,17 @@ async fn report_sets_the_rate_gauges_from_a_snapshot() {
 async fn keyed_breakers_are_labelled_with_their_key() {
     let recorder = DebuggingRecorder::new();
     let snap = recorder.snapshotter();
-    let registry = KeyedRegistry::<String>::builder(CircuitBreaker::builder("openai").consecutive_failures(1))
-        .map_builder(m::instrument_keyed)
-        .build()
-        .unwrap();
+    let registry =
+        KeyedRegistry::<String>::builder(CircuitBreaker::builder("openai").consecutive_failures(1))
+            .map_builder(m::instrument_keyed)
+            .build()
+            .unwrap();
     metrics::with_local_recorder(&recorder, || {
         registry.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
-        registry.try_acquire("gpt-4o-mini").unwrap().record(Outcome::Success);
+        registry
+            .try_acquire("gpt-4o-mini")
+            .unwrap()
+            .record(Outcome::Success);
     });
     assert!(registry.try_acquire("gpt-4o").is_err());
     let v = take(&snap);
@@ -156,7 +175,10 @@ async fn keyed_breakers_are_labelled_with_their_key() {
     assert_eq!(calls("gpt-4o", "openai:gpt-4o", "failure"), 1);
     assert_eq!(calls("gpt-4o", "openai:gpt-4o", "rejected"), 1);
     assert_eq!(calls("gpt-4o-mini", "openai:gpt-4o-mini", "success"), 1);
-    assert_eq!(gauge(&v, m::STATE, &[("breaker", "openai:gpt-4o"), ("key", "gpt-4o")]), Some(1.0));
+    assert_eq!(
+        gauge(&v, m::STATE, &[("breaker", "openai:gpt-4o"), ("key", "gpt-4o")]),
+        Some(1.0)
+    );
 
     metrics::with_local_recorder(&recorder, || m::report_keyed(&registry));
     assert_eq!(gauge(&take(&snap), m::KEYS, &[("registry", "openai")]), Some(2.0));

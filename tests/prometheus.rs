@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::time::advance;
-use tower_breaker::{CircuitBreaker, Outcome, integrations::prometheus::BreakerMetrics, keyed::KeyedRegistry};
+use tower_breaker::{
+    CircuitBreaker, Outcome, integrations::prometheus::BreakerMetrics, keyed::KeyedRegistry,
+};
 
 fn scrape(registry: &Registry) -> String {
     let mut text = String::new();
@@ -36,11 +38,23 @@ async fn gauges_read_the_breaker_and_counters_count_events() {
     breaker.try_acquire().unwrap().record(Outcome::Success);
     breaker.try_acquire().unwrap().record(Outcome::Failure);
     let text = scrape(&registry);
-    assert_eq!(line(&text, r#"circuit_breaker_state{breaker="openai"}"#), Some("0.0"));
-    assert_eq!(line(&text, r#"circuit_breaker_failure_rate{breaker="openai"}"#), Some("0.5"));
-    assert_eq!(line(&text, r#"circuit_breaker_consecutive_failures{breaker="openai"}"#), Some("1.0"));
     assert_eq!(
-        line(&text, r#"circuit_breaker_calls_total{breaker="openai",outcome="success"}"#),
+        line(&text, r#"circuit_breaker_state{breaker="openai"}"#),
+        Some("0.0")
+    );
+    assert_eq!(
+        line(&text, r#"circuit_breaker_failure_rate{breaker="openai"}"#),
+        Some("0.5")
+    );
+    assert_eq!(
+        line(&text, r#"circuit_breaker_consecutive_failures{breaker="openai"}"#),
+        Some("1.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="success"}"#
+        ),
         Some("1")
     );
     assert!(text.contains("# HELP circuit_breaker_state Circuit breaker state"));
@@ -49,13 +63,22 @@ async fn gauges_read_the_breaker_and_counters_count_events() {
     breaker.try_acquire().unwrap().record(Outcome::Failure); // trips
     assert!(breaker.try_acquire().is_err());
     let text = scrape(&registry);
-    assert_eq!(line(&text, r#"circuit_breaker_state{breaker="openai"}"#), Some("1.0"));
     assert_eq!(
-        line(&text, r#"circuit_breaker_calls_total{breaker="openai",outcome="failure"}"#),
+        line(&text, r#"circuit_breaker_state{breaker="openai"}"#),
+        Some("1.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="failure"}"#
+        ),
         Some("2")
     );
     assert_eq!(
-        line(&text, r#"circuit_breaker_calls_total{breaker="openai",outcome="rejected"}"#),
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="rejected"}"#
+        ),
         Some("1")
     );
     assert_eq!(
@@ -71,11 +94,17 @@ async fn gauges_read_the_breaker_and_counters_count_events() {
     advance(Duration::from_secs(30)).await;
     let probe = breaker.try_acquire().unwrap();
     let text = scrape(&registry);
-    assert_eq!(line(&text, r#"circuit_breaker_state{breaker="openai"}"#), Some("2.0"));
+    assert_eq!(
+        line(&text, r#"circuit_breaker_state{breaker="openai"}"#),
+        Some("2.0")
+    );
     drop(probe);
     let text = scrape(&registry);
     assert_eq!(
-        line(&text, r#"circuit_breaker_calls_total{breaker="openai",outcome="cancelled"}"#),
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="cancelled"}"#
+        ),
         Some("1")
     );
 
@@ -99,11 +128,17 @@ async fn keyed_registries_are_read_key_by_key() {
     keyed.try_acquire("gpt-4o-mini").unwrap().record(Outcome::Success);
     let text = scrape(&registry);
     assert_eq!(
-        line(&text, r#"circuit_breaker_state{breaker="openai:gpt-4o",key="gpt-4o"}"#),
+        line(
+            &text,
+            r#"circuit_breaker_state{breaker="openai:gpt-4o",key="gpt-4o"}"#
+        ),
         Some("1.0")
     );
     assert_eq!(
-        line(&text, r#"circuit_breaker_state{breaker="openai:gpt-4o-mini",key="gpt-4o-mini"}"#),
+        line(
+            &text,
+            r#"circuit_breaker_state{breaker="openai:gpt-4o-mini",key="gpt-4o-mini"}"#
+        ),
         Some("0.0")
     );
     assert_eq!(
@@ -113,5 +148,8 @@ async fn keyed_registries_are_read_key_by_key() {
         ),
         Some("1")
     );
-    assert_eq!(line(&text, r#"circuit_breaker_keys{registry="openai"}"#), Some("2"));
+    assert_eq!(
+        line(&text, r#"circuit_breaker_keys{registry="openai"}"#),
+        Some("2")
+    );
 }

@@ -38,7 +38,8 @@ pub fn respond(ops: &Ops, path: &str) -> Response<Full<Bytes>> {
         }
         "/metrics" => {
             let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, &ops.prometheus).expect("encoding to a String");
+            prometheus_client::encoding::text::encode(&mut text, &ops.prometheus)
+                .expect("encoding to a String");
             Response::builder()
                 .header(
                     header::CONTENT_TYPE,

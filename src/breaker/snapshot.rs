@@ -32,7 +32,10 @@ pub struct Snapshot {
     pub probes_in_flight: u32,
     /// When open: the time until a probe may go through (zero once due). Serialised as
     /// `retry_after_secs`, a number of seconds.
-    #[cfg_attr(feature = "serde", serde(rename = "retry_after_secs", serialize_with = "secs"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "retry_after_secs", serialize_with = "secs")
+    )]
     pub retry_after: Option<Duration>,
     /// When open: the length of the current open period. Serialised as `open_for_secs`, a
     /// number of seconds.

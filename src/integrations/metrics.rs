@@ -91,7 +91,10 @@ pub fn describe() {
     );
     metrics::describe_counter!(CALLS, "Calls through a circuit breaker, by outcome");
     metrics::describe_counter!(SLOW_CALLS, "Calls slower than the breaker's slow-call threshold");
-    metrics::describe_counter!(TRANSITIONS, "Circuit breaker state changes, by from, to and reason");
+    metrics::describe_counter!(
+        TRANSITIONS,
+        "Circuit breaker state changes, by from, to and reason"
+    );
     metrics::describe_gauge!(FAILURE_RATE, "Failure rate over the breaker's window");
     metrics::describe_gauge!(SLOW_CALL_RATE, "Slow-call rate over the breaker's window");
     metrics::describe_gauge!(KEYS, "Keys held by a keyed circuit breaker registry");
@@ -146,9 +149,7 @@ impl Handles {
             }
             Event::Rejected { .. } => self.rejected.increment(1),
             Event::Released { .. } => self.cancelled.increment(1),
-            Event::Transition {
-                from, to, reason, ..
-            } => {
+            Event::Transition { from, to, reason, .. } => {
                 self.state.set(state_value(to));
                 self.transition(from, to, reason).increment(1);
             }
@@ -156,8 +157,14 @@ impl Handles {
     }
 
     fn transition(&self, from: State, to: State, reason: Reason) -> Counter {
-        let mut seen = self.transitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((.., c)) = seen.iter().find(|(f, t, r, _)| (*f, *t, *r) == (from, to, reason)) {
+        let mut seen = self
+            .transitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((.., c)) = seen
+            .iter()
+            .find(|(f, t, r, _)| (*f, *t, *r) == (from, to, reason))
+        {
             return c.clone();
         }
         let mut labels = self.labels.clone();

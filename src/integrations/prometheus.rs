@@ -123,7 +123,9 @@ impl BreakerMetrics {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
-        self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Installs the counting listener on `builder`, labelled `breaker="<builder's name>"`.
@@ -238,11 +240,11 @@ impl Handles {
             Event::Released { .. } => {
                 self.cancelled.inc();
             }
-            Event::Transition {
-                from, to, reason, ..
-            } => {
+            Event::Transition { from, to, reason, .. } => {
                 // Rare: a label set is built here, once per transition.
-                self.transitions.get_or_create(&transition_labels(&self.labels, from, to, reason)).inc();
+                self.transitions
+                    .get_or_create(&transition_labels(&self.labels, from, to, reason))
+                    .inc();
             }
         }
     }
@@ -272,13 +274,19 @@ impl Collector for GaugeCollector {
         let mut rows: Vec<(Labels, Snapshot)> = Vec::new();
         let mut registries = Vec::new();
         {
-            let mut w = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut w = self
+                .watched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             w.breakers.retain(|weak| {
                 let Some(shared) = weak.upgrade() else {
                     return false;
                 };
                 let breaker = CircuitBreaker { shared };
-                rows.push((vec![("breaker", Cow::Owned(breaker.name().to_string()))], breaker.snapshot()));
+                rows.push((
+                    vec![("breaker", Cow::Owned(breaker.name().to_string()))],
+                    breaker.snapshot(),
+                ));
                 true
             });
             for source in &w.keyed {

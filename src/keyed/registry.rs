@@ -18,7 +18,9 @@ use hashbrown::HashTable;
 use tokio::time::Instant;
 
 use super::error::{KeyedError, RegistryFull};
-use crate::breaker::{Builder, CircuitBreaker, Config, ConfigError, Permit, Snapshot, State, sync::CachePadded};
+use crate::breaker::{
+    Builder, CircuitBreaker, Config, ConfigError, Permit, Snapshot, State, sync::CachePadded,
+};
 
 /// What a full registry does with a new key when every breaker it holds is protected from
 /// eviction (open before its deadline, forced open, disabled or half-open).
@@ -209,11 +211,15 @@ struct Shard<K> {
 
 impl<K> Shard<K> {
     fn read(&self) -> RwLockReadGuard<'_, Table<K>> {
-        self.table.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Table<K>> {
-        self.table.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
