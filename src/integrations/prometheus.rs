@@ -35,7 +35,7 @@
 //! | `circuit_breaker_transitions_total` | counter | `breaker` (, `key`), `from`, `to`, `reason` | state changes |
 //!
 //! The gauges are not copies: a collector reads each watched breaker's
-//! [`Snapshot`](crate::Snapshot) when the registry is encoded (watched single breakers are
+//! [`Snapshot`] when the registry is encoded (watched single breakers are
 //! held weakly; watched keyed registries list their current keys). The core keeps no
 //! cumulative counts, so the counters come from an event listener ([`instrument`](BreakerMetrics::instrument)),
 //! whose handles are fetched once, when the builder is instrumented: a call costs an atomic
