@@ -111,8 +111,9 @@ where
         self
     }
 
-    /// Adjusts each key's builder, after it is named and before it is built: e.g. installs a
-    /// listener that knows the key, such as
+    /// Adjusts each key's builder, after it is named and before it is built (under the
+    /// shard's lock: `f` must not use the registry): e.g. installs a listener that knows the
+    /// key, such as
     /// [`integrations::metrics::instrument_keyed`](crate::integrations)
     /// (feature `metrics`).
     pub fn map_builder(mut self, f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static) -> Self {
@@ -299,31 +300,11 @@ where
 
     /// `key`'s breaker, created if it is new. Fails only when the registry is full, nothing
     /// can be evicted and the policy is [`WhenFull::Reject`].
+    ///
+    /// This is the hot path of the keyed service: one hash, one shared lock of one shard, held
+    /// only to clone the breaker's handle (so listeners never run under a registry lock).
+    #[inline]
     pub fn get<Q>(&self, key: &Q) -> Result<CircuitBreaker, RegistryFull>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
-    {
-        self.with(key, CircuitBreaker::clone)
-    }
-
-    /// Asks `key`'s breaker for a permit (creating the breaker if the key is new). This is
-    /// the hot path of the keyed service: one hash, one shared lock of one shard.
-    #[inline]
-    pub fn try_acquire<Q>(&self, key: &Q) -> Result<Permit, KeyedError>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
-    {
-        match self.with(key, CircuitBreaker::try_acquire) {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(open)) => Err(KeyedError::Open(open)),
-            Err(full) => Err(KeyedError::Full(full)),
-        }
-    }
-
-    #[inline]
-    fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&CircuitBreaker) -> R) -> Result<R, RegistryFull>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
@@ -336,20 +317,24 @@ where
             let table = shard.read();
             if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
                 entry.touch();
-                return Ok(f(&entry.breaker));
+                return Ok(entry.breaker.clone());
             }
         }
-        self.insert(shard, hash, key, f)
+        self.insert(shard, hash, key)
+    }
+
+    /// Asks `key`'s breaker for a permit (creating the breaker if the key is new).
+    #[inline]
+    pub fn try_acquire<Q>(&self, key: &Q) -> Result<Permit, KeyedError>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        Ok(self.get(key)?.try_acquire()?)
     }
 
     #[cold]
-    fn insert<Q, R>(
-        &self,
-        shard: &Shard<K>,
-        hash: u64,
-        key: &Q,
-        f: impl FnOnce(&CircuitBreaker) -> R,
-    ) -> Result<R, RegistryFull>
+    fn insert<Q>(&self, shard: &Shard<K>, hash: u64, key: &Q) -> Result<CircuitBreaker, RegistryFull>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
@@ -358,7 +343,7 @@ where
         let mut table = shard.write();
         if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
             entry.touch();
-            return Ok(f(&entry.breaker));
+            return Ok(entry.breaker.clone());
         }
         inner.sweep_if_due(shard, &mut table);
         if table.len() >= shard.capacity {
@@ -367,7 +352,7 @@ where
         if table.len() >= shard.capacity {
             drop(table);
             return match inner.when_full {
-                WhenFull::Overflow => Ok(f(inner.overflow())),
+                WhenFull::Overflow => Ok(inner.overflow().clone()),
                 WhenFull::Reject => Err(RegistryFull {
                     registry: inner.template.base.clone(),
                 }),
@@ -375,7 +360,7 @@ where
         }
         let key = key.to_owned();
         let breaker = inner.create(&key);
-        let result = f(&breaker);
+        let result = breaker.clone();
         let hasher = &inner.hasher;
         table.insert_unique(
             hash,
