@@ -503,3 +503,24 @@ async fn listeners_may_use_the_registry_no_lock_is_held_while_they_run() {
     drop(probe);
     assert!(registry.snapshot().iter().any(|(k, _)| k == "a-seen"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_breaker_nobody_probes_may_go_but_not_while_a_probe_is_out() {
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(4)
+        .idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    open(&registry, "left");
+    open(&registry, "probing");
+    advance(Duration::from_secs(30)).await;
+    drop(registry.try_acquire("left").unwrap()); // half-open, its probe released
+    let probe = registry.try_acquire("probing").unwrap(); // half-open, probe out
+    assert_eq!(registry.get("left").unwrap().state(), State::HalfOpen);
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(registry.evict_idle(), 0, "both were used since the last sweep");
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(registry.evict_idle(), 1);
+    assert_eq!(keys(&registry), ["probing"], "the breaker with a probe out stays");
+    probe.record(Outcome::Success);
+}

@@ -76,11 +76,11 @@
 //! once, in this order:
 //!
 //! 1. closed breakers not used since the last sweep;
-//! 2. open breakers whose open period ended and that were not used since the last sweep
-//!    (nobody came back to probe);
+//! 2. open breakers whose open period ended, and half-open ones with no probe in flight,
+//!    that were not used since the last sweep (nobody came back to probe);
 //! 3. other closed breakers (their statistics are lost).
 //!
-//! An open breaker before its deadline, a half-open one, and a breaker forced open or
+//! An open breaker before its deadline, a half-open one with a probe in flight, and a breaker forced open or
 //! disabled by an operator are **never** evicted: a flood of new keys cannot make a failing
 //! upstream look healthy again. When a shard holds only such breakers, the registry's
 //! [`WhenFull`] policy decides: by default the new key shares an *overflow* breaker (named

@@ -270,8 +270,9 @@ impl<K> fmt::Debug for KeyedRegistry<K> {
 enum Tier {
     /// Closed, not used since the last sweep.
     ClosedUnused,
-    /// Open past its deadline, not used since the last sweep: nobody came back to probe.
-    OpenElapsedUnused,
+    /// Open past its deadline, or half-open with no probe in flight, and not used since the
+    /// last sweep: nobody came back to probe.
+    ElapsedUnused,
     /// Closed, used since the last sweep.
     Closed,
 }
@@ -375,8 +376,8 @@ where
     }
 
     /// Sweeps every shard whose last sweep is at least `idle_timeout` old: removes the
-    /// breakers not used since that sweep that may be evicted (closed, or open past their
-    /// deadline), and starts a new period for the others. Returns how many were removed.
+    /// breakers not used since that sweep that may be evicted (closed; open past their
+    /// deadline; half-open with no probe in flight), and starts a new period for the others. Returns how many were removed.
     ///
     /// New keys sweep their shard this way already; call this from an interval task (every
     /// quarter of `idle_timeout`, say) to reclaim memory when no new keys arrive.
@@ -478,9 +479,12 @@ where
             State::Closed if used => Some(Tier::Closed),
             State::Closed => Some(Tier::ClosedUnused),
             State::Open if !used && entry.breaker.snapshot().retry_after == Some(Duration::ZERO) => {
-                Some(Tier::OpenElapsedUnused)
+                Some(Tier::ElapsedUnused)
             }
-            // Open before its deadline, half-open, forced open, disabled: kept.
+            State::HalfOpen if !used && entry.breaker.snapshot().probes_in_flight == 0 => {
+                Some(Tier::ElapsedUnused)
+            }
+            // Open before its deadline, half-open with a probe out, forced open, disabled: kept.
             _ => None,
         }
     }
@@ -495,7 +499,7 @@ where
         shard.last_sweep.store(now, Ordering::Relaxed);
         let before = table.len();
         table.retain(|e| {
-            if matches!(Self::tier(e), Some(Tier::ClosedUnused | Tier::OpenElapsedUnused)) {
+            if matches!(Self::tier(e), Some(Tier::ClosedUnused | Tier::ElapsedUnused)) {
                 return false;
             }
             e.used.store(false, Ordering::Relaxed);
