@@ -49,10 +49,10 @@ fn measure(label: &str, template: tower_breaker::Builder) {
         .unwrap();
     let _guard = rt.enter();
     let keys: Vec<String> = (0..KEYS).map(|i| format!("host-{i:06}.example.com")).collect();
-    let key_bytes: usize = keys.iter().map(|k| k.capacity()).sum();
+    let key_bytes: usize = keys.iter().map(String::len).sum();
     let before = LIVE.load(Ordering::Relaxed);
     let registry = KeyedRegistry::<String>::builder(template)
-        .max_keys(KEYS)
+        .max_keys(2 * KEYS)
         .build()
         .unwrap();
     for k in &keys {
@@ -69,7 +69,29 @@ fn measure(label: &str, template: tower_breaker::Builder) {
     drop(registry);
 }
 
+/// The same number of breakers built directly, for reference: what the breakers themselves
+/// weigh, without the registry.
+fn bare(label: &str, template: tower_breaker::Builder) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let before = LIVE.load(Ordering::Relaxed);
+    let breakers: Vec<CircuitBreaker> = (0..KEYS).map(|_| template.build().unwrap()).collect();
+    let used = LIVE.load(Ordering::Relaxed) - before;
+    println!(
+        "{label}, bare breakers (no registry): {} bytes per breaker",
+        used as usize / KEYS
+    );
+    drop(breakers);
+}
+
 fn main() {
+    bare(
+        "consecutive_failures(5)",
+        CircuitBreaker::builder("up").consecutive_failures(5),
+    );
     measure(
         "consecutive_failures(5)",
         CircuitBreaker::builder("up").consecutive_failures(5),

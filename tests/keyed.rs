@@ -477,3 +477,50 @@ fn concurrent_first_use_of_a_key_builds_one_breaker() {
     assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 50);
     assert_eq!(registry2.len(), 50);
 }
+
+#[tokio::test(start_paused = true)]
+async fn listeners_may_use_the_registry_no_lock_is_held_while_they_run() {
+    let cell: Arc<std::sync::OnceLock<KeyedRegistry<String>>> = Arc::default();
+    let c = cell.clone();
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(4) // one shard: the listener's key lands where the call's key is
+        .map_builder(move |b, key| {
+            let c = c.clone();
+            let key = key.clone();
+            b.on_event(move |event| {
+                if let tower_breaker::Event::Transition { .. } = event {
+                    // A new key: takes the shard's write lock.
+                    c.get().unwrap().get(&*format!("{key}-seen")).unwrap();
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    cell.set(registry.clone()).unwrap();
+    open(&registry, "a"); // closed → open, published from `record`
+    advance(Duration::from_secs(30)).await;
+    let probe = registry.try_acquire("a").unwrap(); // open → half-open, published from `try_acquire`
+    drop(probe);
+    assert!(registry.snapshot().iter().any(|(k, _)| k == "a-seen"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_breaker_nobody_probes_may_go_but_not_while_a_probe_is_out() {
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(4)
+        .idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    open(&registry, "left");
+    open(&registry, "probing");
+    advance(Duration::from_secs(30)).await;
+    drop(registry.try_acquire("left").unwrap()); // half-open, its probe released
+    let probe = registry.try_acquire("probing").unwrap(); // half-open, probe out
+    assert_eq!(registry.get("left").unwrap().state(), State::HalfOpen);
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(registry.evict_idle(), 0, "both were used since the last sweep");
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(registry.evict_idle(), 1);
+    assert_eq!(keys(&registry), ["probing"], "the breaker with a probe out stays");
+    probe.record(Outcome::Success);
+}
