@@ -78,8 +78,8 @@ async fn the_report_serialises_with_durations_in_seconds() {
                     "retry_after_secs": null, "open_for_secs": null
                 },
                 "openai": {
-                    // The window keeps the calls that tripped it until the breaker closes.
-                    "name": "openai", "state": "open", "consecutive_failures": 0,
+                    // The window and the run keep the calls that tripped it until it closes.
+                    "name": "openai", "state": "open", "consecutive_failures": 1,
                     "calls": 1, "failures": 1, "slow_calls": 0,
                     "failure_rate": 1.0, "slow_call_rate": 0.0, "probes_in_flight": 0,
                     "retry_after_secs": 17.5, "open_for_secs": 30.0

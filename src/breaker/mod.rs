@@ -70,7 +70,7 @@ pub(crate) use builder::Config;
 use builder::Window;
 use event::Listener;
 use state::{pack, unpack};
-use sync::{Arc, AtomicU64, CachePadded, Mutex, Ordering};
+use sync::{Arc, AtomicU64, Mutex, Ordering};
 use window::{CountWindow, Counts, TimeWindow};
 
 /// A circuit breaker: a cheap `Clone` handle over shared state.
@@ -86,15 +86,18 @@ pub struct CircuitBreaker {
 #[derive(Debug)]
 struct Hot {
     word: AtomicU64,
+    /// `generation(low 32 bits) << 32 | consecutive failures`, when that rule is set.
+    consecutive: AtomicU64,
     /// Nanoseconds since `epoch` at which an open breaker lets a probe through.
     open_until: AtomicU64,
 }
 
 pub(crate) struct Shared {
-    hot: CachePadded<Hot>,
-    /// `generation(low 32 bits) << 32 | consecutive failures`, when that rule is set.
-    consecutive: CachePadded<AtomicU64>,
-    count_window: Option<CountWindow>,
+    /// Deliberately not padded: every call already writes the `Arc`'s reference count, which
+    /// shares the allocation's first cache line, so padding would only cost memory (it did:
+    /// 1.3 KB a breaker, which a keyed registry multiplies by its keys).
+    hot: Hot,
+    count_window: Option<Box<CountWindow>>,
     locked: Mutex<Locked>,
     epoch: Instant,
     config: Config,
@@ -114,7 +117,7 @@ struct Locked {
     probe_successes: u32,
     /// When half-open started or last saw a decision.
     last_decision: Instant,
-    time_window: Option<TimeWindow>,
+    time_window: Option<Box<TimeWindow>>,
     waiters: Vec<Waker>,
 }
 
@@ -133,19 +136,21 @@ impl CircuitBreaker {
         let epoch = Instant::now();
         let generation = FIRST_GENERATION;
         let count_window = match config.window {
-            Window::Count(n) => Some(CountWindow::new(n, generation)),
+            Window::Count(n) => Some(Box::new(CountWindow::new(n, generation))),
             _ => None,
         };
         let time_window = match config.window {
-            Window::Time(d) => Some(TimeWindow::new(d.as_nanos().min(u64::MAX as u128) as u64)),
+            Window::Time(d) => Some(Box::new(TimeWindow::new(
+                d.as_nanos().min(u64::MAX as u128) as u64
+            ))),
             _ => None,
         };
         let shared = Shared {
-            hot: CachePadded(Hot {
+            hot: Hot {
                 word: AtomicU64::new(pack(generation, State::Closed)),
+                consecutive: AtomicU64::new(consecutive_word(generation, 0)),
                 open_until: AtomicU64::new(0),
-            }),
-            consecutive: CachePadded(AtomicU64::new(consecutive_word(generation, 0))),
+            },
             count_window,
             locked: Mutex::new(Locked {
                 generation,
@@ -269,16 +274,12 @@ impl CircuitBreaker {
             (None, Some(w)) => Some(w.counts(shared.nanos(now))),
             (None, None) => None,
         };
-        let consecutive = shared.consecutive.load(Ordering::Acquire);
+        let consecutive = shared.hot.consecutive.load(Ordering::Acquire);
         let rate = |n: u32, c: &Counts| (c.calls > 0).then(|| f64::from(n) / f64::from(c.calls));
         Snapshot {
             name: shared.name.to_string(),
             state: l.state,
-            consecutive_failures: if consecutive >> 32 == l.generation & 0xffff_ffff {
-                consecutive as u32
-            } else {
-                0
-            },
+            consecutive_failures: consecutive as u32,
             calls: counts.map_or(0, |c| c.calls),
             failures: counts.map_or(0, |c| c.failures),
             slow_calls: counts.map_or(0, |c| c.slow),
@@ -465,7 +466,8 @@ impl Shared {
     }
 
     fn clear_statistics(&self, l: &mut Locked) {
-        self.consecutive
+        self.hot
+            .consecutive
             .store(consecutive_word(l.generation, 0), Ordering::Release);
         if let Some(w) = &self.count_window {
             w.reset(l.generation);
@@ -585,7 +587,7 @@ impl Shared {
     #[inline]
     fn count_consecutive(&self, generation: u64, failure: bool, n: u32) -> Option<Reason> {
         let tag = generation & 0xffff_ffff;
-        let mut cur = self.consecutive.load(Ordering::Acquire);
+        let mut cur = self.hot.consecutive.load(Ordering::Acquire);
         loop {
             if cur >> 32 != tag || (!failure && cur as u32 == 0) {
                 return None;
@@ -595,7 +597,7 @@ impl Shared {
             } else {
                 0
             };
-            match self.consecutive.compare_exchange_weak(
+            match self.hot.consecutive.compare_exchange_weak(
                 cur,
                 consecutive_word(generation, count),
                 Ordering::AcqRel,

@@ -24,8 +24,8 @@ impl<T> Mutex<T> {
     }
 }
 
-/// Aligns a value to its own cache line(s), so that counters written by every call do not
-/// share a line with data that is only read.
+/// Aligns a value to its own cache line(s), so that data written by different threads (the
+/// shards of a keyed registry) does not share a line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct CachePadded<T>(pub(crate) T);

@@ -10,7 +10,7 @@
 //! The time window is a ring of ten buckets (a tenth of the window each) with running totals,
 //! kept under the breaker's lock; a record clears at most ten expired buckets.
 
-use super::sync::{AtomicU32, AtomicU64, CachePadded, Ordering};
+use super::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// The largest count window: counts are packed as 16-bit signed fields.
 pub(crate) const MAX_COUNT_WINDOW: u32 = i16::MAX as u32;
@@ -29,9 +29,9 @@ pub(crate) struct Counts {
 
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    next: CachePadded<AtomicU64>,
+    next: AtomicU64,
     /// `gen16 << 48 | calls << 32 | failures << 16 | slow`, each count a wrapping 16-bit field.
-    counts: CachePadded<AtomicU64>,
+    counts: AtomicU64,
     slots: Box<[AtomicU32]>,
 }
 
@@ -57,8 +57,8 @@ impl CountWindow {
     pub(crate) fn new(size: u32, generation: u64) -> Self {
         let slots = (0..size).map(|_| AtomicU32::new(0)).collect();
         let w = Self {
-            next: CachePadded(AtomicU64::new(0)),
-            counts: CachePadded(AtomicU64::new(0)),
+            next: AtomicU64::new(0),
+            counts: AtomicU64::new(0),
             slots,
         };
         w.reset(generation);
