@@ -93,7 +93,6 @@
 
 mod error;
 mod extract;
-mod future;
 mod layer;
 mod registry;
 
@@ -108,7 +107,9 @@ use tower_service::Service;
 
 pub use error::{BoxError, CircuitOpen, KeyedError, RegistryFull};
 pub use extract::{Authority, ExtractKey, Header, PathPrefix, UNKNOWN};
-pub use future::ResponseFuture;
+/// The response future of [`KeyedCircuitBreakerService`]: the breaker service's, whose
+/// refusal is a boxed [`CircuitOpen`] (naming the key) or [`RegistryFull`].
+pub type ResponseFuture<F, C> = crate::service::ResponseFuture<F, C, BoxError>;
 pub use layer::KeyedCircuitBreakerLayer;
 pub use registry::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedRegistry, KeyedRegistryBuilder, WhenFull};
 
@@ -196,7 +197,7 @@ where
         };
         match admission {
             Ok(permit) => ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone()),
-            Err(refused) => ResponseFuture::rejected(refused),
+            Err(refused) => ResponseFuture::rejected(refused.into_box()),
         }
     }
 }

@@ -18,23 +18,26 @@ pin_project! {
     ///
     /// It holds the call's permit: the result is classified and recorded when the inner
     /// future completes; if this future is dropped first, the permit is released, neutral.
+    ///
+    /// `R` is the refusal it may resolve to: a [`CircuitOpen`], or (for keyed services) an
+    /// already boxed error.
     #[derive(Debug)]
-    pub struct ResponseFuture<F, C> {
+    pub struct ResponseFuture<F, C, R = CircuitOpen> {
         #[pin]
-        kind: Kind<F, C>,
+        kind: Kind<F, C, R>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F, C> {
+    enum Kind<F, C, R> {
         Called { #[pin] future: F, permit: Permit, classifier: C },
-        Rejected { error: Option<CircuitOpen> },
+        Rejected { error: Option<R> },
     }
 }
 
-impl<F, C> ResponseFuture<F, C> {
+impl<F, C, R> ResponseFuture<F, C, R> {
     #[inline]
     pub(crate) fn called(future: F, permit: Permit, classifier: C) -> Self {
         Self {
@@ -46,18 +49,19 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(crate) fn rejected(error: CircuitOpen) -> Self {
+    pub(crate) fn rejected(error: R) -> Self {
         Self {
             kind: Kind::Rejected { error: Some(error) },
         }
     }
 }
 
-impl<F, C, T, E> Future for ResponseFuture<F, C>
+impl<F, C, R, T, E> Future for ResponseFuture<F, C, R>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     C: Classify<T, E>,
+    R: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
 

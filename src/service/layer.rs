@@ -34,10 +34,28 @@ pub struct CircuitBreakerLayer<C = ErrorIsFailure> {
     readiness: Readiness,
 }
 
+/// Where a layer's services get their breaker: one shared, or one each from a validated
+/// template. Shared by every breaker layer of the crate.
 #[derive(Clone, Debug)]
-enum Source {
+pub(crate) enum Source {
     Shared(CircuitBreaker),
     PerService(Box<(Builder, Config)>),
+}
+
+impl Source {
+    /// Validates `builder` once, so that [`breaker`](Self::breaker) never fails.
+    pub(crate) fn per_service(builder: Builder) -> Result<Self, ConfigError> {
+        let config = builder.config()?;
+        Ok(Source::PerService(Box::new((builder, config))))
+    }
+
+    /// The breaker for the next service.
+    pub(crate) fn breaker(&self) -> CircuitBreaker {
+        match self {
+            Source::Shared(b) => b.clone(),
+            Source::PerService(template) => template.0.build_with(template.1.clone()),
+        }
+    }
 }
 
 impl CircuitBreakerLayer {
@@ -53,9 +71,8 @@ impl CircuitBreakerLayer {
     /// Every service this layer makes gets a breaker of its own, built from `builder`. The
     /// builder is validated here, so `layer()` never fails.
     pub fn per_service(builder: Builder) -> Result<Self, ConfigError> {
-        let config = builder.config()?;
         Ok(Self {
-            source: Source::PerService(Box::new((builder, config))),
+            source: Source::per_service(builder)?,
             classifier: ErrorIsFailure::new(),
             readiness: Readiness::FailFast,
         })
@@ -83,10 +100,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreakerService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let breaker = match &self.source {
-            Source::Shared(b) => b.clone(),
-            Source::PerService(b) => b.0.build_with(b.1.clone()),
-        };
+        let breaker = self.source.breaker();
         CircuitBreakerService::new(inner, breaker)
             .classify(self.classifier.clone())
             .readiness(self.readiness)

@@ -44,23 +44,21 @@
 
 mod error;
 mod future;
+mod gate;
 mod layer;
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
-use tokio::time::Sleep;
 use tower_service::Service;
 
 pub use error::{BoxError, CircuitOpen, is_circuit_open};
 pub use future::ResponseFuture;
+pub(crate) use gate::Gate;
 pub use layer::CircuitBreakerLayer;
+pub(crate) use layer::Source;
 
 use crate::{
-    breaker::{CircuitBreaker, Permit},
+    breaker::CircuitBreaker,
     classify::{Classify, ErrorIsFailure},
 };
 
@@ -80,23 +78,12 @@ pub enum Readiness {
     Wait,
 }
 
-/// What this service instance decided in `poll_ready`, kept until `call`.
-#[derive(Debug)]
-enum Admission {
-    None,
-    Admitted(Permit),
-    Rejected(CircuitOpen),
-}
-
 /// A service guarded by a circuit breaker. See the [module docs](self).
 #[derive(Debug)]
 pub struct CircuitBreakerService<S, C = ErrorIsFailure> {
     inner: S,
-    breaker: CircuitBreaker,
     classifier: C,
-    readiness: Readiness,
-    admission: Admission,
-    sleep: Option<Pin<Box<Sleep>>>,
+    gate: Gate,
 }
 
 impl<S> CircuitBreakerService<S> {
@@ -104,11 +91,8 @@ impl<S> CircuitBreakerService<S> {
     pub const fn new(inner: S, breaker: CircuitBreaker) -> Self {
         Self {
             inner,
-            breaker,
             classifier: ErrorIsFailure::new(),
-            readiness: Readiness::FailFast,
-            admission: Admission::None,
-            sleep: None,
+            gate: Gate::new(breaker, Readiness::FailFast),
         }
     }
 }
@@ -118,23 +102,20 @@ impl<S, C> CircuitBreakerService<S, C> {
     pub fn classify<C2>(self, classifier: C2) -> CircuitBreakerService<S, C2> {
         CircuitBreakerService {
             inner: self.inner,
-            breaker: self.breaker,
             classifier,
-            readiness: self.readiness,
-            admission: self.admission,
-            sleep: self.sleep,
+            gate: self.gate,
         }
     }
 
     /// Sets the readiness mode.
     pub fn readiness(mut self, readiness: Readiness) -> Self {
-        self.readiness = readiness;
+        self.gate.readiness = readiness;
         self
     }
 
     /// The breaker guarding this service.
     pub const fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+        &self.gate.breaker
     }
 
     /// The inner service.
@@ -151,27 +132,6 @@ impl<S, C> CircuitBreakerService<S, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-
-    /// Wait mode: registers for a wake-up when the breaker may admit again. Returns
-    /// `Ready(())` when it may already (try again), `Pending` otherwise.
-    fn wait(&mut self, refused: &CircuitOpen, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.breaker.wait_for_change(refused, cx.waker()) {
-            return Poll::Ready(());
-        }
-        if let Some(deadline) = self.breaker.next_deadline() {
-            let sleep = match &mut self.sleep {
-                Some(sleep) => {
-                    sleep.as_mut().reset(deadline);
-                    sleep
-                }
-                slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
-            };
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    }
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
@@ -179,11 +139,8 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
-            readiness: self.readiness,
-            admission: Admission::None,
-            sleep: None,
+            gate: self.gate.clone(),
         }
     }
 }
@@ -200,46 +157,15 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        loop {
-            match &self.admission {
-                Admission::Admitted(_) => {
-                    return match self.inner.poll_ready(cx) {
-                        Poll::Ready(Err(e)) => {
-                            self.admission = Admission::None; // release the permit, neutral
-                            Poll::Ready(Err(e.into()))
-                        }
-                        other => other.map_err(Into::into),
-                    };
-                }
-                Admission::Rejected(_) => return Poll::Ready(Ok(())),
-                Admission::None => {}
-            }
-            match self.breaker.try_acquire() {
-                Ok(permit) => self.admission = Admission::Admitted(permit),
-                Err(refused) => match self.readiness {
-                    Readiness::FailFast => return Poll::Ready(Err(refused.into())),
-                    Readiness::RejectOnCall => {
-                        self.admission = Admission::Rejected(refused);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Readiness::Wait => {
-                        if self.wait(&refused, cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                    }
-                },
-            }
-        }
+        let inner = &mut self.inner;
+        self.gate.poll_ready(cx, |cx| inner.poll_ready(cx))
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match std::mem::replace(&mut self.admission, Admission::None) {
-            Admission::Admitted(permit) => {
-                ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
-            }
-            Admission::Rejected(refused) => ResponseFuture::rejected(refused),
-            Admission::None => panic!("CircuitBreakerService::call without a successful poll_ready"),
+        match self.gate.take() {
+            Ok(permit) => ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone()),
+            Err(refused) => ResponseFuture::rejected(refused),
         }
     }
 }

@@ -4,9 +4,9 @@ use tower_layer::Layer;
 
 use super::StreamingBreakerService;
 use crate::{
-    breaker::{Builder, CircuitBreaker, Config, ConfigError},
+    breaker::{Builder, CircuitBreaker, ConfigError},
     classify::ErrorIsFailure,
-    service::Readiness,
+    service::{Readiness, Source},
 };
 
 /// Applies a circuit breaker that records outcomes at the end of the response body. See the
@@ -22,12 +22,6 @@ pub struct StreamingBreakerLayer<C = ErrorIsFailure> {
     readiness: Readiness,
 }
 
-#[derive(Clone, Debug)]
-enum Source {
-    Shared(CircuitBreaker),
-    PerService(Box<(Builder, Config)>),
-}
-
 impl StreamingBreakerLayer {
     /// Every service this layer makes shares `breaker`.
     pub const fn new(breaker: CircuitBreaker) -> Self {
@@ -41,9 +35,8 @@ impl StreamingBreakerLayer {
     /// Every service this layer makes gets a breaker of its own, built from `builder`
     /// (validated here, so `layer()` never fails).
     pub fn per_service(builder: Builder) -> Result<Self, ConfigError> {
-        let config = builder.config()?;
         Ok(Self {
-            source: Source::PerService(Box::new((builder, config))),
+            source: Source::per_service(builder)?,
             classifier: ErrorIsFailure::new(),
             readiness: Readiness::FailFast,
         })
@@ -72,10 +65,7 @@ impl<S, C: Clone> Layer<S> for StreamingBreakerLayer<C> {
     type Service = StreamingBreakerService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let breaker = match &self.source {
-            Source::Shared(b) => b.clone(),
-            Source::PerService(template) => template.0.build_with(template.1.clone()),
-        };
+        let breaker = self.source.breaker();
         StreamingBreakerService::new(inner, breaker)
             .classify(self.classifier.clone())
             .readiness(self.readiness)

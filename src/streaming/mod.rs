@@ -50,13 +50,8 @@ mod body;
 mod future;
 mod layer;
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
-use tokio::time::Sleep;
 use tower_service::Service;
 
 pub use body::{ClassifyBody, RecordBody};
@@ -64,18 +59,10 @@ pub use future::ResponseFuture;
 pub use layer::StreamingBreakerLayer;
 
 use crate::{
-    breaker::{BoxError, CircuitBreaker, CircuitOpen, Permit},
+    breaker::{BoxError, CircuitBreaker},
     classify::{Classify, ErrorIsFailure},
-    service::Readiness,
+    service::{Gate, Readiness},
 };
-
-/// What this instance decided in `poll_ready`, kept until `call`.
-#[derive(Debug)]
-enum Admission {
-    None,
-    Admitted(Permit),
-    Rejected(CircuitOpen),
-}
 
 /// A service guarded by a circuit breaker that records outcomes at the end of the response
 /// body. See the [module docs](self); readiness works as in
@@ -83,11 +70,8 @@ enum Admission {
 #[derive(Debug)]
 pub struct StreamingBreakerService<S, C = ErrorIsFailure> {
     inner: S,
-    breaker: CircuitBreaker,
     classifier: C,
-    readiness: Readiness,
-    admission: Admission,
-    sleep: Option<Pin<Box<Sleep>>>,
+    gate: Gate,
 }
 
 impl<S> StreamingBreakerService<S> {
@@ -95,11 +79,8 @@ impl<S> StreamingBreakerService<S> {
     pub const fn new(inner: S, breaker: CircuitBreaker) -> Self {
         Self {
             inner,
-            breaker,
             classifier: ErrorIsFailure::new(),
-            readiness: Readiness::FailFast,
-            admission: Admission::None,
-            sleep: None,
+            gate: Gate::new(breaker, Readiness::FailFast),
         }
     }
 }
@@ -109,24 +90,21 @@ impl<S, C> StreamingBreakerService<S, C> {
     pub fn classify<C2>(self, classifier: C2) -> StreamingBreakerService<S, C2> {
         StreamingBreakerService {
             inner: self.inner,
-            breaker: self.breaker,
             classifier,
-            readiness: self.readiness,
-            admission: self.admission,
-            sleep: self.sleep,
+            gate: self.gate,
         }
     }
 
     /// Sets the readiness mode.
     #[must_use]
     pub fn readiness(mut self, readiness: Readiness) -> Self {
-        self.readiness = readiness;
+        self.gate.readiness = readiness;
         self
     }
 
     /// The breaker guarding this service.
     pub const fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+        &self.gate.breaker
     }
 
     /// The inner service.
@@ -143,27 +121,6 @@ impl<S, C> StreamingBreakerService<S, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-
-    /// Wait mode: `Ready(())` when the breaker may admit already, `Pending` (woken on a change
-    /// or at the next deadline) otherwise.
-    fn wait(&mut self, refused: &CircuitOpen, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.breaker.wait_for_change(refused, cx.waker()) {
-            return Poll::Ready(());
-        }
-        if let Some(deadline) = self.breaker.next_deadline() {
-            let sleep = match &mut self.sleep {
-                Some(sleep) => {
-                    sleep.as_mut().reset(deadline);
-                    sleep
-                }
-                slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
-            };
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    }
 }
 
 impl<S: Clone, C: Clone> Clone for StreamingBreakerService<S, C> {
@@ -171,11 +128,8 @@ impl<S: Clone, C: Clone> Clone for StreamingBreakerService<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
-            readiness: self.readiness,
-            admission: Admission::None,
-            sleep: None,
+            gate: self.gate.clone(),
         }
     }
 }
@@ -192,48 +146,14 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        loop {
-            match &self.admission {
-                Admission::Admitted(_) => {
-                    return match self.inner.poll_ready(cx) {
-                        Poll::Ready(Err(e)) => {
-                            self.admission = Admission::None; // release the permit, neutral
-                            Poll::Ready(Err(e.into()))
-                        }
-                        other => other.map_err(Into::into),
-                    };
-                }
-                Admission::Rejected(_) => return Poll::Ready(Ok(())),
-                Admission::None => {}
-            }
-            match self.breaker.try_acquire() {
-                Ok(permit) => self.admission = Admission::Admitted(permit),
-                Err(refused) => match self.readiness {
-                    Readiness::RejectOnCall => {
-                        self.admission = Admission::Rejected(refused);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Readiness::Wait => {
-                        if self.wait(&refused, cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                    }
-                    // FailFast, and any mode added later
-                    _ => return Poll::Ready(Err(refused.into())),
-                },
-            }
-        }
+        let inner = &mut self.inner;
+        self.gate.poll_ready(cx, |cx| inner.poll_ready(cx))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match std::mem::replace(&mut self.admission, Admission::None) {
-            Admission::Admitted(permit) => {
-                ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
-            }
-            Admission::Rejected(refused) => ResponseFuture::rejected(refused),
-            Admission::None => {
-                panic!("StreamingBreakerService::call without a successful poll_ready")
-            }
+        match self.gate.take() {
+            Ok(permit) => ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone()),
+            Err(refused) => ResponseFuture::rejected(refused),
         }
     }
 }
