@@ -34,18 +34,100 @@
 //! - [`breaker`]: the core, independent of tower. [`CircuitBreaker::builder`] configures the
 //!   trip rules (consecutive failures, failure rate over a count or time window, slow calls),
 //!   the open period ([`Backoff`]), half-open probing, listeners; [`CircuitBreaker::try_acquire`]
-//!   gives a [`Permit`] on which the call's [`Outcome`] is recorded.
+//!   gives a [`Permit`] on which the call's [`Outcome`] is recorded. [`CircuitBreaker::snapshot`]
+//!   and [`Event`] listeners feed dashboards.
 //! - [`classify`]: [`Outcome`] (`Success`, `Failure`, `Ignore`, `Trip(wait)`) and the
 //!   [`Classify`] trait; [`HttpClassifier`] for HTTP responses and client errors (5xx and
-//!   timeouts fail, 429/503 with `Retry-After` trip for the server's wait).
+//!   timeouts fail, 429/503 with `Retry-After` trip for the server's wait), every row
+//!   configurable.
 //! - [`service`]: [`CircuitBreakerLayer`] and its three [`Readiness`] modes.
+//! - [`fallback`]: [`Fallback`], [`FallbackLayer`] and [`Failover`]: when a member is open, the
+//!   request goes to the next one at once, without being cloned.
+//! - [`keyed`]: one breaker per key (host, model, endpoint) in a bounded registry.
+//! - [`streaming`]: record the outcome when a streamed response body ends.
+//! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
+//!   and honours `Retry-After`.
+//! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
+//!   `prometheus-client`, and a health report.
+//!
+//! # Fallback
+//!
+//! The LLM failover stack: a primary provider, a secondary, and a cache of last resort. Each
+//! provider has its own breaker; while one is open, its requests go to the next member at
+//! once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Fallback};
+//! use tower_breaker::fallback::Provenance;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! // Stand-ins for real clients (a hyper-util or reqwest client per provider).
+//! let openai = service_fn(|_prompt: String| async move {
+//!     Err::<http::Response<String>, BoxError>("connection refused".into())
+//! });
+//! let anthropic = service_fn(|prompt: String| async move {
+//!     Ok::<_, BoxError>(http::Response::new(format!("claude: {prompt}")))
+//! });
+//! let cache = service_fn(|prompt: String| async move {
+//!     Ok::<_, BoxError>(http::Response::new(format!("cached: {prompt}")))
+//! });
+//!
+//! let breaker = |name: &str| {
+//!     CircuitBreaker::builder(name)
+//!         .consecutive_failures(5)
+//!         .open_duration(Duration::from_secs(30))
+//!         .build()
+//! };
+//! let (openai_breaker, anthropic_breaker) = (breaker("openai")?, breaker("anthropic")?);
+//!
+//! // primary -> secondary -> cache
+//! let llm = Fallback::new(
+//!     ServiceBuilder::new()
+//!         .layer(CircuitBreakerLayer::new(openai_breaker.clone()))
+//!         .timeout(Duration::from_secs(60)) // per attempt, inside the breaker
+//!         .service(openai),
+//!     Fallback::new(
+//!         ServiceBuilder::new()
+//!             .layer(CircuitBreakerLayer::new(anthropic_breaker.clone()))
+//!             .timeout(Duration::from_secs(60))
+//!             .service(anthropic),
+//!         cache,
+//!     )
+//!     .names("anthropic", "cache"),
+//! )
+//! .names("openai", "fallbacks");
+//!
+//! openai_breaker.force_open(); // as if openai had failed five times in a row
+//! let response = llm.clone().oneshot("hello".into()).await?;
+//! assert_eq!(response.body(), "claude: hello");
+//!
+//! // Which member served, and why the others did not.
+//! let provenance = response.extensions().get::<Provenance>().unwrap();
+//! assert_eq!(provenance.served_by(), "anthropic");
+//! assert_eq!(provenance.skipped()[0].member(), "openai");
+//!
+//! anthropic_breaker.force_open();
+//! let response = llm.oneshot("hello".into()).await?;
+//! assert_eq!(response.body(), "cached: hello");
+//! # Ok(()) }
+//! ```
 //!
 //! # Feature flags
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | *(default)* | the core, the tower layer, `Outcome`/`Classify`, `HttpClassifier` |
-//! | `serde` | `Serialize` for [`Snapshot`] and [`State`] |
+//! | *(default)* | the core, the tower layer, fallback and failover, keyed breakers, streaming, `Outcome`/`Classify`, `HttpClassifier` (with `tower::timeout` errors), the health report |
+//! | `serde` | `Serialize` for [`Snapshot`], [`State`] and the health report |
+//! | `hyper-util` | `HttpClassifier` understands hyper and hyper-util client errors |
+//! | `reqwest` | `HttpClassifier` for `reqwest::Response` and `reqwest::Error` |
+//! | `reqwest-middleware` | `CircuitBreakerMiddleware` for `reqwest_middleware` clients |
+//! | `tower-http` | any tower-http `ClassifyResponse` as a `Classify` |
+//! | `retry` | [`retry::RetryPolicy`](crate::retry) |
+//! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
+//! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //!
 //! # Layering
 //!
@@ -71,6 +153,15 @@
 //!   in [`Readiness::Wait`] mode: a tripped endpoint is simply not ready, so `p2c` routes
 //!   around it until its half-open deadline, when it rejoins.
 //! - **`LoadShed`** above a `Wait`-mode breaker turns "not ready" into an immediate error.
+//! - **hyper-util**: the legacy `Client` is always ready, so nothing masks the breaker's
+//!   readiness; the [`integrations`] docs run the stack over a real client, and the
+//!   [`retry`] docs (feature `retry`) add the retry policy.
+//! - **reqwest**: with `reqwest-middleware`, put
+//!   [`CircuitBreakerMiddleware`](crate::integrations) *after* `reqwest-retry`'s middleware
+//!   (inner), so each attempt is counted and the retry middleware stops at an open circuit;
+//!   the `integrations::reqwest_middleware` docs (feature `reqwest-middleware`) show it.
+//! - **Keyed**: one breaker per host or model ([`keyed`]) inside the fallback, so one dead
+//!   model does not take its provider's other models down.
 //!
 //! `CircuitOpen` from `poll_ready` is **transient**, unlike what tower's contract assumes of
 //! readiness errors: the same service instance, and every clone, checks the breaker again on
