@@ -793,6 +793,11 @@ fn breaker_is_send_sync_clone_and_small() {
         std::mem::size_of::<CircuitBreaker>(),
         std::mem::size_of::<usize>()
     );
+    // Two words: a permit moves in registers.
+    assert_eq!(
+        std::mem::size_of::<tower_breaker::Permit>(),
+        2 * std::mem::size_of::<usize>()
+    );
 }
 
 #[test]

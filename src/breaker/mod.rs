@@ -126,6 +126,12 @@ type Pending = Option<(State, State, Reason, Option<Duration>)>;
 
 const FIRST_GENERATION: u64 = 1;
 
+/// Permits, the consecutive run and the count window's slots carry the generation's low 23
+/// bits (a permit is two words). An outcome is stale when its tag differs from the current
+/// generation's; a permit held across exactly a multiple of 2^23 (8.4 million) transitions
+/// would pass for current.
+pub(crate) const GEN_MASK: u64 = (1 << 23) - 1;
+
 impl CircuitBreaker {
     /// Starts a builder. `name` shows in errors, events and metrics.
     pub fn builder(name: impl Into<std::sync::Arc<str>>) -> Builder {
@@ -380,7 +386,7 @@ impl CircuitBreaker {
 }
 
 const fn consecutive_word(generation: u64, count: u32) -> u64 {
-    ((generation & 0xffff_ffff) << 32) | count as u64
+    ((generation & GEN_MASK) << 32) | count as u64
 }
 
 impl Locked {
@@ -392,6 +398,9 @@ impl Locked {
 /// `open_until` of a rejection that has no deadline (forced open, half-open full).
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 
+/// Start stamps are 40 bits of microseconds.
+pub(crate) const STAMP_MASK: u64 = (1 << 40) - 1;
+
 impl Shared {
     fn nanos(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch)
@@ -399,20 +408,26 @@ impl Shared {
             .min(u64::MAX as u128) as u64
     }
 
-    /// A permit's start stamp: nanoseconds since the epoch plus one, or 0 when no rule needs
-    /// call durations (no clock read then).
+    /// A permit's start stamp: microseconds since the epoch, modulo 2^40 (12.7 days), or 0
+    /// when no rule needs call durations (no clock read then).
     #[inline]
     fn call_start(&self) -> u64 {
         if self.config.times_calls() {
-            self.nanos(Instant::now()).saturating_add(1)
+            (self.nanos(Instant::now()) / 1000) & STAMP_MASK
         } else {
             0
         }
     }
 
+    /// The call's duration, from its permit's start stamp, in microseconds; `None` when calls
+    /// are not timed. Calls longer than 12.7 days would read short.
     #[inline]
     fn elapsed_since(&self, start: u64) -> Option<Duration> {
-        (start != 0).then(|| Duration::from_nanos(self.nanos(Instant::now()).saturating_sub(start - 1)))
+        if !self.config.times_calls() {
+            return None;
+        }
+        let now = (self.nanos(Instant::now()) / 1000) & STAMP_MASK;
+        Some(Duration::from_micros(now.wrapping_sub(start) & STAMP_MASK))
     }
 
     /// The time until `until` (nanoseconds since the epoch), read now.
@@ -546,7 +561,7 @@ impl Shared {
             Outcome::Ignore => return,
             Outcome::Trip(wait) => return self.trip(wait),
         };
-        if unpack(self.hot.word.load(Ordering::Acquire)).0 != generation {
+        if unpack(self.hot.word.load(Ordering::Acquire)).0 & GEN_MASK != generation {
             return; // admitted before the last change
         }
         let slow = self.is_slow(elapsed);
@@ -563,7 +578,7 @@ impl Shared {
             let mut pending = None;
             {
                 let mut l = self.locked.lock();
-                if l.generation == generation {
+                if l.generation & GEN_MASK == generation {
                     let at = self.nanos(now);
                     let counts = l.time_window.as_mut().map(|w| w.record(at, failure, slow));
                     reason = reason.or_else(|| counts.and_then(|c| self.rate_rule(&c)));
@@ -586,7 +601,7 @@ impl Shared {
 
     #[inline]
     fn count_consecutive(&self, generation: u64, failure: bool, n: u32) -> Option<Reason> {
-        let tag = generation & 0xffff_ffff;
+        let tag = generation & GEN_MASK;
         let mut cur = self.hot.consecutive.load(Ordering::Acquire);
         loop {
             if cur >> 32 != tag || (!failure && cur as u32 == 0) {
@@ -636,7 +651,7 @@ impl Shared {
         let mut pending = None;
         {
             let mut l = self.locked.lock();
-            if l.generation == generation && l.state == State::Closed {
+            if l.generation & GEN_MASK == generation && l.state == State::Closed {
                 self.transition(&mut l, State::Open, reason, Instant::now(), &mut pending);
             }
         }
@@ -692,7 +707,7 @@ impl Shared {
         let mut pending = None;
         {
             let mut l = self.locked.lock();
-            if l.generation != generation || l.state != State::HalfOpen {
+            if l.generation & GEN_MASK != generation || l.state != State::HalfOpen {
                 return; // the probe's half-open period is over; its slot went with it
             }
             l.probes_in_flight -= 1;

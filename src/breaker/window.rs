@@ -17,7 +17,8 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = i16::MAX as u32;
 
 const FAILURE_BIT: u32 = 0b10;
 const SLOW_BIT: u32 = 0b01;
-const SLOT_GEN_MASK: u32 = u32::MAX >> 2;
+/// Slots carry the same 23 generation bits as permits.
+const SLOT_GEN_MASK: u32 = super::GEN_MASK as u32;
 
 /// Counts over the current window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,7 +85,7 @@ impl CountWindow {
             }
             let old_gen = old >> 2;
             let ahead = old_gen.wrapping_sub(gen30) & SLOT_GEN_MASK;
-            if ahead != 0 && ahead < (1 << 29) {
+            if ahead != 0 && ahead <= SLOT_GEN_MASK / 2 {
                 return None; // a newer generation owns the slot: this record is stale
             }
             match slot.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
