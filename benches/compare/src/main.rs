@@ -293,7 +293,11 @@ trait Bench {
     /// ns per request of `iters` requests on a current-thread runtime.
     fn single(&self, rt: &tokio::runtime::Runtime, sc: Single, iters: u64) -> Result<f64, String>;
     /// Requests per second of 64 tasks sharing one breaker, `per_task` requests each.
-    fn contended(&self, rt: &tokio::runtime::Runtime, per_task: u64) -> Result<f64, String>;
+    fn contended(&self, rt: &tokio::runtime::Runtime, per_task: u64) -> Result<f64, String> {
+        self.contended_with(rt, per_task, true)
+    }
+    /// `shared = false`: a breaker per task, the ceiling that striping could reach.
+    fn contended_with(&self, rt: &tokio::runtime::Runtime, per_task: u64, shared: bool) -> Result<f64, String>;
     fn verify(&self, rt: &tokio::runtime::Runtime) -> Result<(), String>;
     /// (heap bytes per breaker, size of the handle)
     fn bytes(&self) -> (f64, usize);
@@ -378,13 +382,13 @@ impl<C0: Client, C1: Client> Bench for Subject<C0, C1> {
         })
     }
 
-    fn contended(&self, rt: &tokio::runtime::Runtime, per_task: u64) -> Result<f64, String> {
+    fn contended_with(&self, rt: &tokio::runtime::Runtime, per_task: u64, shared: bool) -> Result<f64, String> {
         let c = (self.ok)();
         rt.block_on(async {
             let t = Instant::now();
             let handles: Vec<_> = (0..TASKS)
                 .map(|_| {
-                    let mut c = c.clone();
+                    let mut c = if shared { c.clone() } else { (self.ok)() };
                     tokio::spawn(async move { run(&mut c, per_task, |i| i).await })
                 })
                 .collect();
@@ -676,6 +680,7 @@ fn main() -> Result<(), String> {
     // Interleaved rounds.
     let mut single = vec![vec![Vec::new(); 3]; subjects.len()];
     let mut contended = vec![Vec::new(); subjects.len()];
+    let mut unshared = vec![Vec::new(); subjects.len()];
     for _ in 0..rounds {
         for (j, &sc) in scenarios.iter().enumerate() {
             for (i, s) in subjects.iter().enumerate() {
@@ -684,6 +689,9 @@ fn main() -> Result<(), String> {
         }
         for (i, s) in subjects.iter().enumerate() {
             contended[i].push(s.contended(&mt, per_task[i]).map_err(|e| format!("{}: {e}", s.name()))?);
+            if s.kind() == Kind::Ours {
+                unshared[i].push(s.contended_with(&mt, per_task[i], false)?);
+            }
         }
     }
     let single: Vec<Vec<Stat>> = single.into_iter().map(|v| v.into_iter().map(stat).collect()).collect();
@@ -840,6 +848,13 @@ fn main() -> Result<(), String> {
             if s.kind() == Kind::Bare { "-".into() } else { format!("{:.1}x", c.med / bp_rate) },
             c.med / own,
         );
+        if s.kind() == Kind::Ours {
+            let u = stat(std::mem::take(&mut unshared[i]));
+            println!(
+                "| 64 tasks, 2 workers, a breaker per task (reference: the ceiling for striping) | {} | {:.3e} req/s | {:.2e}..{:.2e} | {:.1} ns/req wall | {:.4}x | {:.1}x (vs own 1-task rate: {:.2}x) |",
+                s.name(), u.med, u.min, u.max, 1e9 / u.med, u.med / contended[bare].med, u.med / bp_rate, u.med / own,
+            );
+        }
     }
     println!(
         "| keyed lookup | tower-breaker 1 breaker, no key (reference) | {:.1} ns | {:.1}..{:.1} | - | - | - |",
