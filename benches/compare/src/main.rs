@@ -277,6 +277,62 @@ impl<const N: u64> Client for CbRsClient<N> {
     }
 }
 
+/// The floor for a tower service on the core API: `poll_ready` takes the permit, the future
+/// records the outcome. No readiness modes, no classifier, no `BoxError` on the ok path.
+/// Not a subject of the comparison: it shows how much of the layer's cost is the core's.
+struct Minimal<S> {
+    inner: S,
+    breaker: CircuitBreaker,
+    permit: Option<tower_breaker::Permit>,
+}
+
+impl<S: Clone> Clone for Minimal<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), breaker: self.breaker.clone(), permit: None }
+    }
+}
+
+impl<S> Service<u64> for Minimal<S>
+where
+    S: Service<u64, Response = u64, Error = BenchErr>,
+    S::Future: Unpin,
+{
+    type Response = S::Response;
+    type Error = BenchErr;
+    type Future = MinimalFuture<S::Future>;
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BenchErr>> {
+        if self.permit.is_none() {
+            match self.breaker.try_acquire() {
+                Ok(p) => self.permit = Some(p),
+                Err(_) => return Poll::Ready(Err(BenchErr)),
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+    #[inline]
+    fn call(&mut self, x: u64) -> Self::Future {
+        MinimalFuture { inner: self.inner.call(x), permit: self.permit.take() }
+    }
+}
+
+struct MinimalFuture<F> {
+    inner: F,
+    permit: Option<tower_breaker::Permit>,
+}
+
+impl<F: Future<Output = Result<u64, BenchErr>> + Unpin> Future for MinimalFuture<F> {
+    type Output = F::Output;
+    #[inline]
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let r = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll(cx));
+        if let Some(p) = self.permit.take() {
+            p.record(if r.is_ok() { Outcome::Success } else { Outcome::Failure });
+        }
+        Poll::Ready(r)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Subjects.
 
@@ -508,6 +564,12 @@ fn subjects() -> Vec<Box<dyn Bench>> {
             kind: Kind::Ours,
             ok: || Tower(CircuitBreakerLayer::new(tb_consecutive()).layer(Inner::<0>)),
             fail: || Tower(CircuitBreakerLayer::new(tb_consecutive()).layer(Inner::<100>)),
+        }),
+        Box::new(Subject {
+            name: "(reference) minimal service on core, consecutive(5)",
+            kind: Kind::Bare,
+            ok: || Tower(Minimal { inner: Inner::<0>, breaker: tb_consecutive(), permit: None }),
+            fail: || Tower(Minimal { inner: Inner::<100>, breaker: tb_consecutive(), permit: None }),
         }),
         Box::new(Subject {
             name: "tower-breaker count_window(100)",
