@@ -22,6 +22,9 @@
 //! do, and it makes `tokio::time::Instant::now()` a few ns slower); the figures are what users
 //! get.
 
+// The trait spells out `+ Send` on the request futures; the impls keep that form.
+#![allow(clippy::manual_async_fn)]
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     collections::HashMap,
@@ -36,8 +39,7 @@ use std::{
 
 use tower::{Layer, Service, ServiceExt};
 use tower_breaker::{
-    BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Outcome,
-    keyed::KeyedRegistry,
+    BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Outcome, keyed::KeyedRegistry,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -89,7 +91,10 @@ struct CpuClock(libc::timespec);
 
 impl CpuClock {
     fn now() -> Self {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: a valid out-pointer for clock_gettime.
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         Self(ts)
@@ -126,7 +131,11 @@ impl<const N: u64> Service<u64> for Inner<N> {
     }
     #[inline]
     fn call(&mut self, x: u64) -> Self::Future {
-        ready(if N != 0 && x % N == N - 1 { Err(BenchErr) } else { Ok(x) })
+        ready(if N != 0 && x % N == N - 1 {
+            Err(BenchErr)
+        } else {
+            Ok(x)
+        })
     }
 }
 
@@ -160,7 +169,11 @@ impl Rejection for Infallible {
 impl Rejection for BoxError {
     #[inline]
     fn res(&self) -> Res {
-        if self.is::<CircuitOpen>() { Res::Rejected } else { Res::Err }
+        if self.is::<CircuitOpen>() {
+            Res::Rejected
+        } else {
+            Res::Err
+        }
     }
 }
 impl<E> Rejection for tower_resilience::circuitbreaker::CircuitBreakerError<E> {
@@ -288,7 +301,11 @@ struct Minimal<S> {
 
 impl<S: Clone> Clone for Minimal<S> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), breaker: self.breaker.clone(), permit: None }
+        Self {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            permit: None,
+        }
     }
 }
 
@@ -312,7 +329,10 @@ where
     }
     #[inline]
     fn call(&mut self, x: u64) -> Self::Future {
-        MinimalFuture { inner: self.inner.call(x), permit: self.permit.take() }
+        MinimalFuture {
+            inner: self.inner.call(x),
+            permit: self.permit.take(),
+        }
     }
 }
 
@@ -327,7 +347,11 @@ impl<F: Future<Output = Result<u64, BenchErr>> + Unpin> Future for MinimalFuture
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let r = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll(cx));
         if let Some(p) = self.permit.take() {
-            p.record(if r.is_ok() { Outcome::Success } else { Outcome::Failure });
+            p.record(if r.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            });
         }
         Poll::Ready(r)
     }
@@ -353,7 +377,12 @@ trait Bench {
         self.contended_with(rt, per_task, true)
     }
     /// `shared = false`: a breaker per task, the ceiling that striping could reach.
-    fn contended_with(&self, rt: &tokio::runtime::Runtime, per_task: u64, shared: bool) -> Result<f64, String>;
+    fn contended_with(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        per_task: u64,
+        shared: bool,
+    ) -> Result<f64, String>;
     fn verify(&self, rt: &tokio::runtime::Runtime) -> Result<(), String>;
     /// (heap bytes per breaker, size of the handle)
     fn bytes(&self) -> (f64, usize);
@@ -427,18 +456,29 @@ impl<C0: Client, C1: Client> Bench for Subject<C0, C1> {
                     }
                     let t = CpuClock::now();
                     let tally = run(&mut c, iters, |i| i * 100).await;
-                    let expect = if self.kind == Kind::Bare { [iters, 0, 0] } else { [0, 0, iters] };
+                    let expect = if self.kind == Kind::Bare {
+                        [iters, 0, 0]
+                    } else {
+                        [0, 0, iters]
+                    };
                     (tally, t.elapsed(), expect)
                 }
             };
             if tally != expect {
-                return Err(format!("{sc:?}: tally [ok, err, rejected] = {tally:?}, expected {expect:?}"));
+                return Err(format!(
+                    "{sc:?}: tally [ok, err, rejected] = {tally:?}, expected {expect:?}"
+                ));
             }
             Ok(ns.as_nanos() as f64 / iters as f64)
         })
     }
 
-    fn contended_with(&self, rt: &tokio::runtime::Runtime, per_task: u64, shared: bool) -> Result<f64, String> {
+    fn contended_with(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        per_task: u64,
+        shared: bool,
+    ) -> Result<f64, String> {
         let c = (self.ok)();
         rt.block_on(async {
             let t = Instant::now();
@@ -493,7 +533,10 @@ impl<C0: Client, C1: Client> Bench for Subject<C0, C1> {
             if b.req(0).await != Res::Rejected {
                 return Err("a clone of a tripped breaker still admits: state not shared".into());
             }
-            println!("  ok  {:<32} trips after {n} failures, rejects 10000/10000, clones share state", self.name);
+            println!(
+                "  ok  {:<32} trips after {n} failures, rejects 10000/10000, clones share state",
+                self.name
+            );
             Ok(())
         })
     }
@@ -520,15 +563,19 @@ fn tb_consecutive() -> CircuitBreaker {
     tb(CircuitBreaker::builder("bench").consecutive_failures(5))
 }
 fn tb_count() -> CircuitBreaker {
-    tb(CircuitBreaker::builder("bench").failure_rate(0.5).count_window(100))
+    tb(CircuitBreaker::builder("bench")
+        .failure_rate(0.5)
+        .count_window(100))
 }
 fn tb_time() -> CircuitBreaker {
-    tb(CircuitBreaker::builder("bench").failure_rate(0.5).time_window(Duration::from_secs(60)))
+    tb(CircuitBreaker::builder("bench")
+        .failure_rate(0.5)
+        .time_window(Duration::from_secs(60)))
 }
 
-fn tr_layer() -> tower_resilience::circuitbreaker::CircuitBreakerLayer<
-    tower_resilience::circuitbreaker::DefaultClassifier,
-> {
+fn tr_layer()
+-> tower_resilience::circuitbreaker::CircuitBreakerLayer<tower_resilience::circuitbreaker::DefaultClassifier>
+{
     tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .consecutive_failures(5)
         .wait_duration_in_open(OPEN)
@@ -539,7 +586,10 @@ fn tr_layer() -> tower_resilience::circuitbreaker::CircuitBreakerLayer<
 type FsPolicy = failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Constant>;
 fn fs() -> failsafe::StateMachine<FsPolicy, ()> {
     failsafe::Config::new()
-        .failure_policy(failsafe::failure_policy::consecutive_failures(5, failsafe::backoff::constant(OPEN)))
+        .failure_policy(failsafe::failure_policy::consecutive_failures(
+            5,
+            failsafe::backoff::constant(OPEN),
+        ))
         .build()
 }
 
@@ -568,8 +618,20 @@ fn subjects() -> Vec<Box<dyn Bench>> {
         Box::new(Subject {
             name: "(reference) minimal service on core, consecutive(5)",
             kind: Kind::Bare,
-            ok: || Tower(Minimal { inner: Inner::<0>, breaker: tb_consecutive(), permit: None }),
-            fail: || Tower(Minimal { inner: Inner::<100>, breaker: tb_consecutive(), permit: None }),
+            ok: || {
+                Tower(Minimal {
+                    inner: Inner::<0>,
+                    breaker: tb_consecutive(),
+                    permit: None,
+                })
+            },
+            fail: || {
+                Tower(Minimal {
+                    inner: Inner::<100>,
+                    breaker: tb_consecutive(),
+                    permit: None,
+                })
+            },
         }),
         Box::new(Subject {
             name: "tower-breaker count_window(100)",
@@ -651,7 +713,11 @@ fn keyed_ours(reg: &KeyedRegistry<String>, keys: &[String], order: &[u32]) -> f6
     t.elapsed().as_nanos() as f64 / order.len() as f64
 }
 
-fn keyed_std(map: &std::sync::RwLock<HashMap<String, CircuitBreaker>>, keys: &[String], order: &[u32]) -> f64 {
+fn keyed_std(
+    map: &std::sync::RwLock<HashMap<String, CircuitBreaker>>,
+    keys: &[String],
+    order: &[u32],
+) -> f64 {
     let t = CpuClock::now();
     for &i in order {
         let key = black_box(keys[i as usize].as_str());
@@ -669,7 +735,11 @@ fn keyed_std(map: &std::sync::RwLock<HashMap<String, CircuitBreaker>>, keys: &[S
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 struct Stat {
@@ -689,20 +759,36 @@ fn stat(mut v: Vec<f64>) -> Stat {
 
 fn main() -> Result<(), String> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (rounds, single_ms, contended_ms, keyed_lookups) =
-        if quick { (3, 15.0, 150.0, 300_000) } else { (7, 40.0, 500.0, 1_000_000) };
+    let (rounds, single_ms, contended_ms, keyed_lookups) = if quick {
+        (3, 15.0, 150.0, 300_000)
+    } else {
+        (7, 40.0, 500.0, 1_000_000)
+    };
     let started = Instant::now();
 
-    let st = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let st = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     // `--profile SUBJECT SCENARIO ITERS`: one timed loop only, for perf / callgrind.
     // SUBJECT: a substring of a subject's name; SCENARIO: ok | 1pct | open | contended.
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--profile") {
         let (who, what) = (&args[at + 1], args[at + 2].as_str());
-        let n: u64 = args.get(at + 3).and_then(|n| n.parse().ok()).unwrap_or(10_000_000);
-        let s = subjects().into_iter().find(|s| s.name().contains(who.as_str())).ok_or("no such subject")?;
+        let n: u64 = args
+            .get(at + 3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000_000);
+        let s = subjects()
+            .into_iter()
+            .find(|s| s.name().contains(who.as_str()))
+            .ok_or("no such subject")?;
         let sc = match what {
             "ok" => Single::ClosedOk,
             "1pct" => Single::Closed1Pct,
@@ -717,7 +803,11 @@ fn main() -> Result<(), String> {
         return Ok(());
     }
 
-    println!("tower-breaker vs peers: {} rounds{}", rounds, if quick { " (--quick)" } else { "" });
+    println!(
+        "tower-breaker vs peers: {} rounds{}",
+        rounds,
+        if quick { " (--quick)" } else { "" }
+    );
     println!("validating every subject before measuring:");
     let subjects = subjects();
     for s in &subjects {
@@ -746,17 +836,26 @@ fn main() -> Result<(), String> {
     for _ in 0..rounds {
         for (j, &sc) in scenarios.iter().enumerate() {
             for (i, s) in subjects.iter().enumerate() {
-                single[i][j].push(s.single(&st, sc, iters[i][j]).map_err(|e| format!("{}: {e}", s.name()))?);
+                single[i][j].push(
+                    s.single(&st, sc, iters[i][j])
+                        .map_err(|e| format!("{}: {e}", s.name()))?,
+                );
             }
         }
         for (i, s) in subjects.iter().enumerate() {
-            contended[i].push(s.contended(&mt, per_task[i]).map_err(|e| format!("{}: {e}", s.name()))?);
+            contended[i].push(
+                s.contended(&mt, per_task[i])
+                    .map_err(|e| format!("{}: {e}", s.name()))?,
+            );
             if s.kind() == Kind::Ours {
                 unshared[i].push(s.contended_with(&mt, per_task[i], false)?);
             }
         }
     }
-    let single: Vec<Vec<Stat>> = single.into_iter().map(|v| v.into_iter().map(stat).collect()).collect();
+    let single: Vec<Vec<Stat>> = single
+        .into_iter()
+        .map(|v| v.into_iter().map(stat).collect())
+        .collect();
     let contended: Vec<Stat> = contended.into_iter().map(stat).collect();
 
     // Keyed.
@@ -767,14 +866,20 @@ fn main() -> Result<(), String> {
         let reg = registry(n);
         let (_, bytes) = heap_bytes(|| {
             for k in &ks {
-                reg.try_acquire(k.as_str()).expect("admitted").record(Outcome::Success);
+                reg.try_acquire(k.as_str())
+                    .expect("admitted")
+                    .record(Outcome::Success);
             }
         });
         let map = std::sync::RwLock::new(
-            ks.iter().map(|k| (k.clone(), tb_consecutive())).collect::<HashMap<_, _>>(),
+            ks.iter()
+                .map(|k| (k.clone(), tb_consecutive()))
+                .collect::<HashMap<_, _>>(),
         );
         // Hot keys: 16 keys spread over the key set, in turn (a skewed load, cache-warm).
-        let hot: Vec<u32> = (0..keyed_lookups).map(|i| ((i % 16) * (n / 16).max(1) % n) as u32).collect();
+        let hot: Vec<u32> = (0..keyed_lookups)
+            .map(|i| ((i % 16) * (n / 16).max(1) % n) as u32)
+            .collect();
         let mut ours = Vec::new();
         let mut std_map = Vec::new();
         let mut ours_hot = Vec::new();
@@ -783,7 +888,13 @@ fn main() -> Result<(), String> {
             std_map.push(keyed_std(&map, &ks, &ord));
             ours_hot.push(keyed_ours(&reg, &ks, &hot));
         }
-        keyed.push((n, stat(ours), stat(std_map), bytes as f64 / n as f64, stat(ours_hot)));
+        keyed.push((
+            n,
+            stat(ours),
+            stat(std_map),
+            bytes as f64 / n as f64,
+            stat(ours_hot),
+        ));
     }
     // The same try_acquire + record on one breaker, for the lookup's share of the keyed cost.
     let one = tb_consecutive();
@@ -791,7 +902,10 @@ fn main() -> Result<(), String> {
     for _ in 0..rounds {
         let t = CpuClock::now();
         for _ in 0..keyed_lookups {
-            black_box(&one).try_acquire().expect("closed").record(Outcome::Success);
+            black_box(&one)
+                .try_acquire()
+                .expect("closed")
+                .record(Outcome::Success);
         }
         unkeyed.push(t.elapsed().as_nanos() as f64 / keyed_lookups as f64);
     }
@@ -800,54 +914,86 @@ fn main() -> Result<(), String> {
     // Where the time goes: the core API alone, and the primitives the paths are made of.
     let n = keyed_lookups as u64;
     let time = |f: &mut dyn FnMut()| -> Stat {
-        stat((0..rounds).map(|_| {
-            let t = CpuClock::now();
-            f();
-            t.elapsed().as_nanos() as f64 / n as f64
-        }).collect())
+        stat(
+            (0..rounds)
+                .map(|_| {
+                    let t = CpuClock::now();
+                    f();
+                    t.elapsed().as_nanos() as f64 / n as f64
+                })
+                .collect(),
+        )
     };
     let mut parts: Vec<(String, Stat)> = Vec::new();
-    for (name, b) in [("consecutive(5)", tb_consecutive()), ("count_window(100)", tb_count()), ("time_window(60s)", tb_time())] {
-        parts.push((format!("core {name}: try_acquire + record(Success)"), time(&mut || {
-            for _ in 0..n {
-                black_box(&b).try_acquire().expect("closed").record(Outcome::Success);
-            }
-        })));
+    for (name, b) in [
+        ("consecutive(5)", tb_consecutive()),
+        ("count_window(100)", tb_count()),
+        ("time_window(60s)", tb_time()),
+    ] {
+        parts.push((
+            format!("core {name}: try_acquire + record(Success)"),
+            time(&mut || {
+                for _ in 0..n {
+                    black_box(&b)
+                        .try_acquire()
+                        .expect("closed")
+                        .record(Outcome::Success);
+                }
+            }),
+        ));
         b.trip(OPEN);
-        parts.push((format!("core {name}: try_acquire refused (CircuitOpen dropped)"), time(&mut || {
-            for _ in 0..n {
-                black_box(black_box(&b).try_acquire().is_err());
-            }
-        })));
-        parts.push((format!("core {name}: refusal as BoxError (FailFast's poll_ready error)"), time(&mut || {
-            for _ in 0..n {
-                let e: BoxError = black_box(&b).try_acquire().expect_err("open").into();
-                black_box(&e);
-            }
-        })));
+        parts.push((
+            format!("core {name}: try_acquire refused (CircuitOpen dropped)"),
+            time(&mut || {
+                for _ in 0..n {
+                    black_box(black_box(&b).try_acquire().is_err());
+                }
+            }),
+        ));
+        parts.push((
+            format!("core {name}: refusal as BoxError (FailFast's poll_ready error)"),
+            time(&mut || {
+                for _ in 0..n {
+                    let e: BoxError = black_box(&b).try_acquire().expect_err("open").into();
+                    black_box(&e);
+                }
+            }),
+        ));
     }
     let arc = std::sync::Arc::new(0u64);
-    parts.push(("primitive: Arc clone + drop".into(), time(&mut || {
-        for _ in 0..n {
-            drop(black_box(black_box(&arc).clone()));
-        }
-    })));
-    parts.push(("primitive: std::time::Instant::now()".into(), time(&mut || {
-        for _ in 0..n {
-            black_box(Instant::now());
-        }
-    })));
-    parts.push(("primitive: tokio::time::Instant::now() (no test-util)".into(), time(&mut || {
-        for _ in 0..n {
-            black_box(tokio::time::Instant::now());
-        }
-    })));
-    parts.push(("primitive: Box<[u64; 4]> as Box<dyn Any> alloc + free".into(), time(&mut || {
-        for _ in 0..n {
-            let b: Box<dyn std::any::Any> = Box::new(black_box([1u64; 4]));
-            black_box(&b);
-        }
-    })));
+    parts.push((
+        "primitive: Arc clone + drop".into(),
+        time(&mut || {
+            for _ in 0..n {
+                drop(black_box(black_box(&arc).clone()));
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: std::time::Instant::now()".into(),
+        time(&mut || {
+            for _ in 0..n {
+                black_box(Instant::now());
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: tokio::time::Instant::now() (no test-util)".into(),
+        time(&mut || {
+            for _ in 0..n {
+                black_box(tokio::time::Instant::now());
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: Box<[u64; 4]> as Box<dyn Any> alloc + free".into(),
+        time(&mut || {
+            for _ in 0..n {
+                let b: Box<dyn std::any::Any> = Box::new(black_box([1u64; 4]));
+                black_box(&b);
+            }
+        }),
+    ));
 
     // ----- Report -----
     let bare = 0;
@@ -884,9 +1030,17 @@ fn main() -> Result<(), String> {
                 st.med,
                 st.min,
                 st.max,
-                if s.kind() == Kind::Bare { "-".into() } else { format!("{:+.1} ns", st.med - b) },
+                if s.kind() == Kind::Bare {
+                    "-".into()
+                } else {
+                    format!("{:+.1} ns", st.med - b)
+                },
                 st.med / b,
-                if s.kind() == Kind::Bare { "-".into() } else { format!("{:.1}x", bp / st.med) },
+                if s.kind() == Kind::Bare {
+                    "-".into()
+                } else {
+                    format!("{:.1}x", bp / st.med)
+                },
             );
         }
     }
@@ -907,14 +1061,25 @@ fn main() -> Result<(), String> {
             c.max,
             1e9 / c.med,
             c.med / contended[bare].med,
-            if s.kind() == Kind::Bare { "-".into() } else { format!("{:.1}x", c.med / bp_rate) },
+            if s.kind() == Kind::Bare {
+                "-".into()
+            } else {
+                format!("{:.1}x", c.med / bp_rate)
+            },
             c.med / own,
         );
         if s.kind() == Kind::Ours {
             let u = stat(std::mem::take(&mut unshared[i]));
             println!(
                 "| 64 tasks, 2 workers, a breaker per task (reference: the ceiling for striping) | {} | {:.3e} req/s | {:.2e}..{:.2e} | {:.1} ns/req wall | {:.4}x | {:.1}x (vs own 1-task rate: {:.2}x) |",
-                s.name(), u.med, u.min, u.max, 1e9 / u.med, u.med / contended[bare].med, u.med / bp_rate, u.med / own,
+                s.name(),
+                u.med,
+                u.min,
+                u.max,
+                1e9 / u.med,
+                u.med / contended[bare].med,
+                u.med / bp_rate,
+                u.med / own,
             );
         }
     }
@@ -946,14 +1111,19 @@ fn main() -> Result<(), String> {
         );
     }
     for (what, st) in &parts {
-        println!("| cost breakdown | {what} | {:.1} ns | {:.1}..{:.1} | - | - | - |", st.med, st.min, st.max);
+        println!(
+            "| cost breakdown | {what} | {:.1} ns | {:.1}..{:.1} | - | - | - |",
+            st.med, st.min, st.max
+        );
     }
     let byte_rows: Vec<_> = subjects.iter().map(|s| (s.name(), s.bytes())).collect();
     for (name, (heap, handle)) in &byte_rows {
         println!("| bytes per breaker | {name} | {heap:.0} B heap + {handle} B handle | - | - | - | - |");
     }
     for (n, _, _, bytes, _) in &keyed {
-        println!("| bytes per key, {n} keys | tower-breaker KeyedRegistry | {bytes:.0} B heap (incl. the String key) | - | - | - | - |");
+        println!(
+            "| bytes per key, {n} keys | tower-breaker KeyedRegistry | {bytes:.0} B heap (incl. the String key) | - | - | - | - |"
+        );
     }
 
     // ----- Goals (issue 6) -----
@@ -961,28 +1131,78 @@ fn main() -> Result<(), String> {
     println!("goals:");
     let goal = |ok: bool, what: String| println!("  {} {what}", if ok { "MET " } else { "MISS" });
     let b0 = single[bare][0].med;
-    for (i, s) in subjects.iter().enumerate().filter(|(_, s)| s.kind() == Kind::Ours) {
-        let limit = if s.name().contains("time_window") { 30.0 } else { 10.0 };
+    for (i, s) in subjects
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind() == Kind::Ours)
+    {
+        let limit = if s.name().contains("time_window") {
+            30.0
+        } else {
+            10.0
+        };
         let over = single[i][0].med - b0;
-        goal(over <= limit, format!("{}: closed overhead {over:.1} ns (goal <= {limit} ns)", s.name()));
+        goal(
+            over <= limit,
+            format!("{}: closed overhead {over:.1} ns (goal <= {limit} ns)", s.name()),
+        );
         let rej = single[i][2].med;
-        goal(rej <= 15.0, format!("{}: rejection {rej:.1} ns (goal <= 15 ns)", s.name()));
+        goal(
+            rej <= 15.0,
+            format!("{}: rejection {rej:.1} ns (goal <= 15 ns)", s.name()),
+        );
         let c = contended[i].med;
-        goal(c >= 3.0 * bp_rate, format!("{}: 64-task {c:.3e} req/s = {:.1}x best peer (goal >= 3x)", s.name(), c / bp_rate));
+        goal(
+            c >= 3.0 * bp_rate,
+            format!(
+                "{}: 64-task {c:.3e} req/s = {:.1}x best peer (goal >= 3x)",
+                s.name(),
+                c / bp_rate
+            ),
+        );
         let own = 1e9 / single[i][0].med;
-        goal(c >= own, format!("{}: 64-task / own 1-task rate = {:.2}x (goal >= 1x)", s.name(), c / own));
+        goal(
+            c >= own,
+            format!(
+                "{}: 64-task / own 1-task rate = {:.2}x (goal >= 1x)",
+                s.name(),
+                c / own
+            ),
+        );
     }
     let (_, ours100k, _, _, hot100k) = &keyed[2];
-    goal(hot100k.med <= 50.0, format!("keyed lookup at 100k keys, hot keys: {:.1} ns (goal <= 50 ns)", hot100k.med));
-    goal(ours100k.med <= 50.0, format!("keyed lookup at 100k keys, uniform random (cache-cold): {:.1} ns (goal <= 50 ns)", ours100k.med));
+    goal(
+        hot100k.med <= 50.0,
+        format!(
+            "keyed lookup at 100k keys, hot keys: {:.1} ns (goal <= 50 ns)",
+            hot100k.med
+        ),
+    );
+    goal(
+        ours100k.med <= 50.0,
+        format!(
+            "keyed lookup at 100k keys, uniform random (cache-cold): {:.1} ns (goal <= 50 ns)",
+            ours100k.med
+        ),
+    );
     println!();
-    println!("total run time {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "total run time {:.0} s; load average at the end: {}",
+        started.elapsed().as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     Ok(())
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
