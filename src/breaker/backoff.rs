@@ -59,11 +59,16 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = self.factor.powi(attempt.min(i32::MAX as u32) as i32);
         let secs = self.base.as_secs_f64() * factor;
-        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
-            self.max
-        } else {
-            Duration::from_secs_f64(secs)
+        self.clamp(secs)
+    }
+
+    /// `secs` as a wait of at most `max`. Near `Duration::MAX`, `max.as_secs_f64()` rounds up
+    /// to 2^64 s, past what a `Duration` holds, so the conversion is checked, never assumed.
+    fn clamp(&self, secs: f64) -> Duration {
+        if secs.is_nan() || secs >= self.max.as_secs_f64() {
+            return self.max;
         }
+        Duration::try_from_secs_f64(secs.max(0.0)).map_or(self.max, |d| d.min(self.max))
     }
 
     /// The wait before the `attempt`-th probe, with jitter applied.
@@ -73,8 +78,7 @@ impl Backoff {
             return d;
         }
         let spread = self.jitter * (2.0 * fastrand::f64() - 1.0);
-        let secs = (d.as_secs_f64() * (1.0 + spread)).min(self.max.as_secs_f64());
-        Duration::from_secs_f64(secs.max(0.0))
+        self.clamp(d.as_secs_f64() * (1.0 + spread))
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -101,5 +105,51 @@ impl Default for Backoff {
     /// A fixed 30 s wait.
     fn default() -> Self {
         Self::fixed(Duration::from_secs(30))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Near `Duration::MAX`, `as_secs_f64` rounds up to 2^64 s, which `from_secs_f64` refuses
+    /// with a panic: every wait must come back through the checked conversion.
+    #[test]
+    fn waits_near_duration_max_stay_within_max() {
+        for max in [
+            Duration::MAX,
+            Duration::MAX - Duration::from_nanos(1),
+            Duration::from_secs(u64::MAX),
+        ] {
+            let fixed = Backoff::fixed(max).with_jitter(1.0);
+            assert_eq!(fixed.delay(0), max);
+            for _ in 0..100 {
+                assert!(fixed.next(0) <= max);
+            }
+            let exp = Backoff::exponential(Duration::from_secs(1), 2.0, max).with_jitter(0.5);
+            assert_eq!(exp.delay(1), Duration::from_secs(2));
+            assert_eq!(exp.delay(63), Duration::from_secs(1 << 63));
+            assert_eq!(exp.delay(64), max, "2^64 s rounds to max's f64");
+            assert_eq!(exp.delay(u32::MAX), max);
+            for attempt in [0, 1, 63, 64, 65, 1000, u32::MAX] {
+                assert!(exp.next(attempt) <= max);
+            }
+        }
+    }
+
+    #[test]
+    fn unvalidated_backoffs_do_not_panic() {
+        // `delay` is public on any `Backoff`, validated or not.
+        let zero_base = Backoff::exponential(Duration::ZERO, f64::INFINITY, Duration::from_secs(9));
+        assert_eq!(zero_base.delay(0), Duration::ZERO);
+        assert_eq!(
+            zero_base.delay(1),
+            Duration::from_secs(9),
+            "0 * inf is NaN: the max"
+        );
+        let shrinking = Backoff::exponential(Duration::from_secs(8), -2.0, Duration::from_secs(60));
+        assert_eq!(shrinking.delay(1), Duration::ZERO, "a negative wait is none");
+        let nan = Backoff::exponential(Duration::from_secs(1), f64::NAN, Duration::from_secs(5));
+        assert_eq!(nan.delay(3), Duration::from_secs(5));
     }
 }

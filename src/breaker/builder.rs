@@ -159,7 +159,9 @@ impl Builder {
     }
 
     /// The longest a server-imposed wait ([`Outcome::Trip`](crate::Outcome::Trip)) may keep
-    /// the breaker open (default 10 min).
+    /// the breaker open (default 10 min). `Duration::MAX` clamps nothing: every open period
+    /// (a backoff's too) ends at the latest about 584 years after the breaker was built, the
+    /// reach of its nanosecond clock.
     pub fn max_open_duration(mut self, max: Duration) -> Self {
         self.max_open = max;
         self
@@ -178,7 +180,8 @@ impl Builder {
     }
 
     /// Half-open with probes in flight that sees no decision for this long goes back to open,
-    /// so a hung probe cannot wedge the breaker (default 60 s).
+    /// so a hung probe cannot wedge the breaker (default 60 s). A wait past what the clock can
+    /// hold (`Duration::MAX`) means half-open never gives up on its probes.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
         self.half_open_max_wait = wait;
         self

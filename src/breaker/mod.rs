@@ -146,9 +146,7 @@ impl CircuitBreaker {
             _ => None,
         };
         let time_window = match config.window {
-            Window::Time(d) => Some(Box::new(TimeWindow::new(
-                d.as_nanos().min(u64::MAX as u128) as u64
-            ))),
+            Window::Time(d) => Some(Box::new(TimeWindow::new(saturating_nanos(d)))),
             _ => None,
         };
         let shared = Shared {
@@ -224,7 +222,7 @@ impl CircuitBreaker {
             }
             if l.state == State::HalfOpen
                 && l.probes_in_flight > 0
-                && now >= l.last_decision + shared.config.half_open_max_wait
+                && shared.probe_deadline(&l).is_some_and(|deadline| now >= deadline)
             {
                 shared.transition(&mut l, State::Open, Reason::ProbeTimedOut, now, &mut pending);
             }
@@ -377,9 +375,7 @@ impl CircuitBreaker {
         let l = shared.locked.lock();
         match l.state {
             State::Open => Some(l.open_until(shared)),
-            State::HalfOpen if l.probes_in_flight > 0 => {
-                Some(l.last_decision + shared.config.half_open_max_wait)
-            }
+            State::HalfOpen if l.probes_in_flight > 0 => shared.probe_deadline(&l),
             _ => None,
         }
     }
@@ -391,21 +387,55 @@ const fn consecutive_word(generation: u64, count: u32) -> u64 {
 
 impl Locked {
     fn open_until(&self, shared: &Shared) -> Instant {
-        shared.epoch + Duration::from_nanos(shared.hot.open_until.load(Ordering::Acquire))
+        shared.instant_at(shared.hot.open_until.load(Ordering::Acquire))
     }
 }
 
 /// `open_until` of a rejection that has no deadline (forced open, half-open full).
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 
+/// The latest deadline an open breaker can have: one short of [`NO_DEADLINE`], so that a
+/// saturated deadline (a wait of centuries) is never mistaken for none. Deadlines are
+/// nanoseconds since the breaker's creation in a `u64`: about 584 years.
+pub(crate) const LAST_DEADLINE: u64 = NO_DEADLINE - 1;
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (an `as u64` cast wraps: 2^64 ns would read 0).
+pub(crate) fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Start stamps are 40 bits of microseconds.
 pub(crate) const STAMP_MASK: u64 = (1 << 40) - 1;
 
 impl Shared {
     fn nanos(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.epoch)
-            .as_nanos()
-            .min(u64::MAX as u128) as u64
+        saturating_nanos(t.saturating_duration_since(self.epoch))
+    }
+
+    /// The deadline `wait` after `now`, in nanoseconds since the epoch; saturates at
+    /// [`LAST_DEADLINE`] (whatever the wait: `Duration::MAX` is fine).
+    fn deadline(&self, now: Instant, wait: Duration) -> u64 {
+        self.nanos(now)
+            .saturating_add(saturating_nanos(wait))
+            .min(LAST_DEADLINE)
+    }
+
+    /// The instant `nanos` after the epoch; the latest one the platform's clock can hold when
+    /// that is further out (never a panic).
+    fn instant_at(&self, nanos: u64) -> Instant {
+        let mut after = Duration::from_nanos(nanos);
+        loop {
+            match self.epoch.checked_add(after) {
+                Some(t) => return t,
+                None => after /= 2,
+            }
+        }
+    }
+
+    /// When half-open with probes in flight gives up on them and reopens; `None` when
+    /// `half_open_max_wait` reaches past what the clock can hold (it never gives up then).
+    fn probe_deadline(&self, l: &Locked) -> Option<Instant> {
+        l.last_decision.checked_add(self.config.half_open_max_wait)
     }
 
     /// A permit's start stamp: microseconds since the epoch, modulo 2^40 (12.7 days), or 0
@@ -451,10 +481,9 @@ impl Shared {
                     d
                 };
                 l.opened_for = d;
-                self.hot.open_until.store(
-                    self.nanos(now).saturating_add(d.as_nanos() as u64),
-                    Ordering::Release,
-                );
+                self.hot
+                    .open_until
+                    .store(self.deadline(now, d), Ordering::Release);
                 open_for = Some(d);
             }
             State::HalfOpen => {
@@ -674,7 +703,7 @@ impl Shared {
             match l.state {
                 State::ForcedOpen | State::Disabled => {}
                 State::Open => {
-                    let until = self.nanos(now).saturating_add(wait.as_nanos() as u64);
+                    let until = self.deadline(now, wait);
                     if until > self.hot.open_until.load(Ordering::Acquire) {
                         self.hot.open_until.store(until, Ordering::Release);
                         l.opened_for = wait;
