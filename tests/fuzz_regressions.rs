@@ -275,13 +275,16 @@ fn jitter_near_duration_max_stays_in_range() {
     });
 }
 
-/// An exponential backoff that overflows to infinity on its second step, with full jitter and
-/// a maximum of `Duration::MAX`.
+/// An exponential backoff that passes `Duration::MAX` on its second step and overflows `f64`
+/// on its third, with full jitter and a maximum of `Duration::MAX`.
 #[test]
 fn exponential_backoff_overflowing_to_infinity() {
-    let backoff = Backoff::exponential(S, f64::MAX, Duration::MAX);
+    // 1e300, not `f64::MAX`: Miri gives `powi` a random error, and on `f64::MAX` that error
+    // overflows to inf, -inf or NaN (natively `f64::MAX.powi(1)` is exact).
+    let backoff = Backoff::exponential(S, 1e300, Duration::MAX);
     assert_eq!(backoff.delay(0), S);
     assert_eq!(backoff.delay(1), Duration::MAX);
+    assert_eq!(backoff.delay(2), Duration::MAX);
     assert_eq!(backoff.delay(u32::MAX), Duration::MAX);
     paused(async {
         let b = CircuitBreaker::builder("exp")
