@@ -1,15 +1,64 @@
 //! `CircuitBreaker::builder` on arbitrary values (rates incl. NaN/inf/negative, durations
 //! incl. zero and `Duration::MAX`, backoff extremes), then, when `build()` accepts them, a
-//! short run of acquire/record/drop/trip/force/disable/reset and clock advances under paused
-//! tokio time. Checks that nothing panics (debug assertions are on: overflow panics) and that
+//! short run of acquire/record/drop/trip/force/disable/reset, clock advances under paused
+//! tokio time, and readiness polls of a `Wait`-mode and a `FailFast` service on the breaker
+//! (`Wait` sleeps until the breaker's next deadline). Checks that nothing panics (debug assertions are on: overflow panics) and that
 //! what the breaker says stays coherent.
 #![no_main]
 
-use std::time::Duration;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::pin,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tower_breaker::{Backoff, CircuitBreaker, Outcome, Permit, State};
+use tower_breaker::{
+    Backoff, CircuitBreaker, CircuitBreakerLayer, Layer, Outcome, Permit, Readiness, State, is_circuit_open,
+};
+use tower_service::Service;
+
+/// The upstream: answers at once, `Ok` (a success for the layer's default classifier).
+#[derive(Clone)]
+struct Upstream;
+
+impl Service<()> for Upstream {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// One `poll_ready` (and, when ready, one call run to completion) on a breaker service.
+fn poll_service<S>(svc: &mut S, call: bool)
+where
+    S: Service<(), Response = (), Error = tower_breaker::BoxError>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) if call => {
+            let mut fut = pin!(svc.call(()));
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => assert!(is_circuit_open(&e), "{e}"),
+                Poll::Pending => panic!("the upstream answers at once"),
+            }
+        }
+        Poll::Ready(Ok(())) => {} // admitted: the admission is held until the next poll or drop
+        Poll::Ready(Err(e)) => assert!(is_circuit_open(&e), "{e}"),
+        Poll::Pending => {} // Wait mode: a sleep until the next deadline is armed
+    }
+}
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Dur {
@@ -125,6 +174,10 @@ enum Op {
     Advance(u64),
     AdvanceMillis(u16),
     Snapshot,
+    /// `poll_ready` on a `Wait`-mode service (and the call when `true` and ready).
+    PollWait(bool),
+    /// `poll_ready` on a `FailFast` service (and the call when `true` and ready).
+    PollFailFast(bool),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -246,6 +299,10 @@ fuzz_target!(|input: Input| {
         .expect("runtime");
     rt.block_on(async {
         let mut permits: Vec<Permit> = Vec::new();
+        let mut waiting = CircuitBreakerLayer::new(breaker.clone())
+            .readiness(Readiness::Wait)
+            .layer(Upstream);
+        let mut fail_fast = CircuitBreakerLayer::new(breaker.clone()).layer(Upstream);
         for op in input.ops.iter().take(64) {
             match *op {
                 Op::Acquire => match breaker.try_acquire() {
@@ -323,6 +380,8 @@ fuzz_target!(|input: Input| {
                 }
                 Op::Advance(n) => tokio::time::advance(Duration::from_nanos(n % MAX_STEP_NANOS)).await,
                 Op::AdvanceMillis(n) => tokio::time::advance(Duration::from_millis(u64::from(n))).await,
+                Op::PollWait(call) => poll_service(&mut waiting, call),
+                Op::PollFailFast(call) => poll_service(&mut fail_fast, call),
                 Op::Snapshot => {
                     let s = breaker.snapshot();
                     assert!(s.failures <= s.calls && s.slow_calls <= s.calls, "{s:?}");
