@@ -659,6 +659,7 @@ mod http_stack {
     }
 
     #[tokio::test]
+    #[cfg_attr(miri, ignore = "real sockets: Miri has no setsockopt")]
     async fn real_http_failover_records_provenance_in_response_extensions() {
         let (down_addr, down_hits) = serve(503, "overloaded").await;
         let (up_addr, up_hits) = serve(200, "hello from anthropic").await;

@@ -166,29 +166,38 @@ fn open_duration_of_duration_max() {
 /// Now a wait past what the clock can hold means half-open never gives up on its probes.
 #[test]
 fn half_open_max_wait_of_duration_max_does_not_overflow() {
-    paused(async {
-        let b = CircuitBreaker::builder("wait")
-            .consecutive_failures(1)
-            .open_duration(S)
-            .half_open_max_wait(Duration::MAX)
-            .build()
-            .unwrap();
-        fail(&b);
-        advance(S).await;
-        let probe = b.try_acquire().expect("the probe");
-        assert_eq!(b.state(), State::HalfOpen);
-        let refused = b.try_acquire().expect_err("the probe is in flight");
-        assert_eq!(refused.state(), State::HalfOpen);
-        assert_eq!(refused.retry_after(), None);
-        advance(500 * YEAR).await;
-        assert_eq!(
-            b.try_acquire().unwrap_err().state(),
-            State::HalfOpen,
-            "never gives up"
-        );
-        probe.record(Outcome::Success);
-        assert_eq!(b.state(), State::Closed);
-    });
+    // `Duration::MAX`, and the value the `builder` target found (reached there through a
+    // `trip_remote(0)`, a held probe and a `FailFast` service's `poll_ready`).
+    for max_wait in [Duration::MAX, Duration::MAX - Duration::from_nanos(234_881_024)] {
+        paused(async {
+            let b = CircuitBreaker::builder("wait")
+                .consecutive_failures(1)
+                .open_duration(S)
+                .half_open_max_wait(max_wait)
+                .build()
+                .unwrap();
+            fail(&b);
+            advance(S).await;
+            let probe = b.try_acquire().expect("the probe");
+            assert_eq!(b.state(), State::HalfOpen);
+            let refused = b.try_acquire().expect_err("the probe is in flight");
+            assert_eq!(refused.state(), State::HalfOpen);
+            assert_eq!(refused.retry_after(), None);
+            advance(500 * YEAR).await;
+            assert_eq!(
+                b.try_acquire().unwrap_err().state(),
+                State::HalfOpen,
+                "never gives up"
+            );
+            probe.record(Outcome::Success);
+            assert_eq!(b.state(), State::Closed);
+
+            // The same through `trip_remote(0)`: open for nothing, the next call probes.
+            b.trip_remote(Duration::ZERO);
+            let _held = b.try_acquire().expect("the probe");
+            assert_eq!(b.try_acquire().unwrap_err().state(), State::HalfOpen);
+        });
+    }
 }
 
 /// A finite but long `half_open_max_wait` still times a hung probe out.
@@ -271,6 +280,29 @@ fn jitter_near_duration_max_stays_in_range() {
                     b.reset();
                 }
             }
+        }
+    });
+}
+
+/// The `builder` target's jitter crash as it found it: an exponential backoff with a base of
+/// 10^19 s, factor 1 and a maximum 4.3 s short of `Duration::MAX`, full jitter.
+#[test]
+fn jitter_crash_from_the_builder_target() {
+    let base = Duration::from_secs(10_778_685_752_873_424_277);
+    let max = Duration::MAX - Duration::from_nanos(4_294_967_295);
+    paused(async {
+        let b = CircuitBreaker::builder("jitter")
+            .consecutive_failures(1)
+            .open_backoff(Backoff::exponential(base, 1.0, max).with_jitter(1.0))
+            .max_open_duration(Duration::MAX)
+            .build()
+            .unwrap();
+        for _ in 0..20 {
+            fail(&b);
+            let open_for = b.snapshot().open_for.expect("open");
+            assert!(open_for <= max, "{open_for:?}");
+            assert!(refused_for(&b) > Duration::ZERO);
+            b.reset();
         }
     });
 }
