@@ -420,8 +420,9 @@ impl Shared {
             .min(LAST_DEADLINE)
     }
 
-    /// The instant `nanos` after the epoch; the latest one the platform's clock can hold when
-    /// that is further out (never a panic).
+    /// The instant `nanos` after the epoch. Where the platform's `Instant` cannot reach that
+    /// far (Linux's can: 584 years is nothing to it), the distance is halved until it fits:
+    /// still far out, never a panic.
     fn instant_at(&self, nanos: u64) -> Instant {
         let mut after = Duration::from_nanos(nanos);
         loop {
