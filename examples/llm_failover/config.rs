@@ -71,7 +71,14 @@ impl Default for BreakerSection {
 impl Config {
     /// Parses and checks a TOML document.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+        // Not `{e}`: toml's display quotes the offending line, which could hold a secret.
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            match line {
+                Some(line) => format!("invalid config, line {line}: {}", e.message()),
+                None => format!("invalid config: {}", e.message()),
+            }
+        })?;
         if config.providers.is_empty() {
             return Err("invalid config: no [[provider]]".into());
         }

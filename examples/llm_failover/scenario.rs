@@ -490,9 +490,12 @@ pub struct Scenario {
 impl Scenario {
     /// The example's scenario: 10,000 requests at 800/s (12.5 s).
     ///
-    /// - `primary` (60-80 ms, $0.0050 a call) answers 500s after ~250 ms from 2 s to 8 s.
-    /// - `secondary` (90-120 ms, $0.0060) answers 429 with `Retry-After: 1` from 3 s to 6 s.
-    /// - `backup` (250-300 ms, $0.0120) is always healthy, slower and dearer.
+    /// - `primary` (60-80 ms, $0.0060 a call: the best model) answers 500s after ~250 ms from
+    ///   2 s to 8 s.
+    /// - `secondary` (90-120 ms, $0.0045: a cheaper model elsewhere) answers 429 with
+    ///   `Retry-After: 1` from 3 s to 6 s.
+    /// - `backup` (250-300 ms, $0.0120: a dedicated deployment) is always healthy, slower and
+    ///   dearer.
     pub fn standard() -> Self {
         let ms = Duration::from_millis;
         let s = Duration::from_secs;
@@ -501,7 +504,7 @@ impl Scenario {
                 Sim {
                     name: "primary",
                     model: "gpt-4o",
-                    price: 0.0050,
+                    price: 0.0060,
                     latency: ms(60),
                     jitter: ms(20),
                     timeout: s(2),
@@ -514,7 +517,7 @@ impl Scenario {
                 Sim {
                     name: "secondary",
                     model: "claude-sonnet",
-                    price: 0.0060,
+                    price: 0.0045,
                     latency: ms(90),
                     jitter: ms(30),
                     timeout: s(2),
@@ -549,6 +552,50 @@ impl Scenario {
                 deadline: s(2),
             },
         }
+    }
+
+    /// The same story, shortened for `tests/showcase.rs`: 800 requests at 250/s (3.2 s), the
+    /// primary down from 0.5 s to 1.5 s, the secondary rate-limited from 0.7 s to 1.2 s.
+    pub fn short() -> Self {
+        let ms = Duration::from_millis;
+        let mut s = Self::standard();
+        let [primary, secondary, backup] = &mut s.sims[..] else {
+            unreachable!()
+        };
+        primary.latency = ms(20);
+        primary.jitter = ms(10);
+        primary.timeout = ms(500);
+        primary.faults[0] = Fault {
+            from: ms(500),
+            until: ms(1500),
+            kind: FaultKind::ServerError { latency: ms(30) },
+        };
+        secondary.latency = ms(30);
+        secondary.jitter = ms(10);
+        secondary.timeout = ms(500);
+        secondary.faults[0] = Fault {
+            from: ms(700),
+            until: ms(1200),
+            kind: FaultKind::RateLimited {
+                retry_after_secs: 1,
+                latency: ms(5),
+            },
+        };
+        backup.latency = ms(60);
+        backup.jitter = ms(20);
+        backup.timeout = ms(1000);
+        s.breaker = BreakerConfig {
+            consecutive_failures: 3,
+            open_duration: ms(400),
+            half_open_permits: 1,
+        };
+        s.load = Load {
+            requests: 800,
+            rate: 250.0,
+            concurrency: 32,
+            deadline: Duration::from_secs(2),
+        };
+        s
     }
 
     /// Starts the simulated providers; their phases count from `epoch`.
