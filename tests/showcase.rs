@@ -65,20 +65,39 @@ async fn breakers_bound_waste_and_keep_every_request_served() {
         let bound = u64::from(b.consecutive_failures)
             + in_flight_at_trip
             + u64::from(b.half_open_permits) * p.open_periods;
-        assert!(p.wasted <= bound, "{} wasted {} calls, bound {bound}: {p:?}", p.name, p.wasted);
+        assert!(
+            p.wasted <= bound,
+            "{} wasted {} calls, bound {bound}: {p:?}",
+            p.name,
+            p.wasted
+        );
         assert!(p.fast_fails > 0, "{p:?}");
     }
 
     // The primary's breaker closes within one open duration plus one probe of its recovery.
-    let lag = on.recovery_to_close.expect("the primary's breaker closed after its recovery");
+    let lag = on
+        .recovery_to_close
+        .expect("the primary's breaker closed after its recovery");
     let probe = scenario.sims[0].timeout;
     let slack = Duration::from_millis(500);
-    assert!(lag <= b.open_duration + probe + slack, "closed {lag:?} after the recovery");
+    assert!(
+        lag <= b.open_duration + probe + slack,
+        "closed {lag:?} after the recovery"
+    );
 
     // The baseline calls the primary for every request while it is down.
-    assert!(off.providers.iter().all(|p| p.fast_fails == 0 && p.open_periods == 0));
+    assert!(
+        off.providers
+            .iter()
+            .all(|p| p.fast_fails == 0 && p.open_periods == 0)
+    );
     assert!(off.recovery_to_close.is_none());
-    assert!(on.wasted() * 3 < off.wasted(), "on {} vs off {}", on.wasted(), off.wasted());
+    assert!(
+        on.wasted() * 3 < off.wasted(),
+        "on {} vs off {}",
+        on.wasted(),
+        off.wasted()
+    );
     assert!(on.providers[0].wasted * 3 < off.providers[0].wasted);
 }
 
@@ -131,9 +150,7 @@ fn config_parses() {
 #[test]
 fn keys_are_redacted() {
     let config = config::Config::parse(CONFIG).unwrap();
-    let providers = config
-        .providers(|_| Some("sk-secret-123".to_string()))
-        .unwrap();
+    let providers = config.providers(|_| Some("sk-secret-123".to_string())).unwrap();
     for text in [
         format!("{providers:?}"),
         format!("{providers:#?}"),

@@ -73,7 +73,9 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
         // Not `{e}`: toml's display quotes the offending line, which could hold a secret.
         let config: Self = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             match line {
                 Some(line) => format!("invalid config, line {line}: {}", e.message()),
                 None => format!("invalid config: {}", e.message()),
@@ -95,7 +97,10 @@ impl Config {
                 return Err(format!("provider {:?}: base_url must start with http://", p.name));
             }
             if !(p.price.is_finite() && p.price >= 0.0) {
-                return Err(format!("provider {:?}: price must be a non-negative number", p.name));
+                return Err(format!(
+                    "provider {:?}: price must be a non-negative number",
+                    p.name
+                ));
             }
             if p.timeout_secs.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
                 return Err(format!("provider {:?}: timeout_secs must be positive", p.name));

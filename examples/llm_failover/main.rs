@@ -92,7 +92,11 @@ fn parse_args() -> Result<Args, String> {
             "--config" => args.config = Some(value("--config")?),
             "--serve" => args.serve = Some(value("--serve")?.parse().map_err(|e| format!("--serve: {e}"))?),
             "--requests" => {
-                args.requests = Some(value("--requests")?.parse().map_err(|e| format!("--requests: {e}"))?)
+                args.requests = Some(
+                    value("--requests")?
+                        .parse()
+                        .map_err(|e| format!("--requests: {e}"))?,
+                )
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -163,7 +167,11 @@ fn describe(s: &Scenario) {
                         format!("429 + Retry-After: {retry_after_secs}")
                     }
                 };
-                format!("{what} from {}s to {}s", f.from.as_secs_f64(), f.until.as_secs_f64())
+                format!(
+                    "{what} from {}s to {}s",
+                    f.from.as_secs_f64(),
+                    f.until.as_secs_f64()
+                )
             })
             .collect();
         println!(
@@ -171,7 +179,11 @@ fn describe(s: &Scenario) {
             sim.name,
             (sim.latency + sim.jitter / 2).as_millis(),
             sim.price,
-            if faults.is_empty() { "always healthy".into() } else { faults.join(", ") }
+            if faults.is_empty() {
+                "always healthy".into()
+            } else {
+                faults.join(", ")
+            }
         );
     }
     let l = &s.load;
@@ -241,7 +253,13 @@ fn printer(load: &Load) -> impl FnMut(&Progress) + use<> {
 fn print_summary(runs: &[Summary]) {
     let heads: Vec<&str> = runs
         .iter()
-        .map(|r| if r.breakers_on { "breakers on" } else { "breakers off" })
+        .map(|r| {
+            if r.breakers_on {
+                "breakers on"
+            } else {
+                "breakers off"
+            }
+        })
         .collect();
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |label: String, f: &dyn Fn(&Summary) -> String| {
@@ -249,9 +267,13 @@ fn print_summary(runs: &[Summary]) {
     };
     let names: Vec<String> = runs[0].providers.iter().map(|p| p.name.clone()).collect();
     for (i, name) in names.iter().enumerate() {
-        row(format!("calls sent to {name}"), &|r| r.providers[i].calls.to_string());
+        row(format!("calls sent to {name}"), &|r| {
+            r.providers[i].calls.to_string()
+        });
     }
-    row("calls wasted on a down provider".into(), &|r| r.wasted().to_string());
+    row("calls wasted on a down provider".into(), &|r| {
+        r.wasted().to_string()
+    });
     for (i, name) in names.iter().enumerate() {
         row(format!("  on {name}"), &|r| r.providers[i].wasted.to_string());
     }
@@ -259,9 +281,13 @@ fn print_summary(runs: &[Summary]) {
         r.providers.iter().map(|p| p.fast_fails).sum::<u64>().to_string()
     });
     for (i, name) in names.iter().enumerate() {
-        row(format!("requests served by {name}"), &|r| r.providers[i].served.to_string());
+        row(format!("requests served by {name}"), &|r| {
+            r.providers[i].served.to_string()
+        });
     }
-    row("requests served by a fallback".into(), &|r| r.served_by_fallback.to_string());
+    row("requests served by a fallback".into(), &|r| {
+        r.served_by_fallback.to_string()
+    });
     row("user-visible failures".into(), &|r| {
         if r.failures_deadline == r.failures {
             r.failures.to_string()
@@ -277,7 +303,9 @@ fn print_summary(runs: &[Summary]) {
         format!("{} / {} ms", r.p50.as_millis(), r.p99.as_millis())
     });
     for (i, name) in names.iter().enumerate() {
-        row(format!("cost of {name}"), &|r| format!("${:.2}", r.providers[i].cost()));
+        row(format!("cost of {name}"), &|r| {
+            format!("${:.2}", r.providers[i].cost())
+        });
     }
     row("estimated cost".into(), &|r| format!("${:.2}", r.cost()));
     row("cost per 1,000 requests served".into(), &|r| {
@@ -341,7 +369,11 @@ fn print_providers(providers: &[Provider]) {
     }
 }
 
-async fn serve_mode(addr: SocketAddr, config: Option<&config::Config>, breakers_on: bool) -> Result<(), BoxError> {
+async fn serve_mode(
+    addr: SocketAddr,
+    config: Option<&config::Config>,
+    breakers_on: bool,
+) -> Result<(), BoxError> {
     let (providers, breaker) = match config {
         Some(c) => (c.providers(|var| std::env::var(var).ok())?, c.breaker()),
         None => {

@@ -161,7 +161,8 @@ impl Service<ChatRequest> for ProviderClient {
     fn call(&mut self, req: ChatRequest) -> Self::Future {
         let mut body = (*req.0).clone();
         body.insert("model".into(), self.model.clone());
-        let mut builder = Request::post(self.endpoint.clone()).header(header::CONTENT_TYPE, "application/json");
+        let mut builder =
+            Request::post(self.endpoint.clone()).header(header::CONTENT_TYPE, "application/json");
         if let Some(auth) = &self.auth {
             builder = builder.header(header::AUTHORIZATION, auth.clone());
         }
@@ -332,7 +333,10 @@ pub enum FaultKind {
     /// `500 Internal Server Error` after this long.
     ServerError { latency: Duration },
     /// `429 Too Many Requests` with `Retry-After: {retry_after_secs}`, after this long.
-    RateLimited { retry_after_secs: u64, latency: Duration },
+    RateLimited {
+        retry_after_secs: u64,
+        latency: Duration,
+    },
 }
 
 /// A fault from `from` to `until` (offsets from the run's start).
@@ -359,7 +363,10 @@ pub struct Sim {
 impl Sim {
     /// The fault in force `at` this offset from the start, if any.
     pub fn fault_at(&self, at: Duration) -> Option<FaultKind> {
-        self.faults.iter().find(|f| f.from <= at && at < f.until).map(|f| f.kind)
+        self.faults
+            .iter()
+            .find(|f| f.from <= at && at < f.until)
+            .map(|f| f.kind)
     }
 
     /// When this provider is healthy again for good: the end of its last fault.
@@ -378,7 +385,8 @@ impl Sim {
                 let _ = stream.set_nodelay(true);
                 let (sim, c) = (sim.clone(), c.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| answer(sim.clone(), c.clone(), epoch, req));
+                    let svc =
+                        hyper::service::service_fn(move |req| answer(sim.clone(), c.clone(), epoch, req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -412,12 +420,18 @@ async fn answer(
             .unwrap()
     };
     if req.method() != http::Method::POST || req.uri().path() != "/v1/chat/completions" {
-        return Ok(json(StatusCode::NOT_FOUND, serde_json::json!({"error": {"message": "not found"}})));
+        return Ok(json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": {"message": "not found"}}),
+        ));
     }
     let arrived = Instant::now().saturating_duration_since(epoch);
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let Ok(body) = req.into_body().collect().await else {
-        return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": {"message": "bad body"}})));
+        return Ok(json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": {"message": "bad body"}}),
+        ));
     };
     let request: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
     let jitter = |d: Duration| d.mul_f64(fastrand::f64());
@@ -430,7 +444,10 @@ async fn answer(
                 serde_json::json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}}),
             ))
         }
-        Some(FaultKind::RateLimited { retry_after_secs, latency }) => {
+        Some(FaultKind::RateLimited {
+            retry_after_secs,
+            latency,
+        }) => {
             tokio::time::sleep(latency).await;
             counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             let mut res = json(
@@ -703,15 +720,21 @@ pub async fn run(
     let request = ChatRequest::user("Summarise the plot of Hamlet in one sentence.", 64);
 
     let driver = {
-        let (records, chain, load, names) = (records.clone(), stack.chain.clone(), load.clone(), names.clone());
+        let (records, chain, load, names) =
+            (records.clone(), stack.chain.clone(), load.clone(), names.clone());
         tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             for i in 0..load.requests {
                 let at = epoch + Duration::from_secs_f64(i as f64 / load.rate);
                 tokio::time::sleep_until(at).await;
                 let deadline = at + load.deadline;
-                let (slots, mut chain, records, names, request) =
-                    (slots.clone(), chain.clone(), records.clone(), names.clone(), request.clone());
+                let (slots, mut chain, records, names, request) = (
+                    slots.clone(),
+                    chain.clone(),
+                    records.clone(),
+                    names.clone(),
+                    request.clone(),
+                );
                 tasks.spawn(async move {
                     let ending = tokio::time::timeout_at(deadline, async {
                         let _slot = slots.acquire_owned().await.expect("never closed");
@@ -783,7 +806,11 @@ fn snapshot(stack: &Stack, records: &[Record], epoch: Instant, total: usize) -> 
         states: stack.breakers.iter().map(CircuitBreaker::state).collect(),
         served,
         failures,
-        fast_fails: stack.counters.iter().map(|c| c.fast_fails.load(Ordering::Relaxed)).sum(),
+        fast_fails: stack
+            .counters
+            .iter()
+            .map(|c| c.fast_fails.load(Ordering::Relaxed))
+            .sum(),
         p50: quantile(&latencies, 0.5),
         p99: quantile(&latencies, 0.99),
         done: records.len(),

@@ -66,7 +66,10 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(status, serde_json::json!({"error": {"message": message, "type": "proxy_error"}}))
+    json(
+        status,
+        serde_json::json!({"error": {"message": message, "type": "proxy_error"}}),
+    )
 }
 
 async fn route(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -105,8 +108,11 @@ async fn complete(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>
         Err(e) => {
             if let Some(all) = e.downcast_ref::<AllUnavailable>() {
                 let mut res = error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-                let secs = all.retry_after().map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                let secs = all
+                    .retry_after()
+                    .map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 res
             } else {
                 error(StatusCode::BAD_GATEWAY, &e.to_string())
@@ -143,7 +149,10 @@ fn operations(proxy: &Proxy, path: &str) -> Response<Full<Bytes>> {
         );
     }
     use tower_breaker::integrations::health::HealthReport;
-    let report = proxy.breakers.iter().fold(HealthReport::new(), |r, b| r.breaker(b));
+    let report = proxy
+        .breakers
+        .iter()
+        .fold(HealthReport::new(), |r, b| r.breaker(b));
     let breakers: serde_json::Map<String, serde_json::Value> = report
         .breakers
         .iter()
