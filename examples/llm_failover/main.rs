@@ -149,7 +149,11 @@ async fn main() -> Result<(), BoxError> {
     runs.push(scenario.run(false, printer(&scenario.load)).await?);
     println!();
     print_summary(&runs);
-    println!("\n{PRICING}");
+    println!(
+        "\nwasted: calls that failed (500, 429, timeout). refused: calls an open breaker skipped, \
+         sending the request on at once. failures: requests not answered within the deadline."
+    );
+    println!("{PRICING}");
     println!("(both runs took {:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -206,6 +210,14 @@ fn state(s: State) -> &'static str {
         State::HalfOpen => "half-open",
         State::ForcedOpen => "forced-open",
         State::Disabled => "off",
+    }
+}
+
+fn dollars(x: f64) -> String {
+    if x != 0.0 && x.abs() < 1.0 {
+        format!("${x:.4}")
+    } else {
+        format!("${x:.2}")
     }
 }
 
@@ -303,13 +315,11 @@ fn print_summary(runs: &[Summary]) {
         format!("{} / {} ms", r.p50.as_millis(), r.p99.as_millis())
     });
     for (i, name) in names.iter().enumerate() {
-        row(format!("cost of {name}"), &|r| {
-            format!("${:.2}", r.providers[i].cost())
-        });
+        row(format!("cost of {name}"), &|r| dollars(r.providers[i].cost()));
     }
-    row("estimated cost".into(), &|r| format!("${:.2}", r.cost()));
+    row("estimated cost".into(), &|r| dollars(r.cost()));
     row("cost per 1,000 requests served".into(), &|r| {
-        format!("${:.2}", r.cost() * 1000.0 / r.served.max(1) as f64)
+        dollars(r.cost() * 1000.0 / r.served.max(1) as f64)
     });
     let label_w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let col_w = rows
@@ -356,10 +366,11 @@ async fn real_mode(config: &config::Config, requests: usize, breakers_on: bool) 
 
 fn print_providers(providers: &[Provider]) {
     println!("providers, in failover order:");
+    let w = providers.iter().map(|p| p.name.len()).max().unwrap_or(0);
     for p in providers {
         // The key is never printed: only whether there is one.
         println!(
-            "  {:<12} {} model {} ${} a call{}",
+            "  {:<w$}  {} model {} ${} a call{}",
             p.name,
             p.base_url,
             p.model,
