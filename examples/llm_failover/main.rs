@@ -141,12 +141,14 @@ async fn main() -> Result<(), BoxError> {
     if !args.no_breaker {
         println!("\n== run 1: breakers on");
         runs.push(scenario.run(true, printer(&scenario.load)).await?);
+        end_live();
     }
     println!(
         "\n== run {}: breakers off (the same stack, every breaker disabled)",
         runs.len() + 1
     );
     runs.push(scenario.run(false, printer(&scenario.load)).await?);
+    end_live();
     println!();
     print_summary(&runs);
     println!(
@@ -190,6 +192,12 @@ fn describe(s: &Scenario) {
             }
         );
     }
+    let names: Vec<&str> = s.sims.iter().map(|sim| sim.name).collect();
+    println!(
+        "Each second: the breakers' states and requests served, in the order {}; calls refused by \
+         open breakers (fast-fails); failed requests; latency from the scheduled start.",
+        names.join("/")
+    );
     let l = &s.load;
     println!(
         "{} requests at {}/s, at most {} in flight, {} s deadline each; breakers trip on {} consecutive \
@@ -223,6 +231,13 @@ fn dollars(x: f64) -> String {
 
 fn ms(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| format!("{}ms", d.as_millis()))
+}
+
+/// Clears the live line, if any.
+fn end_live() {
+    if std::io::stdout().is_terminal() {
+        print!("\r\x1b[2K");
+    }
 }
 
 /// Prints one line a second; on a terminal, also a live line in between.
@@ -357,6 +372,7 @@ async fn real_mode(config: &config::Config, requests: usize, breakers_on: bool) 
     };
     let epoch = tokio::time::Instant::now();
     let mut summary = scenario::run(&stack, &load, epoch, None, printer(&load)).await;
+    end_live();
     summary.breakers_on = breakers_on;
     println!();
     print_summary(&[summary]);
