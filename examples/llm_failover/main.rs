@@ -2,7 +2,7 @@
 //! circuit breakers, under a realistic outage.
 //!
 //! ```sh
-//! cargo run --release --example llm_failover                 # both runs, side by side (~30 s)
+//! cargo run --release --example llm_failover                 # both runs, side by side (~25 s)
 //! cargo run --release --example llm_failover -- --no-breaker  # only the baseline
 //! cargo run --release --example llm_failover -- --config providers.toml   # real providers
 //! cargo run --release --example llm_failover -- --serve 127.0.0.1:8080    # a failover proxy
@@ -72,7 +72,14 @@ use tower_breaker::{BoxError, State};
 
 use scenario::{Load, PRICING, Progress, Provider, Scenario, Summary};
 
-const USAGE: &str = "usage: llm_failover [--no-breaker] [--config FILE [--requests N]] [--serve ADDR]";
+const USAGE: &str = "usage: llm_failover [--no-breaker] [--requests N] [--config FILE] [--serve ADDR]
+
+  (no option)    the simulated scenario, with breakers and without, side by side
+  --no-breaker   only the run without breakers (with --serve: a proxy without breakers)
+  --requests N   requests to send (scenario: 10000; with --config: 5, one a second)
+  --config FILE  real OpenAI-compatible providers from a TOML file (see config.rs)
+  --serve ADDR   an OpenAI-compatible failover proxy on ADDR, with /health/circuit-breakers
+                 and /metrics";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -294,7 +301,7 @@ fn print_summary(runs: &[Summary]) {
     };
     let names: Vec<String> = runs[0].providers.iter().map(|p| p.name.clone()).collect();
     for (i, name) in names.iter().enumerate() {
-        row(format!("calls sent to {name}"), &|r| {
+        row(format!("requests sent to {name}"), &|r| {
             r.providers[i].calls.to_string()
         });
     }
@@ -304,6 +311,10 @@ fn print_summary(runs: &[Summary]) {
     for (i, name) in names.iter().enumerate() {
         row(format!("  on {name}"), &|r| r.providers[i].wasted.to_string());
     }
+    row(format!("times a breaker opened ({})", names.join("/")), &|r| {
+        let opened: Vec<String> = r.providers.iter().map(|p| p.open_periods.to_string()).collect();
+        opened.join("/")
+    });
     row("calls refused by a breaker (free)".into(), &|r| {
         r.providers.iter().map(|p| p.fast_fails).sum::<u64>().to_string()
     });
