@@ -163,7 +163,7 @@ async fn main() -> Result<(), BoxError> {
          sending the request on at once. failures: requests not answered within the deadline."
     );
     println!("{PRICING}");
-    println!("(both runs took {:.1} s)", started.elapsed().as_secs_f64());
+    println!("(took {:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -175,7 +175,9 @@ fn describe(s: &Scenario) {
             .iter()
             .map(|f| {
                 let what = match f.kind {
-                    scenario::FaultKind::ServerError { .. } => "500s".to_string(),
+                    scenario::FaultKind::ServerError { latency } => {
+                        format!("500s after ~{} ms", (latency + sim.jitter / 2).as_millis())
+                    }
                     scenario::FaultKind::RateLimited { retry_after_secs, .. } => {
                         format!("429 + Retry-After: {retry_after_secs}")
                     }
