@@ -346,6 +346,9 @@ fn print_summary(runs: &[Summary]) {
         row(format!("cost of {name}"), &|r| dollars(r.providers[i].cost()));
     }
     row("estimated cost".into(), &|r| dollars(r.cost()));
+    row("  if only answers were billed".into(), &|r| {
+        dollars(r.answers_cost())
+    });
     row("cost per 1,000 requests served".into(), &|r| {
         dollars(r.cost() * 1000.0 / r.served.max(1) as f64)
     });

@@ -87,7 +87,9 @@ pub struct Provider {
 /// How calls are billed, for the summary's cost rows.
 pub const PRICING: &str = "cost = calls billed x the provider's price per call. A call is billed when the \
 provider ran the model: an answer, a 500 (the simulated outage fails after generating) or a timeout \
-(the provider keeps generating); a 429 is turned away before any work and is free.";
+(the provider keeps generating); a 429 is turned away before any work and is free. If providers billed \
+only answers, the breakers save no money on the down provider (their win is the wasted calls, the \
+failures and the latency), and the second cost row shows that case.";
 
 /// The breakers' configuration, one per provider.
 #[derive(Clone, Debug)]
@@ -874,6 +876,13 @@ pub struct Summary {
 impl Summary {
     pub fn cost(&self) -> f64 {
         self.providers.iter().map(ProviderSummary::cost).sum()
+    }
+
+    /// The cost had providers billed only the answers they served (no 500, no timeout): the
+    /// lower bound, where a breaker saves no money on the down provider and its recovery lag
+    /// keeps traffic on a dearer fallback a little longer.
+    pub fn answers_cost(&self) -> f64 {
+        self.providers.iter().map(|p| p.served as f64 * p.price).sum()
     }
 
     pub fn wasted(&self) -> u64 {
