@@ -59,6 +59,8 @@ enum Op {
     Drop(usize),
     Advance(Duration),
     AdvanceToDeadline,
+    /// To the instant a half-open breaker's wait for a decision runs out (inclusive).
+    AdvanceToProbeDeadline,
     Trip(Duration),
     TripRemote(Duration),
     ForceOpen,
@@ -150,6 +152,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8).prop_map(Op::Drop),
         6 => (0u64..3000).prop_map(|n| Op::Advance(ms(n))),
         2 => Just(Op::AdvanceToDeadline),
+        1 => Just(Op::AdvanceToProbeDeadline),
         1 => (0u64..30).prop_map(|s| Op::Trip(ms(s * 500))),
         1 => (0u64..30).prop_map(|s| Op::TripRemote(ms(s * 500))),
         1 => Just(Op::ForceOpen),
@@ -572,6 +575,12 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 Op::AdvanceToDeadline => {
                     if model.state == State::Open && model.open_until > now {
                         tokio::time::advance(model.open_until - now).await;
+                    }
+                }
+                Op::AdvanceToProbeDeadline => {
+                    let due = model.last_decision + model.cfg.max_wait;
+                    if model.state == State::HalfOpen && model.in_flight > 0 && due > now {
+                        tokio::time::advance(due - now).await;
                     }
                 }
                 Op::Trip(d) => {
