@@ -475,7 +475,7 @@ struct Callers {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a soak of about a minute: run it in release with --ignored (see the docs above)"]
+#[ignore = "a soak of about a minute: run it in release with --ignored (see the file docs)"]
 async fn soak_a_million_requests_through_the_full_stack() {
     let total = env("SOAK_REQUESTS", 1_000_000);
     let concurrency = env("SOAK_CONCURRENCY", 64);
