@@ -141,7 +141,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, Script, aio::MultiplexedConnection};
+use ::redis::{
+    AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, Script, aio::MultiplexedConnection,
+};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -308,7 +310,10 @@ impl RedisSyncBuilder {
             return Err(ConfigError::new("queue_capacity", "must be at least 1"));
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Err(ConfigError::new("runtime", "is missing: build the sync within a tokio runtime"));
+            return Err(ConfigError::new(
+                "runtime",
+                "is missing: build the sync within a tokio runtime",
+            ));
         };
         let origin = self.origin.unwrap_or_else(default_origin);
         let (tx, rx) = mpsc::channel(self.queue_capacity);
@@ -343,7 +348,11 @@ fn default_origin() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "replica".to_string());
     format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
@@ -797,9 +806,12 @@ impl From<RedisError> for End {
 }
 
 async fn within<T>(d: Duration, f: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
-    tokio::time::timeout(d, f)
-        .await
-        .unwrap_or_else(|_| Err(RedisError::from((ErrorKind::IoError, "redis did not answer in time"))))
+    tokio::time::timeout(d, f).await.unwrap_or_else(|_| {
+        Err(RedisError::from((
+            ErrorKind::IoError,
+            "redis did not answer in time",
+        )))
+    })
 }
 
 impl Worker {
@@ -848,7 +860,11 @@ impl Worker {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(t)
             .set_response_timeout(t);
-        let mut conn = within(t, self.client.get_multiplexed_async_connection_with_config(&config)).await?;
+        let mut conn = within(
+            t,
+            self.client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await?;
         let mut pubsub = within(t, self.client.get_async_pubsub()).await?;
         within(t, pubsub.subscribe(&self.shared.channel)).await?;
         let (mut sink, mut stream) = pubsub.split();
@@ -888,7 +904,7 @@ impl Worker {
                     None => return Err(End::Closed),
                 },
                 _ = ping.tick() => {
-                    within(t, sink.ping::<String>()).await?;
+                    within(t, sink.ping::<::redis::Value>()).await?; // `pong` in subscribed mode
                     self.measure_offset(&mut conn).await?;
                 }
             }
@@ -902,7 +918,8 @@ impl Worker {
         let after = unix_ms_now();
         let redis_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
         let local_ms = before / 2 + after / 2 + (before % 2 + after % 2) / 2;
-        let offset = i64::try_from(redis_ms).unwrap_or(i64::MAX) - i64::try_from(local_ms).unwrap_or(i64::MAX);
+        let offset =
+            i64::try_from(redis_ms).unwrap_or(i64::MAX) - i64::try_from(local_ms).unwrap_or(i64::MAX);
         self.shared.offset_ms.store(offset, Ordering::Relaxed);
         Ok(())
     }
@@ -959,7 +976,12 @@ impl Worker {
     /// Stores and publishes `trip` (the script keeps the later deadline).
     async fn publish(&self, conn: &mut MultiplexedConnection, trip: &LocalTrip) -> RedisResult<()> {
         let offset = self.shared.offset_ms.load(Ordering::Relaxed);
-        let deadline = u64::try_from(i64::try_from(trip.deadline).unwrap_or(i64::MAX).saturating_add(offset)).unwrap_or(0);
+        let deadline = u64::try_from(
+            i64::try_from(trip.deadline)
+                .unwrap_or(i64::MAX)
+                .saturating_add(offset),
+        )
+        .unwrap_or(0);
         let wire = Wire {
             v: VERSION,
             name: trip.name.clone(),
@@ -1016,7 +1038,12 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Wire>(&json).unwrap(), w);
         // Unknown fields are tolerated (newer senders), missing ones are not.
-        assert!(serde_json::from_str::<Wire>(r#"{"v":1,"name":"x","deadline":1,"reason":"r","origin":"o","new":true}"#).is_ok());
+        assert!(
+            serde_json::from_str::<Wire>(
+                r#"{"v":1,"name":"x","deadline":1,"reason":"r","origin":"o","new":true}"#
+            )
+            .is_ok()
+        );
         assert!(serde_json::from_str::<Wire>(r#"{"v":1,"name":"x","reason":"r","origin":"o"}"#).is_err());
     }
 
@@ -1054,7 +1081,10 @@ mod tests {
         shared.on_payload(&wire(shared.redis_now() + 600_000, "other"), "channel");
         assert_eq!(b.state(), State::Open);
         let left = b.snapshot().retry_after.unwrap();
-        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(59), "{left:?}");
+        assert!(
+            left <= Duration::from_secs(60) && left > Duration::from_secs(59),
+            "{left:?}"
+        );
         // Garbage: counted.
         shared.on_payload("{not json", "channel");
         assert_eq!(shared.malformed.load(Ordering::Relaxed), 1);

@@ -131,7 +131,10 @@ where
     /// Like [`map_builder`](Self::map_builder), but runs `f` after the adjustment already set
     /// (if any) instead of replacing it: for integrations that add their own listener.
     #[cfg(feature = "redis")]
-    pub(crate) fn and_map_builder(mut self, f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static) -> Self {
+    pub(crate) fn and_map_builder(
+        mut self,
+        f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static,
+    ) -> Self {
         self.map_builder = Some(match self.map_builder.take() {
             Some(first) => Arc::new(move |b, k| f(first(b, k), k)),
             None => Arc::new(f),
