@@ -393,3 +393,35 @@ async fn a_shorter_trip_never_overwrites_a_longer_one_in_force() {
     // A's own period is untouched.
     assert!(on_a.snapshot().retry_after.unwrap() > Duration::from_secs(28));
 }
+
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn the_connection_state_is_a_metric() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tower_breaker::integrations::redis::{CONNECTED, OUTAGES};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let read = |name: &str| {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| {
+                let key = key.key().clone();
+                let labelled = key.labels().any(|l| l.key() == "prefix" && l.value() == "t7");
+                (key.name() == name && labelled).then_some(value)
+            })
+    };
+    let mut server = RedisServer::start();
+    // Handles are taken from the recorder in place when the sync is built.
+    let a = metrics::with_local_recorder(&recorder, || sync(&server, "t7"));
+    assert_eq!(read(CONNECTED), Some(DebugValue::Gauge(0.0.into())));
+    connected(&[&a]).await;
+    assert_eq!(read(CONNECTED), Some(DebugValue::Gauge(1.0.into())));
+    server.kill();
+    eventually("outage seen", || !a.is_connected()).await;
+    // (A snapshot resets counters: the counter is read first.)
+    assert_eq!(read(OUTAGES), Some(DebugValue::Counter(1)));
+    assert_eq!(read(CONNECTED), Some(DebugValue::Gauge(0.0.into())));
+}
