@@ -117,6 +117,19 @@
 //! A connection is declared lost when the pub/sub stream ends, a command fails, or a command
 //! (including the periodic ping) does not answer within [`timeout`](RedisSyncBuilder::timeout).
 //!
+//! # Cost and trust
+//!
+//! A shared breaker has one more listener: each call's event costs an indirect call and a
+//! `match`; only a transition to open does more (reads the wall clock, allocates the name,
+//! `try_send`s on the queue). Everything else happens on the background task: one Redis
+//! round trip per local trip, and one JSON parse per trip received.
+//!
+//! Whoever can publish on the channel can open any shared breaker of the fleet, for at most
+//! its `max_open_duration`: give the application's Redis the same trust as its configuration
+//! (ACLs, a private network). A breaker that a remote trip opened for longer than its own
+//! `max_open_duration` allows is opened again (for at most that) each time the sync
+//! reconnects and reads the trip from the store.
+//!
 //! # Metrics
 //!
 //! With the `metrics` feature, labelled `prefix="<prefix>"`:
@@ -403,7 +416,8 @@ pub struct SyncStatus {
     pub outages: u64,
     /// Local trips stored in Redis and published.
     pub published: u64,
-    /// Local trips that Redis did not store because a later deadline was in force there.
+    /// Local trips that Redis did not store (nor publish) because the same or a later deadline
+    /// was in force there.
     pub superseded: u64,
     /// Trips of other replicas received (on the channel, or read from the store on connect).
     pub received: u64,
