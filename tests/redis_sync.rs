@@ -11,7 +11,9 @@ use std::{
 };
 
 use tower_breaker::{
-    CircuitBreaker, Event, Outcome, Reason, State, integrations::redis::RedisSync, keyed::KeyedRegistry,
+    CircuitBreaker, Event, Outcome, Reason, State,
+    integrations::redis::{Client, RedisSync},
+    keyed::KeyedRegistry,
 };
 use tracing::{Level, Subscriber};
 use tracing_subscriber::{Layer, layer::Context, prelude::*};
@@ -85,7 +87,7 @@ impl Drop for RedisServer {
 }
 
 fn sync(server: &RedisServer, prefix: &str) -> RedisSync {
-    RedisSync::builder(redis::Client::open(server.url()).unwrap())
+    RedisSync::builder(Client::open(server.url()).unwrap())
         .prefix(prefix)
         .timeout(Duration::from_secs(1))
         .ping_interval(Duration::from_millis(200))

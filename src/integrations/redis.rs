@@ -2,12 +2,13 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tower_breaker::{CircuitBreaker, integrations::redis::RedisSync, keyed::KeyedRegistry};
+//! use tower_breaker::{CircuitBreaker, keyed::KeyedRegistry};
+//! use tower_breaker::integrations::redis::{Client, RedisSync};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // One per process, inside the tokio runtime; it connects (and reconnects) in the background.
-//! let sync = RedisSync::builder(redis::Client::open("redis://redis.internal:6379/")?)
+//! let sync = RedisSync::builder(Client::open("redis://redis.internal:6379/")?)
 //!     .prefix("myapp:breakers") // every replica of the fleet uses the same prefix
 //!     .build()?;
 //!
@@ -83,8 +84,8 @@
 //! (`registry` and `key` only for keyed breakers; `deadline` in UNIX milliseconds on the Redis
 //! server's clock, see below). Storing is one Lua script that keeps the later deadline: a
 //! shorter trip never overwrites a longer one in force, and a trip is published only when it
-//! was stored. A message that does not parse is ignored, counted
-//! ([`SyncStatus::malformed`]) and logged at WARN.
+//! was stored. A message that does not parse (or has an unknown `v`) is ignored, counted
+//! ([`SyncStatus::malformed`]) and logged at WARN (the first ten, then one in a thousand).
 //!
 //! # Time and clock skew
 //!
@@ -154,9 +155,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use ::redis::{
-    AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, Script, aio::MultiplexedConnection,
-};
+use ::redis::{AsyncConnectionConfig, ErrorKind, RedisResult, Script, aio::MultiplexedConnection};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -165,6 +164,11 @@ use crate::{
     breaker::{Builder, CircuitBreaker, ConfigError, Event, Reason, State},
     keyed::{KeyedRegistry, KeyedRegistryBuilder},
 };
+
+/// Re-exported from the `redis` crate, so that an application needs no direct dependency on
+/// it (nor a matching version): `Client::open("redis://host:6379/")?`.
+#[doc(no_inline)]
+pub use ::redis::{Client, RedisError};
 
 /// `circuit_breaker_redis_connected`
 pub const CONNECTED: &str = "circuit_breaker_redis_connected";
@@ -436,7 +440,9 @@ pub struct SyncStatus {
 }
 
 impl RedisSync {
-    /// Starts a builder that connects with `client` (e.g. `redis::Client::open(url)?`).
+    /// Starts a builder that connects with `client`, e.g. [`Client::open`]`("redis://host:6379/")?`
+    /// (`redis://:password@host:6379/2` for a password and database 2; TLS URLs need a TLS
+    /// feature of the `redis` crate, which this crate does not enable).
     pub fn builder(client: Client) -> RedisSyncBuilder {
         RedisSyncBuilder {
             client,
@@ -710,10 +716,13 @@ impl Shared {
         self.metrics.received.increment(1);
     }
 
-    fn count_malformed(&self) {
-        self.malformed.fetch_add(1, Ordering::Relaxed);
+    /// Counts a malformed message; whether to log it at WARN: the first ten, then one in a
+    /// thousand, so that a flood of junk on the channel cannot flood the logs.
+    fn count_malformed(&self) -> bool {
+        let n = self.malformed.fetch_add(1, Ordering::Relaxed) + 1;
         #[cfg(feature = "metrics")]
         self.metrics.malformed.increment(1);
+        n <= 10 || n % 1000 == 0
     }
 
     /// Now on Redis's clock, as estimated.
@@ -726,14 +735,16 @@ impl Shared {
         let wire = match serde_json::from_str::<Wire>(payload) {
             Ok(w) if w.v == VERSION => w,
             Ok(w) => {
-                self.count_malformed();
-                tracing::warn!(prefix = %self.prefix, source, version = w.v, "redis sync ignored a trip message of an unknown version");
+                if self.count_malformed() {
+                    tracing::warn!(prefix = %self.prefix, source, version = w.v, "redis sync ignored a trip message of an unknown version");
+                }
                 return;
             }
             Err(e) => {
-                self.count_malformed();
-                let shown: String = payload.chars().take(120).collect();
-                tracing::warn!(prefix = %self.prefix, source, error = %e, payload = %shown, "redis sync ignored a malformed trip message");
+                if self.count_malformed() {
+                    let shown: String = payload.chars().take(120).collect();
+                    tracing::warn!(prefix = %self.prefix, source, error = %e, payload = %shown, "redis sync ignored a malformed trip message");
+                }
                 return;
             }
         };
