@@ -472,6 +472,10 @@ impl RedisSync {
 
     /// Registers `breaker` to receive the other replicas' trips for its name (trips in force
     /// that the sync already knows of apply at once). The sync keeps a handle to it.
+    ///
+    /// Breakers built elsewhere from an [`instrument`](Self::instrument)ed builder (e.g. by
+    /// [`CircuitBreakerLayer::per_service`](crate::CircuitBreakerLayer::per_service)) publish
+    /// their trips but receive none until registered here.
     pub fn register(&self, breaker: &CircuitBreaker) {
         let shared = &*self.inner.shared;
         lock(&shared.plain)
