@@ -1,0 +1,146 @@
+//! `--config FILE`: real OpenAI-compatible providers instead of the simulated ones.
+//!
+//! ```toml
+//! # Tried in this order.
+//! [[provider]]
+//! name = "openai"
+//! base_url = "http://localhost:4000/v1"   # {base_url}/chat/completions is called
+//! api_key_env = "OPENAI_API_KEY"          # the NAME of the variable holding the key
+//! model = "gpt-4o-mini"
+//! price = 0.0004                          # US dollars per call, for the cost estimate
+//! timeout_secs = 30                       # optional, per attempt (default 60)
+//!
+//! [breaker]                               # optional
+//! consecutive_failures = 5
+//! open_secs = 30
+//! ```
+//!
+//! The file holds no key, only the name of the environment variable that does. A key read
+//! from it lives in an [`ApiKey`], whose `Debug` prints `<redacted>`; it leaves the process only
+//! in the `Authorization` header, marked sensitive.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::scenario::{ApiKey, BreakerConfig, Provider};
+
+/// The file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The providers, in failover order.
+    #[serde(rename = "provider")]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+/// One `[[provider]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub base_url: String,
+    /// The environment variable that holds the key; none for an upstream without auth.
+    pub api_key_env: Option<String>,
+    pub model: String,
+    /// US dollars per call.
+    pub price: f64,
+    pub timeout_secs: Option<f64>,
+}
+
+/// `[breaker]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    pub consecutive_failures: u32,
+    pub open_secs: f64,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            open_secs: 30.0,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and checks a TOML document.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        // Not `{e}`: toml's display quotes the offending line, which could hold a secret.
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            match line {
+                Some(line) => format!("invalid config, line {line}: {}", e.message()),
+                None => format!("invalid config: {}", e.message()),
+            }
+        })?;
+        if config.providers.is_empty() {
+            return Err("invalid config: no [[provider]]".into());
+        }
+        for p in &config.providers {
+            if p.base_url.starts_with("https://") {
+                return Err(format!(
+                    "provider {:?}: https is not supported by this example's plain hyper-util connector; \
+                     point base_url at an OpenAI-compatible gateway over http (LiteLLM, a local proxy), \
+                     or swap in a TLS connector (hyper-rustls) in build_stack",
+                    p.name
+                ));
+            }
+            if !p.base_url.starts_with("http://") {
+                return Err(format!("provider {:?}: base_url must start with http://", p.name));
+            }
+            if !(p.price.is_finite() && p.price >= 0.0) {
+                return Err(format!(
+                    "provider {:?}: price must be a non-negative number",
+                    p.name
+                ));
+            }
+            if p.timeout_secs.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+                return Err(format!("provider {:?}: timeout_secs must be positive", p.name));
+            }
+        }
+        if !(config.breaker.open_secs.is_finite() && config.breaker.open_secs > 0.0) {
+            return Err("invalid config: breaker.open_secs must be positive".into());
+        }
+        Ok(config)
+    }
+
+    /// The providers, their keys read through `env` (`std::env::var` in the example).
+    pub fn providers(&self, env: impl Fn(&str) -> Option<String>) -> Result<Vec<Provider>, String> {
+        self.providers
+            .iter()
+            .map(|p| {
+                let api_key = match &p.api_key_env {
+                    Some(var) => Some(ApiKey::new(env(var).ok_or_else(|| {
+                        format!("provider {:?}: environment variable {var} is not set", p.name)
+                    })?)),
+                    None => None,
+                };
+                Ok(Provider {
+                    name: p.name.clone(),
+                    base_url: p.base_url.clone(),
+                    api_key,
+                    model: p.model.clone(),
+                    price: p.price,
+                    timeout: Duration::from_secs_f64(p.timeout_secs.unwrap_or(60.0)),
+                })
+            })
+            .collect()
+    }
+
+    /// The breakers' configuration.
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: self.breaker.consecutive_failures,
+            open_duration: Duration::from_secs_f64(self.breaker.open_secs),
+            half_open_permits: 1,
+        }
+    }
+}
