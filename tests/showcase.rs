@@ -181,14 +181,18 @@ fn bad_configs_are_refused() {
     refused(&provider("api_key = \"sk-oops\"\n"), "api_key");
     refused(&provider("price_per_call = 1.0\n"), "price_per_call");
     refused("", "provider");
+    let with_url =
+        |url: &str| format!("[[provider]]\nname = \"a\"\nbase_url = \"{url}\"\nmodel = \"m\"\nprice = 1.0\n");
     refused(
-        "[[provider]]\nname = \"a\"\nbase_url = \"https://api.openai.com/v1\"\nmodel = \"m\"\nprice = 1.0\n",
-        "https",
+        &with_url("ftp://h"),
+        "must start with http:// or https://, not ftp://",
     );
     refused(
-        "[[provider]]\nname = \"a\"\nbase_url = \"ftp://h\"\nmodel = \"m\"\nprice = 1.0\n",
-        "http://",
+        &with_url("api.openai.com/v1"),
+        "must start with http:// or https://",
     );
+    refused(&with_url("https://"), "base_url");
+    refused(&with_url("https://exa mple.com/v1"), "not a valid URL");
     refused(
         "[[provider]]\nname = \"a\"\nbase_url = \"http://h\"\nmodel = \"m\"\nprice = -1.0\n",
         "price",
@@ -197,4 +201,160 @@ fn bad_configs_are_refused() {
     // The error for a key in the file does not echo the key.
     let err = config::Config::parse(&provider("api_key = \"sk-oops\"\n")).unwrap_err();
     assert!(!err.contains("sk-oops"), "{err}");
+}
+
+/// An https provider: the parser accepts it, the stack builds over it, and the key goes into
+/// `Authorization` without showing up anywhere else.
+#[tokio::test]
+async fn https_base_url_is_accepted_and_the_stack_builds() {
+    let text = "[[provider]]\nname = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\n\
+                api_key_env = \"SHOWCASE_OPENAI_KEY\"\nmodel = \"gpt-4o-mini\"\nprice = 0.0004\n\n\
+                [[provider]]\nname = \"gateway\"\nbase_url = \"HTTPS://gateway.internal:8443/v1/\"\n\
+                model = \"m\"\nprice = 0.0\n";
+    let config = config::Config::parse(text).unwrap();
+    let providers = config.providers(|_| Some("sk-secret-123".to_string())).unwrap();
+    assert_eq!(providers[0].base_url, "https://api.openai.com/v1");
+    // Built, not called: no network.
+    let stack = scenario::build_stack(&providers, &config.breaker(), true, &|b| b).unwrap();
+    assert_eq!(stack.breakers.len(), 2);
+    assert!(!format!("{:?}", stack.providers).contains("sk-secret-123"));
+}
+
+/// A closed local port, one port per scheme: https fails as a connection error (through
+/// hyper-rustls' connector, no panic), classified as a failure, and the breaker counts it.
+#[tokio::test]
+async fn https_to_a_closed_port_is_a_counted_failure() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tower::{Service, ServiceExt};
+    use tower_breaker::{Classify, HttpClassifier, Outcome};
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // closed again
+    let text = format!(
+        "[[provider]]\nname = \"down\"\nbase_url = \"https://127.0.0.1:{port}/v1\"\n\
+         model = \"m\"\nprice = 1.0\ntimeout_secs = 10\n"
+    );
+    let config = config::Config::parse(&text).unwrap();
+    let providers = config.providers(|_| None).unwrap();
+    let mut stack = scenario::build_stack(&providers, &config.breaker(), true, &|b| b).unwrap();
+    let err = stack
+        .chain
+        .ready()
+        .await
+        .unwrap()
+        .call(scenario::ChatRequest::user("hi", 1))
+        .await
+        .unwrap_err();
+    let outcome = Classify::<http::Response<bytes::Bytes>, _>::classify(&HttpClassifier::new(), Err(&err));
+    assert_eq!(outcome, Outcome::Failure, "{err:?}");
+    assert!(
+        find::<hyper_util::client::legacy::Error>(&*err).is_some_and(|e| e.is_connect()),
+        "not a connect error: {err:?}"
+    );
+    assert_eq!(stack.counters[0].calls.load(Relaxed), 1);
+    assert_eq!(stack.counters[0].wasted.load(Relaxed), 1);
+    assert_eq!(stack.breakers[0].snapshot().consecutive_failures, 1);
+}
+
+/// An https URL is spoken to in TLS: a local TCP listener sees a TLS handshake record, not an
+/// HTTP request line (it then hangs up, and the call fails as a connection error).
+#[tokio::test]
+async fn https_base_url_speaks_tls() {
+    use tokio::io::AsyncReadExt;
+    use tower::{Service, ServiceExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first_bytes = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 3];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf // dropped: the handshake fails
+    });
+    let text = format!(
+        "[[provider]]\nname = \"tls\"\nbase_url = \"https://{addr}/v1\"\nmodel = \"m\"\nprice = 1.0\n"
+    );
+    let config = config::Config::parse(&text).unwrap();
+    let mut stack = scenario::build_stack(
+        &config.providers(|_| None).unwrap(),
+        &config.breaker(),
+        true,
+        &|b| b,
+    )
+    .unwrap();
+    let err = stack
+        .chain
+        .ready()
+        .await
+        .unwrap()
+        .call(scenario::ChatRequest::user("hi", 1))
+        .await
+        .unwrap_err();
+    // A TLS record: handshake (22), protocol version 3.x.
+    let head = first_bytes.await.unwrap();
+    assert_eq!(&head[..2], &[0x16, 0x03], "not a TLS handshake: {head:?}");
+    assert!(
+        find::<hyper_util::client::legacy::Error>(&*err).is_some_and(|e| e.is_connect()),
+        "{err:?}"
+    );
+}
+
+/// The key is sent as `Authorization: Bearer <key>` (over plain http here: the header does
+/// not depend on the scheme, and a TLS server needs a certificate the roots trust).
+#[tokio::test]
+async fn the_key_is_sent_as_a_bearer_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::{Service, ServiceExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let head = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the end of the head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    let text = format!(
+        "[[provider]]\nname = \"p\"\nbase_url = \"http://{addr}/v1\"\napi_key_env = \"KEY\"\n\
+         model = \"m\"\nprice = 1.0\n"
+    );
+    let config = config::Config::parse(&text).unwrap();
+    let providers = config.providers(|_| Some("sk-secret-123".to_string())).unwrap();
+    let mut stack = scenario::build_stack(&providers, &config.breaker(), true, &|b| b).unwrap();
+    let res = stack
+        .chain
+        .ready()
+        .await
+        .unwrap()
+        .call(scenario::ChatRequest::user("hi", 1))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let head = head.await.unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with("post /v1/chat/completions http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nauthorization: bearer sk-secret-123\r\n"),
+        "{head}"
+    );
+}
+
+fn find<'a, E: std::error::Error + 'static>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    loop {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        e = e.source()?;
+    }
 }

@@ -4,20 +4,29 @@
 //! # Tried in this order.
 //! [[provider]]
 //! name = "openai"
-//! base_url = "http://localhost:4000/v1"   # {base_url}/chat/completions is called
+//! base_url = "https://api.openai.com/v1"  # {base_url}/chat/completions is called
 //! api_key_env = "OPENAI_API_KEY"          # the NAME of the variable holding the key
 //! model = "gpt-4o-mini"
 //! price = 0.0004                          # US dollars per call, for the cost estimate
 //! timeout_secs = 30                       # optional, per attempt (default 60)
+//!
+//! [[provider]]
+//! name = "local"
+//! base_url = "http://localhost:11434/v1"  # plain http works too (a local model, a gateway)
+//! model = "llama3.1"
+//! price = 0.0                             # no api_key_env: no Authorization header
 //!
 //! [breaker]                               # optional
 //! consecutive_failures = 5
 //! open_secs = 30
 //! ```
 //!
+//! `base_url` is `https://` (TLS through rustls with Mozilla's roots, see
+//! [`https_connector`](crate::scenario::https_connector)) or `http://`; nothing else.
+//!
 //! The file holds no key, only the name of the environment variable that does. A key read
 //! from it lives in an [`ApiKey`], whose `Debug` prints `<redacted>`; it leaves the process only
-//! in the `Authorization` header, marked sensitive.
+//! in the `Authorization: Bearer` header, marked sensitive.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -68,6 +77,27 @@ impl Default for BreakerSection {
     }
 }
 
+/// An `http://` or `https://` URL (either case) with a host, such that
+/// `{base_url}/chat/completions` is a valid URI. Errors name the scheme, never the URL: a URL
+/// can carry credentials (`user:pass@`).
+fn check_base_url(url: &str) -> Result<(), String> {
+    const SCHEMES: &str = "must start with http:// or https://";
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+        Some(s) if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            return Err(format!("{SCHEMES}, not {s}://"));
+        }
+        _ => return Err(SCHEMES.into()),
+    }
+    let uri: http::Uri = format!("{}/chat/completions", url.trim_end_matches('/'))
+        .parse()
+        .map_err(|_| "is not a valid URL".to_string())?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
 impl Config {
     /// Parses and checks a TOML document.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -85,17 +115,7 @@ impl Config {
             return Err("invalid config: no [[provider]]".into());
         }
         for p in &config.providers {
-            if p.base_url.starts_with("https://") {
-                return Err(format!(
-                    "provider {:?}: https is not supported by this example's plain hyper-util connector; \
-                     point base_url at an OpenAI-compatible gateway over http (LiteLLM, a local proxy), \
-                     or swap in a TLS connector (hyper-rustls) in build_stack",
-                    p.name
-                ));
-            }
-            if !p.base_url.starts_with("http://") {
-                return Err(format!("provider {:?}: base_url must start with http://", p.name));
-            }
+            check_base_url(&p.base_url).map_err(|e| format!("provider {:?}: base_url {e}", p.name))?;
             if !(p.price.is_finite() && p.price >= 0.0) {
                 return Err(format!(
                     "provider {:?}: price must be a non-negative number",

@@ -42,9 +42,21 @@
 //! # Real providers: `--config FILE`
 //!
 //! A TOML file lists OpenAI-compatible upstreams in failover order: base URL, the name of the
-//! environment variable holding the key, model, price per call (see `config.rs`). Keys are
-//! never printed or logged. Without `--serve`, it sends `--requests N` (default 5) requests, one
-//! a second, and prints the summary.
+//! environment variable holding the key, model, price per call (see `config.rs`):
+//!
+//! ```toml
+//! [[provider]]
+//! name = "openai"
+//! base_url = "https://api.openai.com/v1"
+//! api_key_env = "OPENAI_API_KEY"
+//! model = "gpt-4o-mini"
+//! price = 0.0004
+//! ```
+//!
+//! `https://` goes through rustls (hyper-rustls, ring, Mozilla's roots from `webpki-roots`: no
+//! system certificate store is read); `http://` is plain (a local model, a gateway). The key
+//! is sent as `Authorization: Bearer ...` and never printed or logged. Without `--serve`, it
+//! sends `--requests N` (default 5) requests, one a second, and prints the summary.
 //!
 //! # A proxy: `--serve ADDR`
 //!
@@ -77,7 +89,13 @@ const USAGE: &str = "usage: llm_failover [--no-breaker] [--requests N] [--config
   (no option)    the simulated scenario, with breakers and without, side by side
   --no-breaker   only the run without breakers (with --serve: a proxy without breakers)
   --requests N   requests to send (scenario: 10000; with --config: 5, one a second)
-  --config FILE  real OpenAI-compatible providers from a TOML file (see config.rs)
+  --config FILE  real OpenAI-compatible providers from a TOML file (see config.rs), e.g.
+                   [[provider]]
+                   name = \"openai\"
+                   base_url = \"https://api.openai.com/v1\"   # https:// or http://
+                   api_key_env = \"OPENAI_API_KEY\"           # the variable's name, not the key
+                   model = \"gpt-4o-mini\"
+                   price = 0.0004                           # dollars per call
   --serve ADDR   an OpenAI-compatible failover proxy on ADDR, with /health/circuit-breakers
                  and /metrics";
 

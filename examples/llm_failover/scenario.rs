@@ -4,7 +4,8 @@
 //! - [`Sim`]: a simulated OpenAI-compatible provider, a real hyper server on `127.0.0.1:0`
 //!   answering `POST /v1/chat/completions` with a latency and scripted faults (500s, 429s with
 //!   `Retry-After`) over phases of the run.
-//! - [`build_stack`]: the client stack: one hyper-util client; per provider an
+//! - [`build_stack`]: the client stack: one hyper-util client (over [`https_connector`], http
+//!   or https by the URL's scheme); per provider an
 //!   `HttpClassifier`-driven breaker over a timeout over the provider's client; a
 //!   [`Failover`] over the providers that also falls back after a failed call.
 //! - [`run`]: drives requests at a steady rate with bounded concurrency and a per-request
@@ -29,6 +30,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo},
@@ -142,10 +144,21 @@ impl ChatRequest {
 /// What every provider's client is: a chat request in, the whole HTTP answer out.
 pub type Member = BoxCloneSyncService<ChatRequest, Response<Bytes>, BoxError>;
 
+/// The connector of every client the example builds: https through rustls (ring, Mozilla's
+/// roots from `webpki-roots`, TLS 1.2 and 1.3), plain http as it is (the simulated providers,
+/// a local gateway). Other schemes fail at connect time; `config.rs` refuses them earlier.
+pub fn https_connector() -> HttpsConnector<HttpConnector> {
+    HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build()
+}
+
 /// One provider's HTTP client: builds the request, sends it, reads the whole body.
 #[derive(Clone)]
 struct ProviderClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     endpoint: Uri,
     auth: Option<HeaderValue>,
     model: serde_json::Value,
@@ -269,7 +282,7 @@ pub fn build_stack(
 ) -> Result<Stack, BoxError> {
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
-        .build_http::<Full<Bytes>>();
+        .build::<_, Full<Bytes>>(https_connector());
     let mut members = Vec::new();
     let (mut breakers, mut all_counters) = (Vec::new(), Vec::new());
     for p in providers {
