@@ -668,6 +668,24 @@ impl Scenario {
 // Driving the load
 // ---------------------------------------------------------------------------------------------
 
+/// Prints a user-visible error with its causes the first time that text is seen (so a real
+/// provider's DNS, TLS or 401 trouble is visible, once). Errors carry no request data and no key.
+fn report_first(error: &(dyn std::error::Error + 'static)) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let mut seen = SEEN.lock().unwrap();
+    if seen.len() < 16 && !seen.contains(&text) {
+        eprintln!("request failed: {text}");
+        seen.push(text);
+    }
+}
+
 /// How one request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -768,8 +786,14 @@ pub async fn run(
                                 fell_back: false,
                             },
                         },
-                        Ok(Err(e)) if e.is::<AllUnavailable>() => Ending::AllOpen,
-                        Ok(Err(_)) => Ending::Error,
+                        Ok(Err(e)) => {
+                            report_first(&*e);
+                            if e.is::<AllUnavailable>() {
+                                Ending::AllOpen
+                            } else {
+                                Ending::Error
+                            }
+                        }
                     };
                     let now = Instant::now();
                     records.lock().unwrap().push(Record {
