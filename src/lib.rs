@@ -48,7 +48,7 @@
 //! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
 //!   and honours `Retry-After`.
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
-//!   `prometheus-client`, and a health report.
+//!   `prometheus-client`, Redis (sharing trips among replicas), and a health report.
 //!
 //! # Fallback
 //!
@@ -128,6 +128,7 @@
 //! | `retry` | [`retry::RetryPolicy`](crate::retry) |
 //! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
+//! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
 //!
 //! # Layering
 //!

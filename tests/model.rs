@@ -1,10 +1,23 @@
 //! The breaker against a small reference model written from DESIGN.md's semantics: random
 //! configurations, random sequences of acquisitions, outcomes, cancellations, time steps,
 //! trips and manual changes; after every step the breaker and the model must agree on the
-//! state, on each admission or rejection (with its `retry_after`), on the counts, and on the
-//! transitions published to listeners, in order.
+//! state, on each admission or rejection (with its `retry_after`), on the snapshot (counts,
+//! consecutive run, probes in flight, `retry_after`, `open_for`), and on every event published
+//! to listeners, in order: transitions (with reason and `open_for`), rejections (with the
+//! rejecting state), recorded outcomes (with the slow flag) and released permits.
 //!
-//! Cases: `PROPTEST_CASES` (default 256).
+//! Rules covered: consecutive failures, failure rate and slow calls over count and time
+//! windows with `min_calls` (capped at a count window), `Outcome::Trip` and `trip()` /
+//! `trip_remote()` (the max-deadline rule and the `max_open_duration` clamp, from every state),
+//! fixed and exponential backoff, half-open permits, successes and max wait, generations
+//! (stale outcomes), forced-open, disabled, reset, and cancellation (dropped permits).
+//!
+//! Jitter is random, so the model cannot predict the wait: with jitter on, it checks the wait
+//! the breaker announced (the transition's `open_for`) against the bounds
+//! `wait × (1 ± jitter)`, capped at the backoff's maximum, and then uses it.
+//!
+//! Cases: `PROPTEST_CASES` (default 256). The long run:
+//! `PROPTEST_CASES=100000 cargo test --release --test model`.
 
 use std::{
     collections::VecDeque,
@@ -29,7 +42,10 @@ struct Cfg {
     slow: Option<(Duration, f64)>,
     window: Option<WindowCfg>,
     min_calls: u32,
+    /// Without jitter: the model's waits.
     backoff: Backoff,
+    backoff_max: Duration,
+    jitter: f64,
     max_open: Duration,
     permits: u32,
     successes: u32,
@@ -43,7 +59,10 @@ enum Op {
     Drop(usize),
     Advance(Duration),
     AdvanceToDeadline,
+    /// To the instant a half-open breaker's wait for a decision runs out (inclusive).
+    AdvanceToProbeDeadline,
     Trip(Duration),
+    TripRemote(Duration),
     ForceOpen,
     Disable,
     Reset,
@@ -66,10 +85,18 @@ fn cfg() -> impl Strategy<Value = Cfg> {
             (2u64..10).prop_map(|s| WindowCfg::Time(ms(s * 1000)))
         ],
         1u32..6,
-        prop_oneof![
-            (1u64..5).prop_map(|s| Backoff::fixed(ms(s * 1000))),
-            Just(Backoff::exponential(ms(1000), 2.0, ms(8000))),
-        ],
+        // (backoff without jitter, its maximum, jitter)
+        (
+            prop_oneof![
+                (1u64..5).prop_map(|s| (Backoff::fixed(ms(s * 1000)), ms(s * 1000))),
+                Just((Backoff::exponential(ms(1000), 2.0, ms(8000)), ms(8000))),
+                (prop_oneof![Just(1.0), Just(1.5), Just(3.0)], 1u64..4, 1u64..20).prop_map(|(f, b, m)| {
+                    let max = ms(b * 500).max(ms(m * 1000));
+                    (Backoff::exponential(ms(b * 500), f, max), max)
+                }),
+            ],
+            prop_oneof![6 => Just(0.0), 1 => Just(0.1), 1 => Just(0.5), 1 => Just(1.0)],
+        ),
         (1u64..20).prop_map(|s| ms(s * 1000)),
         1u32..3,
         1u32..3,
@@ -82,7 +109,7 @@ fn cfg() -> impl Strategy<Value = Cfg> {
                 slow,
                 window,
                 min_calls,
-                backoff,
+                ((backoff, backoff_max), jitter),
                 max_open,
                 permits,
                 successes,
@@ -101,6 +128,8 @@ fn cfg() -> impl Strategy<Value = Cfg> {
                     window,
                     min_calls,
                     backoff,
+                    backoff_max,
+                    jitter,
                     max_open,
                     permits,
                     successes,
@@ -115,7 +144,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => Just(Outcome::Success),
         4 => Just(Outcome::Failure),
         1 => Just(Outcome::Ignore),
-        1 => (1u64..30).prop_map(|s| Outcome::Trip(ms(s * 500))),
+        1 => (0u64..30).prop_map(|s| Outcome::Trip(ms(s * 500))),
     ];
     prop_oneof![
         10 => Just(Op::Acquire),
@@ -123,7 +152,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8).prop_map(Op::Drop),
         6 => (0u64..3000).prop_map(|n| Op::Advance(ms(n))),
         2 => Just(Op::AdvanceToDeadline),
-        1 => (1u64..30).prop_map(|s| Op::Trip(ms(s * 500))),
+        1 => Just(Op::AdvanceToProbeDeadline),
+        1 => (0u64..30).prop_map(|s| Op::Trip(ms(s * 500))),
+        1 => (0u64..30).prop_map(|s| Op::TripRemote(ms(s * 500))),
         1 => Just(Op::ForceOpen),
         1 => Just(Op::Disable),
         1 => Just(Op::Reset),
@@ -131,6 +162,35 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 // ---------------------------------------------------------------- the model
+
+/// An event as a listener sees it, owned.
+#[derive(Clone, Debug, PartialEq)]
+enum Ev {
+    Transition(State, State, Reason, Option<Duration>),
+    Rejected(State),
+    Recorded(Outcome, bool),
+    Released,
+}
+
+impl Ev {
+    fn of(e: &Event<'_>) -> Self {
+        match *e {
+            Event::Transition {
+                from,
+                to,
+                reason,
+                open_for,
+                ..
+            } => Ev::Transition(from, to, reason, open_for),
+            Event::Rejected { state, .. } => Ev::Rejected(state),
+            Event::Recorded { outcome, slow, .. } => Ev::Recorded(outcome, slow),
+            Event::Released { .. } => Ev::Released,
+            _ => unreachable!("a new event kind: model it"),
+        }
+    }
+}
+
+type Log = Arc<Mutex<Vec<Ev>>>;
 
 #[derive(Clone, Copy, Debug)]
 struct MPermit {
@@ -155,11 +215,17 @@ struct Model {
     /// (bucket epoch, failure, slow)
     timed: Vec<(u64, bool, bool)>,
     head: u64,
-    log: Vec<(State, State, Reason)>,
+    /// The length of the current open period (the snapshot's `open_for`).
+    opened_for: Duration,
+    log: Vec<Ev>,
+    /// The breaker's events, to read a jittered wait from.
+    real: Log,
+    /// Jittered waits outside their bounds.
+    violations: Vec<String>,
 }
 
 impl Model {
-    fn new(cfg: Cfg, now: Instant) -> Self {
+    fn new(cfg: Cfg, now: Instant, real: Log) -> Self {
         Self {
             cfg,
             epoch: now,
@@ -174,7 +240,10 @@ impl Model {
             count: VecDeque::new(),
             timed: Vec::new(),
             head: 0,
+            opened_for: Duration::ZERO,
             log: Vec::new(),
+            real,
+            violations: Vec::new(),
         }
     }
 
@@ -210,15 +279,47 @@ impl Model {
         (calls, failures, slow)
     }
 
+    /// The wait of the next opening: the backoff's value, or with jitter the breaker's (the
+    /// transition it is publishing now), checked against the jitter's bounds.
+    fn next_wait(&mut self) -> Duration {
+        let d = self.cfg.backoff.delay(self.opened);
+        let jitter = self.cfg.jitter;
+        if jitter == 0.0 {
+            return d;
+        }
+        let real = self.real.lock().unwrap().get(self.log.len()).cloned();
+        let Some(Ev::Transition(_, State::Open, _, Some(got))) = real else {
+            self.violations.push(format!(
+                "expected an opening at event {}, got {real:?}",
+                self.log.len()
+            ));
+            return d;
+        };
+        let tolerance = 1e-6;
+        let lo = d.as_secs_f64() * (1.0 - jitter) - tolerance;
+        let hi = (d.as_secs_f64() * (1.0 + jitter)).min(self.cfg.backoff_max.as_secs_f64()) + tolerance;
+        if !(lo..=hi).contains(&got.as_secs_f64()) {
+            self.violations.push(format!(
+                "jittered wait {got:?} outside {lo}..={hi} (wait {d:?}, jitter {jitter})"
+            ));
+        }
+        got
+    }
+
     fn transition(&mut self, to: State, reason: Reason, now: Instant) {
         let from = self.state;
         self.generation += 1;
         self.state = to;
+        let mut open_for = None;
         match to {
-            State::Open if reason != Reason::ServerWait => {
-                self.open_until = now + self.cfg.backoff.delay(self.opened);
+            State::Open if !matches!(reason, Reason::ServerWait | Reason::Remote) => {
+                let d = self.next_wait();
+                self.open_until = now + d;
+                self.opened_for = d;
                 self.opened += 1;
+                open_for = Some(d);
             }
+            State::Open => open_for = Some(self.opened_for),
             State::HalfOpen => {
                 self.in_flight = 0;
                 self.probe_successes = 0;
@@ -230,7 +331,7 @@ impl Model {
             }
             _ => {}
         }
-        self.log.push((from, to, reason));
+        self.log.push(Ev::Transition(from, to, reason, open_for));
     }
 
     fn clear(&mut self) {
@@ -263,19 +364,32 @@ impl Model {
                 self.in_flight += 1;
                 Ok(permit(true, false))
             }
-            State::Open => Err((State::Open, Some(self.open_until - now))),
-            s => Err((s, None)),
+            State::Open => {
+                self.log.push(Ev::Rejected(State::Open));
+                Err((State::Open, Some(self.open_until - now)))
+            }
+            s => {
+                self.log.push(Ev::Rejected(s));
+                Err((s, None))
+            }
         }
     }
 
-    fn trip(&mut self, wait: Duration, now: Instant) {
-        let until = now + wait.min(self.cfg.max_open);
+    fn trip(&mut self, wait: Duration, reason: Reason, now: Instant) {
+        let wait = wait.min(self.cfg.max_open);
+        let until = now + wait;
         match self.state {
             State::ForcedOpen | State::Disabled => {}
-            State::Open => self.open_until = self.open_until.max(until),
+            State::Open => {
+                if until > self.open_until {
+                    self.open_until = until;
+                    self.opened_for = wait;
+                }
+            }
             _ => {
                 self.open_until = until;
-                self.transition(State::Open, Reason::ServerWait, now);
+                self.opened_for = wait;
+                self.transition(State::Open, reason, now);
             }
         }
     }
@@ -288,13 +402,14 @@ impl Model {
         if p.disabled {
             return;
         }
+        let slow = self.slow(&p, now);
+        self.log.push(Ev::Recorded(outcome, slow));
         if let Outcome::Trip(d) = outcome {
             if p.probe {
-                self.release(p);
+                self.free_slot(p);
             }
-            return self.trip(d, now);
+            return self.trip(d, Reason::ServerWait, now);
         }
-        let slow = self.slow(&p, now);
         if p.probe {
             if p.generation != self.generation || self.state != State::HalfOpen {
                 return;
@@ -358,7 +473,15 @@ impl Model {
         }
     }
 
+    /// A permit dropped unrecorded.
     fn release(&mut self, p: MPermit) {
+        if !p.disabled {
+            self.log.push(Ev::Released);
+        }
+        self.free_slot(p);
+    }
+
+    fn free_slot(&mut self, p: MPermit) {
         if p.probe && p.generation == self.generation && self.state == State::HalfOpen {
             self.in_flight -= 1;
         }
@@ -376,19 +499,15 @@ impl Model {
 
 // ---------------------------------------------------------------- the run
 
-fn build(cfg: &Cfg, log: Arc<Mutex<Vec<(State, State, Reason)>>>) -> CircuitBreaker {
+fn build(cfg: &Cfg, log: Log) -> CircuitBreaker {
     let mut b = CircuitBreaker::builder("model")
         .min_calls(cfg.min_calls)
-        .open_backoff(cfg.backoff)
+        .open_backoff(cfg.backoff.with_jitter(cfg.jitter))
         .max_open_duration(cfg.max_open)
         .half_open_permits(cfg.permits)
         .half_open_successes(cfg.successes)
         .half_open_max_wait(cfg.max_wait)
-        .on_event(move |e| {
-            if let Event::Transition { from, to, reason, .. } = *e {
-                log.lock().unwrap().push((from, to, reason));
-            }
-        });
+        .on_event(move |e| log.lock().unwrap().push(Ev::of(e)));
     if let Some(n) = cfg.consecutive {
         b = b.consecutive_failures(n);
     }
@@ -415,7 +534,7 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
     rt.block_on(async move {
         let log = Arc::new(Mutex::new(Vec::new()));
         let breaker = build(&cfg, log.clone());
-        let mut model = Model::new(cfg, Instant::now());
+        let mut model = Model::new(cfg, Instant::now(), log.clone());
         let mut permits: Vec<(Permit, MPermit)> = Vec::new();
         for (step, op) in ops.into_iter().enumerate() {
             let now = Instant::now();
@@ -458,9 +577,19 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         tokio::time::advance(model.open_until - now).await;
                     }
                 }
+                Op::AdvanceToProbeDeadline => {
+                    let due = model.last_decision + model.cfg.max_wait;
+                    if model.state == State::HalfOpen && model.in_flight > 0 && due > now {
+                        tokio::time::advance(due - now).await;
+                    }
+                }
                 Op::Trip(d) => {
                     breaker.trip(d);
-                    model.trip(d, now);
+                    model.trip(d, Reason::ServerWait, now);
+                }
+                Op::TripRemote(d) => {
+                    breaker.trip_remote(d);
+                    model.trip(d, Reason::Remote, now);
                 }
                 Op::ForceOpen => {
                     breaker.force_open();
@@ -488,6 +617,27 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
             if model.cfg.consecutive.is_some() && model.state == State::Closed {
                 prop_assert_eq!(snap.consecutive_failures, model.consecutive, "step {}: run", step);
             }
+            let open = model.state == State::Open;
+            prop_assert_eq!(
+                (snap.probes_in_flight, snap.retry_after, snap.open_for),
+                (
+                    if model.state == State::HalfOpen {
+                        model.in_flight
+                    } else {
+                        0
+                    },
+                    open.then(|| model.open_until.saturating_duration_since(now)),
+                    open.then_some(model.opened_for),
+                ),
+                "step {}: snapshot (probes, retry_after, open_for)",
+                step
+            );
+            prop_assert!(
+                model.violations.is_empty(),
+                "step {}: {:?}",
+                step,
+                model.violations
+            );
             prop_assert_eq!(&*log.lock().unwrap(), &model.log, "step {}: events", step);
         }
         Ok(())

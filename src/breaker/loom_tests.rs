@@ -118,6 +118,23 @@ fn loom_permits_dropped_on_any_path_are_released_once() {
 }
 
 #[test]
+fn loom_a_probe_dropped_across_a_reopen_frees_no_slot_of_the_next_half_open() {
+    loom::model(|| {
+        let b = opened_then_due(2);
+        let (p1, p2) = (b.try_acquire().unwrap(), b.try_acquire().unwrap());
+        let h = thread::spawn(move || p1.record(Outcome::Failure)); // reopens ...
+        drop(p2); // ... before or after this release: either way, one release, in its own period
+        h.join().unwrap();
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.snapshot().probes_in_flight, 0);
+        std::thread::sleep(Duration::from_nanos(10));
+        let again: Vec<_> = (0..3).filter_map(|_| b.try_acquire().ok()).collect();
+        assert_eq!(again.len(), 2, "the next half-open has exactly its own two slots");
+        assert_eq!(b.snapshot().probes_in_flight, 2);
+    });
+}
+
+#[test]
 fn loom_a_stale_permit_never_changes_the_current_state() {
     loom::model(|| {
         let from_half_open = std::sync::Arc::new(AtomicUsize::new(0));

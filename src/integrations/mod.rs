@@ -17,6 +17,8 @@
 //!   [`CircuitBreakerMiddleware`](reqwest_middleware::CircuitBreakerMiddleware).
 //! - **tower-http** (feature `tower-http`): any `ClassifyResponse` as a
 //!   [`Classify`](crate::Classify).
+//! - **redis** (feature `redis`): `RedisSync` shares trips among the replicas of an
+//!   application through Redis (`integrations::redis`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -50,6 +52,8 @@ pub mod health;
 pub mod metrics;
 #[cfg(feature = "prometheus-client")]
 pub mod prometheus;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use crate::breaker::State;
 

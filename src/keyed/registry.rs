@@ -122,6 +122,26 @@ where
         self
     }
 
+    /// The template's name: the base of every key's breaker name, and the registry's name.
+    #[cfg(feature = "redis")]
+    pub(crate) fn template_name(&self) -> Arc<str> {
+        self.template.name_ref().clone()
+    }
+
+    /// Like [`map_builder`](Self::map_builder), but runs `f` after the adjustment already set
+    /// (if any) instead of replacing it: for integrations that add their own listener.
+    #[cfg(feature = "redis")]
+    pub(crate) fn and_map_builder(
+        mut self,
+        f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static,
+    ) -> Self {
+        self.map_builder = Some(match self.map_builder.take() {
+            Some(first) => Arc::new(move |b, k| f(first(b, k), k)),
+            None => Arc::new(f),
+        });
+        self
+    }
+
     /// Validates the template, the overrides and the bounds, and builds the registry.
     pub fn build(self) -> Result<KeyedRegistry<K>, ConfigError> {
         if self.max_keys == 0 {

@@ -60,9 +60,14 @@ impl Fault {
     }
 }
 
+/// Chooses the answer to one request from its hit number (0 for the first request the server
+/// sees): a chaos upstream. See [`FaultServer::set_picker`].
+pub type Picker = Arc<dyn Fn(usize) -> Fault + Send + Sync>;
+
 struct Script {
     queue: VecDeque<Fault>,
     default: Fault,
+    picker: Option<Picker>,
 }
 
 /// The server; it stops when the test's runtime does.
@@ -70,7 +75,25 @@ struct Script {
 pub struct FaultServer {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Handlers running now (a handler hanging on a closed connection shows here).
+    active: Arc<AtomicUsize>,
     script: Arc<Mutex<Script>>,
+}
+
+/// Counts a running handler until it is dropped (answered, or abandoned by hyper).
+struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    fn new(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl FaultServer {
@@ -80,9 +103,11 @@ impl FaultServer {
         let server = Self {
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicUsize::new(0)),
+            active: Arc::new(AtomicUsize::new(0)),
             script: Arc::new(Mutex::new(Script {
                 queue: VecDeque::new(),
                 default,
+                picker: None,
             })),
         };
         let s = server.clone();
@@ -113,6 +138,17 @@ impl FaultServer {
         self.script.lock().unwrap().default = fault;
     }
 
+    /// Answers every request that nothing is scripted for with `pick(hit number)`, in place of
+    /// the default.
+    pub fn set_picker(&self, pick: impl Fn(usize) -> Fault + Send + Sync + 'static) {
+        self.script.lock().unwrap().picker = Some(Arc::new(pick));
+    }
+
+    /// How many handlers are running now: requests being answered, or hanging.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// How many requests reached the server.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
@@ -129,11 +165,17 @@ impl FaultServer {
     }
 
     async fn handle(self, _req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, BoxError>>, BoxError> {
-        self.hits.fetch_add(1, Ordering::SeqCst);
-        let fault = {
+        let hit = self.hits.fetch_add(1, Ordering::SeqCst);
+        let _active = Active::new(&self.active);
+        let (fault, picker) = {
             let mut script = self.script.lock().unwrap();
-            script.queue.pop_front().unwrap_or_else(|| script.default.clone())
+            match script.queue.pop_front() {
+                Some(fault) => (Some(fault), None),
+                None if script.picker.is_some() => (None, script.picker.clone()),
+                None => (Some(script.default.clone()), None),
+            }
         };
+        let fault = fault.unwrap_or_else(|| picker.expect("a picker")(hit));
         let empty = || {
             Full::new(Bytes::new())
                 .map_err(|e: Infallible| match e {})

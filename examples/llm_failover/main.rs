@@ -1,0 +1,475 @@
+//! The showcase: an LLM client that fails over between three providers, with and without
+//! circuit breakers, under a realistic outage.
+//!
+//! ```sh
+//! cargo run --release --example llm_failover                 # both runs, side by side (~25 s)
+//! cargo run --release --example llm_failover -- --no-breaker  # only the baseline
+//! cargo run --release --example llm_failover -- --config providers.toml   # real providers
+//! cargo run --release --example llm_failover -- --serve 127.0.0.1:8080    # a failover proxy
+//! cargo run --release --example llm_failover --features serde,prometheus-client -- --serve 127.0.0.1:8080
+//! ```
+//!
+//! # What it shows
+//!
+//! With no arguments it starts three simulated OpenAI-compatible providers on `127.0.0.1`
+//! (real hyper servers answering `POST /v1/chat/completions` with realistic latency):
+//!
+//! - `primary` (~70 ms, the cheapest per call) fails with 500s from second 2 to second 8,
+//!   each after ~250 ms, then recovers;
+//! - `secondary` (~105 ms) answers `429` with `Retry-After: 1` from second 3 to second 6;
+//! - `backup` (~275 ms) is always healthy, slower and dearer.
+//!
+//! The client is the stack a production service would run (see `scenario.rs`): one hyper-util
+//! client; per provider a breaker (`HttpClassifier`: 5xx and timeouts are failures, a 429's
+//! `Retry-After` trips the breaker for that long) over a timeout; a `Failover` primary →
+//! secondary → backup that skips an open breaker without calling it and, after a failed call,
+//! sends the request on. 10,000 requests go out at 800/s, at most 256 in flight, each with a
+//! 2 s deadline (waiting for a slot included).
+//!
+//! It runs twice: with the breakers, then with the same stack and every breaker disabled.
+//! One line a second shows each breaker's state, the requests each provider served, the
+//! calls breakers refused (fast-fails), failures and latency; the summary compares the runs:
+//! calls wasted on a down provider, requests served by a fallback, failures the user saw, the
+//! time from the primary's recovery to its breaker closing, and the cost.
+//!
+//! Without breakers every request first waits for the primary's 500 (and, while the
+//! secondary is rate-limited, for its 429 too) before it reaches a provider that answers:
+//! it pays for the dead primary's calls, holds its slot two to three times longer, the
+//! in-flight limit fills up, the queue grows and requests miss their deadline. With breakers
+//! the primary is called a handful of times per open period; the rest goes straight to a
+//! provider that answers.
+//!
+//! # Real providers: `--config FILE`
+//!
+//! A TOML file lists OpenAI-compatible upstreams in failover order: base URL, the name of the
+//! environment variable holding the key, model, price per call (see `config.rs`):
+//!
+//! ```toml
+//! [[provider]]
+//! name = "openai"
+//! base_url = "https://api.openai.com/v1"
+//! api_key_env = "OPENAI_API_KEY"
+//! model = "gpt-4o-mini"
+//! price = 0.0004
+//! ```
+//!
+//! `https://` goes through rustls (hyper-rustls, ring, Mozilla's roots from `webpki-roots`: no
+//! system certificate store is read); `http://` is plain (a local model, a gateway). The key
+//! is sent as `Authorization: Bearer ...` and never printed or logged. Without `--serve`, it
+//! sends `--requests N` (default 5) requests, one a second, and prints the summary.
+//!
+//! # A proxy: `--serve ADDR`
+//!
+//! The same stack behind an OpenAI-compatible endpoint, with `/health/circuit-breakers` (the
+//! crate's health report) and `/metrics` (the crate's Prometheus integration; both routes in
+//! full with `--features serde,prometheus-client`). Over the simulated providers unless
+//! `--config` is given.
+
+mod config;
+mod scenario;
+mod serve;
+
+#[cfg(all(feature = "serde", feature = "prometheus-client"))]
+#[path = "../support/health_routes.rs"]
+#[allow(dead_code)]
+mod health_routes;
+
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use tower_breaker::{BoxError, State};
+
+use scenario::{Load, PRICING, Progress, Provider, Scenario, Summary};
+
+const USAGE: &str = "usage: llm_failover [--no-breaker] [--requests N] [--config FILE] [--serve ADDR]
+
+  (no option)    the simulated scenario, with breakers and without, side by side
+  --no-breaker   only the run without breakers (with --serve: a proxy without breakers)
+  --requests N   requests to send (scenario: 10000; with --config: 5, one a second)
+  --config FILE  real OpenAI-compatible providers from a TOML file (see config.rs), e.g.
+                   [[provider]]
+                   name = \"openai\"
+                   base_url = \"https://api.openai.com/v1\"   # https:// or http://
+                   api_key_env = \"OPENAI_API_KEY\"           # the variable's name, not the key
+                   model = \"gpt-4o-mini\"
+                   price = 0.0004                           # dollars per call
+  --serve ADDR   an OpenAI-compatible failover proxy on ADDR, with /health/circuit-breakers
+                 and /metrics";
+
+#[derive(Debug, Default)]
+struct Args {
+    no_breaker: bool,
+    config: Option<String>,
+    serve: Option<SocketAddr>,
+    requests: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--no-breaker" => args.no_breaker = true,
+            "--config" => args.config = Some(value("--config")?),
+            "--serve" => args.serve = Some(value("--serve")?.parse().map_err(|e| format!("--serve: {e}"))?),
+            "--requests" => {
+                args.requests = Some(
+                    value("--requests")?
+                        .parse()
+                        .map_err(|e| format!("--requests: {e}"))?,
+                )
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            Some(config::Config::parse(&text)?)
+        }
+        None => None,
+    };
+    if let Some(addr) = args.serve {
+        return serve_mode(addr, config.as_ref(), !args.no_breaker).await;
+    }
+    if let Some(config) = &config {
+        return real_mode(config, args.requests.unwrap_or(5), !args.no_breaker).await;
+    }
+
+    let mut scenario = Scenario::standard();
+    if let Some(n) = args.requests {
+        scenario.load.requests = n;
+    }
+    describe(&scenario);
+    let started = std::time::Instant::now();
+    let mut runs = Vec::new();
+    if !args.no_breaker {
+        println!("\n== run 1: breakers on");
+        runs.push(scenario.run(true, printer(&scenario.load)).await?);
+        end_live();
+    }
+    println!(
+        "\n== run {}: breakers off (the same stack, every breaker disabled)",
+        runs.len() + 1
+    );
+    runs.push(scenario.run(false, printer(&scenario.load)).await?);
+    end_live();
+    println!();
+    print_summary(&runs);
+    println!(
+        "\nwasted: calls that failed (500, 429, timeout). refused: calls an open breaker skipped, \
+         sending the request on at once. failures: requests not answered within the deadline."
+    );
+    println!("{PRICING}");
+    println!("(took {:.1} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn describe(s: &Scenario) {
+    println!("Three simulated OpenAI-compatible providers on 127.0.0.1:");
+    for sim in &s.sims {
+        let faults: Vec<String> = sim
+            .faults
+            .iter()
+            .map(|f| {
+                let what = match f.kind {
+                    scenario::FaultKind::ServerError { latency } => {
+                        format!("500s after ~{} ms", (latency + sim.jitter / 2).as_millis())
+                    }
+                    scenario::FaultKind::RateLimited { retry_after_secs, .. } => {
+                        format!("429 + Retry-After: {retry_after_secs}")
+                    }
+                };
+                format!(
+                    "{what} from {}s to {}s",
+                    f.from.as_secs_f64(),
+                    f.until.as_secs_f64()
+                )
+            })
+            .collect();
+        println!(
+            "  {:<10} {:>4} ms, ${:.4} a call, {}",
+            sim.name,
+            (sim.latency + sim.jitter / 2).as_millis(),
+            sim.price,
+            if faults.is_empty() {
+                "always healthy".into()
+            } else {
+                faults.join(", ")
+            }
+        );
+    }
+    let names: Vec<&str> = s.sims.iter().map(|sim| sim.name).collect();
+    println!(
+        "Each second: the breakers' states and requests served, in the order {}; calls refused by \
+         open breakers (fast-fails); failed requests; latency from the scheduled start.",
+        names.join("/")
+    );
+    let l = &s.load;
+    println!(
+        "{} requests at {}/s, at most {} in flight, {} s deadline each; breakers trip on {} consecutive \
+         failures (or a Retry-After) and stay open {} s",
+        l.requests,
+        l.rate,
+        l.concurrency,
+        l.deadline.as_secs_f64(),
+        s.breaker.consecutive_failures,
+        s.breaker.open_duration.as_secs_f64()
+    );
+}
+
+fn state(s: State) -> &'static str {
+    match s {
+        State::Closed => "closed",
+        State::Open => "OPEN",
+        State::HalfOpen => "half-open",
+        State::ForcedOpen => "forced-open",
+        State::Disabled => "off",
+    }
+}
+
+fn dollars(x: f64) -> String {
+    if x != 0.0 && x.abs() < 1.0 {
+        format!("${x:.4}")
+    } else {
+        format!("${x:.2}")
+    }
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{}ms", d.as_millis()))
+}
+
+/// Clears the live line, if any.
+fn end_live() {
+    if std::io::stdout().is_terminal() {
+        print!("\r\x1b[2K");
+    }
+}
+
+/// Prints one line a second; on a terminal, also a live line in between.
+fn printer(load: &Load) -> impl FnMut(&Progress) + use<> {
+    let live = std::io::stdout().is_terminal();
+    let mut last_second = 0;
+    let mut last_fast_fails = 0;
+    let total = load.requests;
+    move |p: &Progress| {
+        let states: Vec<String> = p.states.iter().map(|s| format!("{:<9}", state(*s))).collect();
+        let served: Vec<String> = p.served.iter().map(u64::to_string).collect();
+        let second = p.elapsed.as_secs();
+        let whole = second > last_second;
+        let fast_fails = p.fast_fails - last_fast_fails;
+        let line = format!(
+            "{:>3}s  breakers {}  served {:<13} fast-fails {:<5} failed {:<4} p50 {:>6} p99 {:>6}",
+            if whole { second } else { second + 1 },
+            states.join(" "),
+            served.join("/"),
+            fast_fails,
+            p.failures,
+            ms(p.p50),
+            ms(p.p99),
+        );
+        let mut out = std::io::stdout().lock();
+        if whole {
+            last_second = second;
+            last_fast_fails = p.fast_fails;
+            if live {
+                let _ = write!(out, "\r\x1b[2K");
+            }
+            let _ = writeln!(out, "{line}");
+        } else if live {
+            let _ = write!(out, "\r\x1b[2K{line} [{}/{}]", p.done, total);
+            let _ = out.flush();
+        }
+    }
+}
+
+fn print_summary(runs: &[Summary]) {
+    let heads: Vec<&str> = runs
+        .iter()
+        .map(|r| {
+            if r.breakers_on {
+                "breakers on"
+            } else {
+                "breakers off"
+            }
+        })
+        .collect();
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut row = |label: String, f: &dyn Fn(&Summary) -> String| {
+        rows.push((label, runs.iter().map(f).collect()));
+    };
+    let names: Vec<String> = runs[0].providers.iter().map(|p| p.name.clone()).collect();
+    for (i, name) in names.iter().enumerate() {
+        row(format!("requests sent to {name}"), &|r| {
+            r.providers[i].calls.to_string()
+        });
+    }
+    row("calls wasted on a down provider".into(), &|r| {
+        r.wasted().to_string()
+    });
+    for (i, name) in names.iter().enumerate() {
+        row(format!("  on {name}"), &|r| r.providers[i].wasted.to_string());
+    }
+    row(format!("times a breaker opened ({})", names.join("/")), &|r| {
+        let opened: Vec<String> = r.providers.iter().map(|p| p.open_periods.to_string()).collect();
+        opened.join("/")
+    });
+    row("calls refused by a breaker (free)".into(), &|r| {
+        r.providers.iter().map(|p| p.fast_fails).sum::<u64>().to_string()
+    });
+    for (i, name) in names.iter().enumerate() {
+        row(format!("requests served by {name}"), &|r| {
+            r.providers[i].served.to_string()
+        });
+    }
+    row("requests served by a fallback".into(), &|r| {
+        r.served_by_fallback.to_string()
+    });
+    row("user-visible failures".into(), &|r| {
+        if r.failures_deadline == r.failures {
+            r.failures.to_string()
+        } else {
+            format!("{} ({} deadline)", r.failures, r.failures_deadline)
+        }
+    });
+    row(format!("{} recovered -> breaker closed", names[0]), &|r| {
+        r.recovery_to_close
+            .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+    });
+    row("latency p50 / p99".into(), &|r| {
+        format!("{} / {} ms", r.p50.as_millis(), r.p99.as_millis())
+    });
+    for (i, name) in names.iter().enumerate() {
+        row(format!("cost of {name}"), &|r| dollars(r.providers[i].cost()));
+    }
+    row("estimated cost".into(), &|r| dollars(r.cost()));
+    row("  if only answers were billed".into(), &|r| {
+        dollars(r.answers_cost())
+    });
+    row("cost per 1,000 requests served".into(), &|r| {
+        dollars(r.cost() * 1000.0 / r.served.max(1) as f64)
+    });
+    let label_w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let col_w = rows
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(String::len))
+        .chain(heads.iter().map(|h| h.len()))
+        .max()
+        .unwrap_or(0)
+        + 2;
+    print!("{:label_w$}", "");
+    for h in &heads {
+        print!("{h:>col_w$}");
+    }
+    println!();
+    println!("{}", "-".repeat(label_w + col_w * heads.len()));
+    for (label, values) in &rows {
+        print!("{label:label_w$}");
+        for v in values {
+            print!("{v:>col_w$}");
+        }
+        println!();
+    }
+}
+
+/// `--config` without `--serve`: a few requests to real providers.
+async fn real_mode(config: &config::Config, requests: usize, breakers_on: bool) -> Result<(), BoxError> {
+    let providers = config.providers(|var| std::env::var(var).ok())?;
+    print_providers(&providers);
+    let stack = scenario::build_stack(&providers, &config.breaker(), breakers_on, &|b| b)?;
+    let load = Load {
+        requests,
+        rate: 1.0,
+        concurrency: 4,
+        deadline: Duration::from_secs(120),
+    };
+    let epoch = tokio::time::Instant::now();
+    let mut summary = scenario::run(&stack, &load, epoch, None, printer(&load)).await;
+    end_live();
+    summary.breakers_on = breakers_on;
+    println!();
+    print_summary(&[summary]);
+    println!("\nprices are the config's, per call; 429s and connection errors are not counted");
+    Ok(())
+}
+
+fn print_providers(providers: &[Provider]) {
+    println!("providers, in failover order:");
+    let w = providers.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in providers {
+        // The key is never printed: only whether there is one.
+        println!(
+            "  {:<w$}  {} model {} ${} a call{}",
+            p.name,
+            p.base_url,
+            p.model,
+            p.price,
+            if p.api_key.is_some() { ", with a key" } else { "" }
+        );
+    }
+}
+
+async fn serve_mode(
+    addr: SocketAddr,
+    config: Option<&config::Config>,
+    breakers_on: bool,
+) -> Result<(), BoxError> {
+    let (providers, breaker) = match config {
+        Some(c) => (c.providers(|var| std::env::var(var).ok())?, c.breaker()),
+        None => {
+            let s = Scenario::standard();
+            let (providers, _) = s.start(tokio::time::Instant::now()).await?;
+            println!("over the simulated providers (their faults play out in the first 8 s)");
+            (providers, s.breaker)
+        }
+    };
+    print_providers(&providers);
+
+    #[cfg(feature = "prometheus-client")]
+    {
+        use tower_breaker::integrations::prometheus::BreakerMetrics;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = BreakerMetrics::register(&mut registry);
+        let m = metrics.clone();
+        let stack = scenario::build_stack(&providers, &breaker, breakers_on, &move |b| m.instrument(b))?;
+        for b in &stack.breakers {
+            metrics.watch(b);
+        }
+        let proxy = serve::Proxy {
+            chain: stack.chain,
+            breakers: stack.breakers,
+            registry: std::sync::Arc::new(registry),
+        };
+        serve::serve(addr, proxy).await
+    }
+    #[cfg(not(feature = "prometheus-client"))]
+    {
+        let stack = scenario::build_stack(&providers, &breaker, breakers_on, &|b| b)?;
+        let proxy = serve::Proxy {
+            chain: stack.chain,
+            breakers: stack.breakers,
+        };
+        serve::serve(addr, proxy).await
+    }
+}

@@ -1,0 +1,429 @@
+//! `integrations::redis::RedisSync` against a real `redis-server`, which each test starts on a
+//! free loopback port (and kills on drop). A missing `redis-server` fails the tests: run them
+//! through `scripts/test.sh`, which installs it.
+#![cfg(feature = "redis")]
+
+use std::{
+    net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tower_breaker::{
+    CircuitBreaker, Event, Outcome, Reason, State,
+    integrations::redis::{Client, RedisSync},
+    keyed::KeyedRegistry,
+};
+use tracing::{Level, Subscriber};
+use tracing_subscriber::{Layer, layer::Context, prelude::*};
+
+/// A `redis-server` child process on a loopback port, without persistence.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): install it (scripts/test.sh does) to run these tests"
+                )
+            });
+        let mut server = Self { child, port };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server exited at start-up: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "redis-server did not listen within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server.port = port;
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn sync(server: &RedisServer, prefix: &str) -> RedisSync {
+    RedisSync::builder(Client::open(server.url()).unwrap())
+        .prefix(prefix)
+        .timeout(Duration::from_secs(1))
+        .ping_interval(Duration::from_millis(200))
+        .reconnect_delay(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+fn breaker(name: &str) -> tower_breaker::Builder {
+    CircuitBreaker::builder(name)
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(30))
+}
+
+/// Polls `cond` every millisecond for up to 5 s; returns how long it took.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn connected(syncs: &[&RedisSync]) {
+    eventually("connected", || syncs.iter().all(|s| s.is_connected())).await;
+}
+
+fn fail(b: &CircuitBreaker) {
+    b.try_acquire().unwrap().record(Outcome::Failure);
+}
+
+/// Captures the `tracing` events of the test's thread (a current-thread runtime runs the
+/// sync's task there too). One global subscriber routes them: per-test `set_default`
+/// subscribers race on the callsites' cached interest when tests run in parallel.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+struct Router;
+
+impl<S: Subscriber> Layer<S> for Router {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        struct Msg(String);
+        impl tracing::field::Visit for Msg {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = write!(self.0, "{}={:?} ", field.name(), value);
+            }
+        }
+        CURRENT.with(|c| {
+            if let Some(capture) = &*c.borrow() {
+                let mut m = Msg(String::new());
+                event.record(&mut m);
+                capture.0.lock().unwrap().push((*event.metadata().level(), m.0));
+            }
+        });
+    }
+}
+
+impl Capture {
+    /// Starts capturing this thread's events.
+    fn start() -> Self {
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Router)).unwrap();
+        });
+        let capture = Capture::default();
+        CURRENT.with(|c| *c.borrow_mut() = Some(capture.clone()));
+        capture
+    }
+
+    fn count(&self, level: Level, text: &str) -> usize {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|(l, m)| *l == level && m.contains(text))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn a_trip_on_one_replica_opens_the_other_within_100ms() {
+    let server = RedisServer::start();
+    let (a, b) = (sync(&server, "t1"), sync(&server, "t1"));
+    let on_a = a.attach(breaker("openai")).unwrap();
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let seen = reasons.clone();
+    let on_b = b
+        .attach(breaker("openai").on_event(move |e| {
+            if let Event::Transition { reason, .. } = e {
+                seen.lock().unwrap().push(*reason);
+            }
+        }))
+        .unwrap();
+    connected(&[&a, &b]).await;
+
+    fail(&on_a);
+    assert_eq!(on_a.state(), State::Open);
+    let latency = eventually("B rejects", || on_b.try_acquire().is_err()).await;
+    println!("redis propagation latency (trip on A -> B rejects): {latency:?}");
+    assert!(latency < Duration::from_millis(100), "{latency:?}");
+
+    let refused = on_b.try_acquire().unwrap_err();
+    let left = refused.retry_after().unwrap();
+    assert!(
+        left > Duration::from_secs(29) && left <= Duration::from_secs(30),
+        "{left:?}"
+    );
+    assert_eq!(*reasons.lock().unwrap(), [Reason::Remote]);
+    // Published once by A; B applied it and did not echo it back.
+    let (sa, sb) = (a.status(), b.status());
+    assert_eq!((sa.published, sa.received), (1, 0));
+    assert_eq!((sb.published, sb.received, sb.applied), (0, 1, 1));
+    assert_eq!((sa.outages, sb.outages, sa.malformed, sb.malformed), (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_replica_started_later_learns_the_trips_in_force() {
+    let server = RedisServer::start();
+    let a = sync(&server, "t2");
+    let on_a = a.attach(breaker("openai")).unwrap();
+    connected(&[&a]).await;
+    on_a.trip(Duration::from_secs(20)); // e.g. a Retry-After of 20 s
+    eventually("A published", || a.status().published == 1).await;
+
+    // A replica that starts now, with the breaker attached at once ...
+    let c = sync(&server, "t2");
+    let on_c = c.attach(breaker("openai")).unwrap();
+    let latency = eventually("C rejects", || on_c.try_acquire().is_err()).await;
+    println!("late replica learned the trip in {latency:?} (connect included)");
+    let left = on_c.try_acquire().unwrap_err().retry_after().unwrap();
+    assert!(
+        left > Duration::from_secs(18) && left <= Duration::from_secs(20),
+        "{left:?}"
+    );
+
+    // ... and one whose breaker is attached after it connected.
+    let d = sync(&server, "t2");
+    connected(&[&d]).await;
+    let on_d = d.attach(breaker("openai")).unwrap();
+    assert_eq!(on_d.state(), State::Open);
+    // Other names are untouched.
+    assert!(d.attach(breaker("anthropic")).unwrap().try_acquire().is_ok());
+}
+
+#[tokio::test]
+async fn redis_down_replicas_work_locally_and_resync_when_it_is_back() {
+    let capture = Capture::start();
+    let mut server = RedisServer::start();
+    let port = server.port;
+    let (a, b) = (sync(&server, "t3"), sync(&server, "t3"));
+    let (ax, ay) = (a.attach(breaker("x")).unwrap(), a.attach(breaker("y")).unwrap());
+    let (bx, by) = (b.attach(breaker("x")).unwrap(), b.attach(breaker("y")).unwrap());
+    connected(&[&a, &b]).await;
+
+    server.kill();
+    eventually("both see the outage", || !a.is_connected() && !b.is_connected()).await;
+    // Several reconnection attempts fail ...
+    eventually("reconnection attempts", || {
+        capture.count(Level::DEBUG, "reconnection failed") >= 6
+    })
+    .await;
+    // ... and each replica warned once.
+    assert_eq!(capture.count(Level::WARN, "redis is unreachable"), 2);
+    assert_eq!((a.status().outages, b.status().outages), (1, 1));
+    assert!(a.status().last_error.is_some());
+
+    // Both keep serving on their local breakers; a local trip stays local for now.
+    for br in [&ax, &ay, &bx, &by] {
+        br.try_acquire().unwrap().record(Outcome::Success);
+    }
+    fail(&ax);
+    assert_eq!(ax.state(), State::Open);
+    assert!(bx.try_acquire().is_ok());
+
+    // Redis is back on the same port (empty: no persistence).
+    let _server = RedisServer::start_on(port);
+    connected(&[&a, &b]).await;
+    // A re-published its trip still in force: B learns it.
+    let resync = eventually("B learns x", || bx.try_acquire().is_err()).await;
+    println!("after reconnection, B learned A's outage-time trip in {resync:?}");
+    // And a new trip propagates.
+    fail(&by);
+    let latency = eventually("A learns y", || ay.try_acquire().is_err()).await;
+    println!("redis propagation latency after restart: {latency:?}");
+    assert!(latency < Duration::from_millis(100), "{latency:?}");
+    assert_eq!(capture.count(Level::INFO, "reconnected"), 2);
+    assert_eq!(capture.count(Level::WARN, "redis is unreachable"), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_ignored_and_logged() {
+    let capture = Capture::start();
+    let server = RedisServer::start();
+    let (a, b) = (sync(&server, "t4"), sync(&server, "t4"));
+    let on_a = a.attach(breaker("openai")).unwrap();
+    let on_b = b.attach(breaker("openai")).unwrap();
+    connected(&[&a, &b]).await;
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    for junk in [
+        "this is not json",
+        r#"{"v":1,"name":"openai"}"#,
+        r#"{"v":99,"name":"openai","deadline":1,"reason":"r","origin":"o"}"#,
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("t4:trips")
+            .arg(junk)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    eventually("both count 3 malformed", || {
+        a.status().malformed == 3 && b.status().malformed == 3
+    })
+    .await;
+    assert_eq!(capture.count(Level::WARN, "malformed trip message"), 4);
+    assert_eq!(capture.count(Level::WARN, "unknown version"), 2);
+    assert_eq!((on_a.state(), on_b.state()), (State::Closed, State::Closed));
+
+    // The subscription survived: a real trip still propagates.
+    fail(&on_a);
+    eventually("B rejects", || on_b.try_acquire().is_err()).await;
+}
+
+#[tokio::test]
+async fn keyed_breakers_share_trips_per_key() {
+    let server = RedisServer::start();
+    let (a, b) = (sync(&server, "t5"), sync(&server, "t5"));
+    let registry = || KeyedRegistry::<String>::builder(breaker("openai"));
+    let (ra, rb) = (
+        a.attach_keyed(registry()).unwrap(),
+        b.attach_keyed(registry()).unwrap(),
+    );
+    connected(&[&a, &b]).await;
+
+    ra.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
+    // B has never seen the key: the trip creates its breaker, open.
+    let latency = eventually("B rejects gpt-4o", || rb.try_acquire("gpt-4o").is_err()).await;
+    println!("keyed propagation latency: {latency:?}");
+    let refused = rb.try_acquire("gpt-4o").unwrap_err();
+    assert!(refused.to_string().contains("openai:gpt-4o"), "{refused}");
+    // Other keys still flow, on both.
+    assert!(rb.try_acquire("gpt-4o-mini").is_ok());
+    assert!(ra.try_acquire("gpt-4o-mini").is_ok());
+    assert_eq!(b.status().applied, 1);
+
+    // A replica started later learns the key's trip too.
+    let c = sync(&server, "t5");
+    let rc = c.attach_keyed(registry()).unwrap();
+    eventually("C rejects gpt-4o", || rc.try_acquire("gpt-4o").is_err()).await;
+}
+
+#[tokio::test]
+async fn a_shorter_trip_never_overwrites_a_longer_one_in_force() {
+    let server = RedisServer::start();
+    let (a, b) = (sync(&server, "t6"), sync(&server, "t6"));
+    let on_a = a.attach(breaker("x")).unwrap();
+    // B clamps remote trips to 300 ms and reopens for 300 ms.
+    let on_b = b
+        .attach(
+            breaker("x")
+                .open_duration(Duration::from_millis(300))
+                .max_open_duration(Duration::from_millis(300)),
+        )
+        .unwrap();
+    connected(&[&a, &b]).await;
+
+    fail(&on_a); // 30 s
+    eventually("B opens", || on_b.state() == State::Open).await;
+    let left = on_b.snapshot().retry_after.unwrap();
+    assert!(
+        left <= Duration::from_millis(300),
+        "clamped to max_open_duration: {left:?}"
+    );
+    // B's open period ends first; its probe fails: B trips again, for 300 ms.
+    let mut probe = None;
+    eventually("B probes", || {
+        probe = on_b.try_acquire().ok();
+        probe.is_some()
+    })
+    .await;
+    probe.unwrap().record(Outcome::Failure);
+    assert_eq!(on_b.state(), State::Open);
+    // Redis keeps A's 30 s trip.
+    eventually("B's trip superseded", || b.status().superseded == 1).await;
+    assert_eq!(b.status().published, 0);
+    let c = sync(&server, "t6");
+    let on_c = c.attach(breaker("x")).unwrap();
+    eventually("C opens", || on_c.state() == State::Open).await;
+    let left = on_c.snapshot().retry_after.unwrap();
+    assert!(left > Duration::from_secs(28), "{left:?}");
+    // No spurious reconnections (the test outlasts several pings).
+    assert_eq!((a.status().outages, b.status().outages), (0, 0));
+    // A's own period is untouched.
+    assert!(on_a.snapshot().retry_after.unwrap() > Duration::from_secs(28));
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn the_connection_state_is_a_metric() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tower_breaker::integrations::redis::{CONNECTED, OUTAGES};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let read = |name: &str| {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| {
+                let key = key.key().clone();
+                let labelled = key.labels().any(|l| l.key() == "prefix" && l.value() == "t7");
+                (key.name() == name && labelled).then_some(value)
+            })
+    };
+    let mut server = RedisServer::start();
+    // Handles are taken from the recorder in place when the sync is built.
+    let a = metrics::with_local_recorder(&recorder, || sync(&server, "t7"));
+    assert_eq!(read(CONNECTED), Some(DebugValue::Gauge(0.0.into())));
+    connected(&[&a]).await;
+    assert_eq!(read(CONNECTED), Some(DebugValue::Gauge(1.0.into())));
+    server.kill();
+    eventually("outage seen", || !a.is_connected()).await;
+    // (A snapshot resets counters: the counter is read first.)
+    assert_eq!(read(OUTAGES), Some(DebugValue::Counter(1)));
+    assert_eq!(read(CONNECTED), Some(DebugValue::Gauge(0.0.into())));
+}
