@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Backoff, CircuitBreaker, ConfigError, Event, event::Listener, window::MAX_COUNT_WINDOW};
+use super::{Backoff, CircuitBreaker, ConfigError, Event, Lanes, event::Listener, window::MAX_COUNT_WINDOW};
 
 /// Which window the rate rules read.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -272,11 +272,11 @@ impl Builder {
 
     /// Validates the settings and builds the breaker.
     pub fn build(&self) -> Result<CircuitBreaker, ConfigError> {
-        Ok(self.build_with(self.config()?))
+        Ok(self.build_with(self.config()?, Lanes::Auto))
     }
 
     /// Builds a breaker from a configuration this builder validated before.
-    pub(crate) fn build_with(&self, config: Config) -> CircuitBreaker {
-        CircuitBreaker::from_config(self.name.clone(), config, self.listeners.clone())
+    pub(crate) fn build_with(&self, config: Config, lanes: Lanes) -> CircuitBreaker {
+        CircuitBreaker::from_config(self.name.clone(), config, self.listeners.clone(), lanes)
     }
 }

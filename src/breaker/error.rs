@@ -73,7 +73,7 @@ impl CircuitOpen {
     /// How long from now until the breaker lets a probe through, when it is known (`None`
     /// when forced open, or half-open with every probe in flight). Zero once that time came.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.breaker.shared.remaining(self.until)
+        self.breaker.shared().remaining(self.until)
     }
 
     /// Finds a `CircuitOpen` in an error or anywhere in its `source()` chain.
@@ -120,7 +120,7 @@ impl fmt::Debug for CircuitOpen {
 impl PartialEq for CircuitOpen {
     /// Equal when from the same breaker, state and deadline.
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(&*self.breaker.shared, &*other.breaker.shared)
+        std::ptr::eq(&**self.breaker.shared(), &**other.breaker.shared())
             && self.state == other.state
             && self.until == other.until
     }

@@ -39,11 +39,21 @@
 //! admission and the time window take a short `std` mutex; listeners run after it is released.
 //! Every transition bumps the generation, and every permit carries the generation it was
 //! issued in, so an outcome from before the last change never causes a transition.
+//!
+//! A permit owns a reference to the breaker (the tower response future is `'static`), so every
+//! call increments and decrements a reference count. So that threads sharing a breaker do not
+//! pass one cache line back and forth for that, a breaker has a few lanes (the core count
+//! rounded down to a power of two, at most 8), each a reference counted in a cache line that
+//! no other lane and not the state word uses, and a permit takes its thread's lane: on 2
+//! workers, 64 tasks sharing one consecutive-rule breaker make as many calls as 64 tasks with
+//! a breaker each (a count window's ring index is still shared).
+//! A keyed registry's breakers have one lane (memory per key), as does any breaker under loom.
 
 mod backoff;
 mod builder;
 mod error;
 mod event;
+mod lane;
 mod permit;
 mod snapshot;
 mod state;
@@ -61,6 +71,7 @@ pub use backoff::Backoff;
 pub use builder::Builder;
 pub use error::{BoxError, CircuitOpen, ConfigError, is_circuit_open};
 pub use event::{Event, Reason};
+pub(crate) use lane::Lanes;
 pub use permit::Permit;
 pub use snapshot::Snapshot;
 pub use state::State;
@@ -79,7 +90,19 @@ use window::{CountWindow, Counts, TimeWindow};
 /// record the call's [`Outcome`] on the permit.
 #[derive(Clone)]
 pub struct CircuitBreaker {
-    pub(crate) shared: Arc<Shared>,
+    /// The breaker's own lane: every handle holds it, and it holds the permits' lanes.
+    pub(crate) root: Arc<Lane>,
+}
+
+/// What a [`Permit`] holds to record its outcome: a reference to the shared state, in an
+/// allocation of its own, so that admitting a call writes a reference count that only the
+/// threads of one lane write (not the `Arc<Shared>`'s, next to the state word every call
+/// reads). There is no cycle: the root lane holds the others, they hold only `Shared`.
+pub(crate) struct Lane {
+    shared: Arc<Shared>,
+    /// On the root lane: the lanes permits take, by thread (`thread_slot() & (len - 1)`; a
+    /// power of two long); empty when permits take the root lane itself (one lane).
+    lanes: Box<[Arc<Lane>]>,
 }
 
 /// What every call reads: the state word and the open deadline.
@@ -93,9 +116,11 @@ struct Hot {
 }
 
 pub(crate) struct Shared {
-    /// Deliberately not padded: every call already writes the `Arc`'s reference count, which
-    /// shares the allocation's first cache line, so padding would only cost memory (it did:
-    /// 1.3 KB a breaker, which a keyed registry multiplies by its keys).
+    /// Not padded: with several lanes, calls write only their lane's reference count, not this
+    /// `Arc`'s (which shares the first cache line), so this line is written only by transitions
+    /// and failures; with one lane (a keyed registry's breakers) every call writes the root
+    /// lane's count, as before. Padding cost 1.3 KB a breaker, which a keyed registry
+    /// multiplies by its keys.
     hot: Hot,
     count_window: Option<Box<CountWindow>>,
     locked: Mutex<Locked>,
@@ -138,7 +163,12 @@ impl CircuitBreaker {
         Builder::new(name.into())
     }
 
-    pub(crate) fn from_config(name: std::sync::Arc<str>, config: Config, listeners: Vec<Listener>) -> Self {
+    pub(crate) fn from_config(
+        name: std::sync::Arc<str>,
+        config: Config,
+        listeners: Vec<Listener>,
+        lanes: Lanes,
+    ) -> Self {
         let epoch = Instant::now();
         let generation = FIRST_GENERATION;
         let count_window = match config.window {
@@ -172,14 +202,32 @@ impl CircuitBreaker {
             listeners: listeners.into_boxed_slice(),
             name,
         };
-        Self {
+        let mut root = Arc::new(Lane {
             shared: Arc::new(shared),
+            lanes: Box::default(),
+        });
+        lane::spread(&mut root, lanes);
+        Self { root }
+    }
+
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.root.shared
+    }
+
+    /// The lane a permit taken on this thread holds.
+    #[inline(always)]
+    fn lane(&self) -> Arc<Lane> {
+        let lanes = &self.root.lanes;
+        if lanes.is_empty() {
+            return self.root.clone();
         }
+        lanes[lane::thread_slot() & (lanes.len() - 1)].clone()
     }
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared().name
     }
 
     /// The current state. Transitions out of `Open` happen lazily, on the first
@@ -187,17 +235,17 @@ impl CircuitBreaker {
     /// period ended still reads `Open` until a call arrives
     /// ([`Snapshot::retry_after`] is then zero).
     pub fn state(&self) -> State {
-        unpack(self.shared.hot.word.load(Ordering::Acquire)).1
+        unpack(self.shared().hot.word.load(Ordering::Acquire)).1
     }
 
     /// Asks to make a call. `Ok(permit)`: make it and record its outcome on the permit.
     /// `Err(CircuitOpen)`: don't; the circuit is open.
     #[inline(always)]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        let shared = &*self.shared;
+        let shared = &**self.shared();
         let (generation, state) = unpack(shared.hot.word.load(Ordering::Acquire));
         match state {
-            State::Closed => Ok(Permit::new(self.clone(), generation, false, shared.call_start())),
+            State::Closed => Ok(Permit::new(self.lane(), generation, false, shared.call_start())),
             State::Disabled => Ok(Permit::passthrough()),
             State::Open => {
                 let now = Instant::now();
@@ -213,7 +261,7 @@ impl CircuitBreaker {
 
     #[cold]
     fn acquire_slow(&self, now: Instant) -> Result<Permit, CircuitOpen> {
-        let shared = &*self.shared;
+        let shared = &**self.shared();
         let mut pending: Pending = None;
         let result = {
             let mut l = shared.locked.lock();
@@ -227,16 +275,11 @@ impl CircuitBreaker {
                 shared.transition(&mut l, State::Open, Reason::ProbeTimedOut, now, &mut pending);
             }
             match l.state {
-                State::Closed => Ok(Permit::new(
-                    self.clone(),
-                    l.generation,
-                    false,
-                    shared.call_start(),
-                )),
+                State::Closed => Ok(Permit::new(self.lane(), l.generation, false, shared.call_start())),
                 State::Disabled => Ok(Permit::passthrough()),
                 State::HalfOpen if l.probes_in_flight < shared.config.half_open_permits => {
                     l.probes_in_flight += 1;
-                    Ok(Permit::new(self.clone(), l.generation, true, shared.call_start()))
+                    Ok(Permit::new(self.lane(), l.generation, true, shared.call_start()))
                 }
                 State::Open => Err((
                     l.generation,
@@ -252,7 +295,7 @@ impl CircuitBreaker {
 
     #[cold]
     fn reject(&self, generation: u64, state: State, until: u64) -> CircuitOpen {
-        let shared = &*self.shared;
+        let shared = &**self.shared();
         tracing::debug!(breaker = %shared.name, state = %state, "circuit breaker rejected a call");
         if !shared.listeners.is_empty() {
             shared.emit(&Event::Rejected {
@@ -270,7 +313,7 @@ impl CircuitBreaker {
 
     /// Counts, rates, state and the time until half-open, read now.
     pub fn snapshot(&self) -> Snapshot {
-        let shared = &*self.shared;
+        let shared = &**self.shared();
         let now = Instant::now();
         let mut l = shared.locked.lock();
         let counts = match (&shared.count_window, l.time_window.as_mut()) {
@@ -317,7 +360,7 @@ impl CircuitBreaker {
     }
 
     fn manual(&self, to: State, reason: Reason) {
-        let shared = &*self.shared;
+        let shared = &**self.shared();
         let mut pending = None;
         {
             let mut l = shared.locked.lock();
@@ -340,21 +383,21 @@ impl CircuitBreaker {
     /// returned [`Outcome::Trip`]: a longer wait already in force stays. Forced-open and
     /// disabled breakers are left alone.
     pub fn trip(&self, wait: Duration) {
-        self.shared.trip(wait);
+        self.shared().trip(wait);
     }
 
     /// Like [`trip`](Self::trip), for a trip learned from another replica: the transition's
     /// reason is [`Reason::Remote`], so a sync component can tell it from local trips and not
     /// echo it back.
     pub fn trip_remote(&self, wait: Duration) {
-        self.shared.trip_for(wait, Reason::Remote);
+        self.shared().trip_for(wait, Reason::Remote);
     }
 
     /// For a waiting service: registers `waker` to be woken when the breaker may admit again
     /// (a transition or a released probe). Returns `false`, registering nothing, when the
     /// breaker may admit already, so the caller must try again at once.
     pub(crate) fn wait_for_change(&self, refused: &CircuitOpen, waker: &Waker) -> bool {
-        let shared = &*self.shared;
+        let shared = &**self.shared();
         let mut l = shared.locked.lock();
         let may_admit = l.generation != refused.generation
             || (l.state == State::HalfOpen && l.probes_in_flight < shared.config.half_open_permits)
@@ -371,7 +414,7 @@ impl CircuitBreaker {
     /// When the breaker will next change by itself: the end of the open period, or of the
     /// half-open wait for a decision.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let shared = &*self.shared;
+        let shared = &**self.shared();
         let l = shared.locked.lock();
         match l.state {
             State::Open => Some(l.open_until(shared)),
@@ -770,7 +813,7 @@ impl Shared {
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
-            .field("name", &self.shared.name)
+            .field("name", &self.shared().name)
             .field("state", &self.state())
             .finish_non_exhaustive()
     }

@@ -2,17 +2,18 @@
 
 use std::fmt;
 
-use super::{CircuitBreaker, GEN_MASK};
+use super::{GEN_MASK, Lane, sync::Arc};
 use crate::classify::Outcome;
 
-/// Permission to make one call, from [`CircuitBreaker::try_acquire`].
+/// Permission to make one call, from [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire).
 ///
 /// Record the call's outcome with [`record`](Self::record). A permit dropped without an outcome
 /// (the call was cancelled) is released and counts as nothing; a half-open probe slot goes back.
 /// A permit measures its call's duration from `try_acquire` to `record`, for the slow-call rule.
 #[must_use = "a permit is for one call: record its outcome, or drop it to release it"]
 pub struct Permit {
-    breaker: Option<CircuitBreaker>,
+    /// The lane of the thread that took it (see `lane.rs`), which holds the breaker.
+    lane: Option<Arc<Lane>>,
     /// `start (40 bits of µs) << 24 | generation (23 bits) << 1 | probe`: two words in all, so
     /// that a permit moves in registers (a wider one cost a third of the closed path in
     /// store-forwarding stalls).
@@ -21,20 +22,17 @@ pub struct Permit {
 
 impl Permit {
     #[inline(always)]
-    pub(crate) fn new(breaker: CircuitBreaker, generation: u64, probe: bool, start: u64) -> Self {
+    pub(crate) fn new(lane: Arc<Lane>, generation: u64, probe: bool, start: u64) -> Self {
         let tag = (start << 24) | ((generation & GEN_MASK) << 1) | u64::from(probe);
         Self {
-            breaker: Some(breaker),
+            lane: Some(lane),
             tag,
         }
     }
 
     /// A permit from a disabled breaker: records nothing.
     pub(crate) const fn passthrough() -> Self {
-        Self {
-            breaker: None,
-            tag: 0,
-        }
+        Self { lane: None, tag: 0 }
     }
 
     /// Whether this permit is a half-open probe.
@@ -60,8 +58,8 @@ impl Permit {
     /// Records the outcome; the permit is spent (its drop does nothing).
     #[inline(always)]
     pub(crate) fn record_in_place(&mut self, outcome: Outcome) {
-        if let Some(breaker) = self.breaker.take() {
-            let shared = &*breaker.shared;
+        if let Some(lane) = self.lane.take() {
+            let shared = &*lane.shared;
             let elapsed = shared.elapsed_since(self.start());
             if self.is_probe() {
                 shared.record_probe(self.generation(), Some(outcome), elapsed);
@@ -75,11 +73,11 @@ impl Permit {
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if let Some(breaker) = self.breaker.take() {
+        if let Some(lane) = self.lane.take() {
             if self.is_probe() {
-                breaker.shared.record_probe(self.generation(), None, None);
+                lane.shared.record_probe(self.generation(), None, None);
             } else {
-                breaker.shared.release_closed();
+                lane.shared.release_closed();
             }
         }
     }
@@ -88,7 +86,7 @@ impl Drop for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("breaker", &self.breaker.as_ref().map(CircuitBreaker::name))
+            .field("breaker", &self.lane.as_ref().map(|l| &*l.shared.name))
             .field("generation", &self.generation())
             .field("probe", &self.is_probe())
             .finish()

@@ -55,7 +55,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    breaker::{Builder, CircuitBreaker, ConfigError, Event, Reason, Shared, Snapshot, State},
+    breaker::{Builder, CircuitBreaker, ConfigError, Event, Lane, Reason, Snapshot, State},
     classify::Outcome,
     keyed::KeyedRegistry,
 };
@@ -69,7 +69,7 @@ type KeyedSource = Box<dyn Fn(&mut Vec<(Labels, Snapshot)>) -> (String, usize) +
 
 #[derive(Default)]
 struct Watched {
-    breakers: Vec<Weak<Shared>>,
+    breakers: Vec<Weak<Lane>>,
     keyed: Vec<KeyedSource>,
 }
 
@@ -169,7 +169,7 @@ impl BreakerMetrics {
     /// Reads `breaker`'s state and rates at each scrape. The breaker is held weakly: once
     /// every handle to it is dropped, its series disappear.
     pub fn watch(&self, breaker: &CircuitBreaker) {
-        self.lock().breakers.push(Arc::downgrade(&breaker.shared));
+        self.lock().breakers.push(Arc::downgrade(&breaker.root));
     }
 
     /// Instruments `builder`, builds the breaker and watches it.
@@ -279,10 +279,10 @@ impl Collector for GaugeCollector {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             w.breakers.retain(|weak| {
-                let Some(shared) = weak.upgrade() else {
+                let Some(root) = weak.upgrade() else {
                     return false;
                 };
-                let breaker = CircuitBreaker { shared };
+                let breaker = CircuitBreaker { root };
                 rows.push((
                     vec![("breaker", Cow::Owned(breaker.name().to_string()))],
                     breaker.snapshot(),

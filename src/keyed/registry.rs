@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::error::{KeyedError, RegistryFull};
 use crate::breaker::{
-    Builder, CircuitBreaker, Config, ConfigError, Permit, Snapshot, State, sync::CachePadded,
+    Builder, CircuitBreaker, Config, ConfigError, Lanes, Permit, Snapshot, State, sync::CachePadded,
 };
 
 /// What a full registry does with a new key when every breaker it holds is protected from
@@ -484,7 +484,7 @@ where
         if let Some(f) = &self.map_builder {
             builder = f(builder, key);
         }
-        builder.build_with(template.config.clone())
+        builder.build_with(template.config.clone(), Lanes::One)
     }
 
     fn overflow(&self) -> &CircuitBreaker {
@@ -493,7 +493,7 @@ where
             t.builder
                 .clone()
                 .name(format!("{}:<overflow>", t.base))
-                .build_with(t.config.clone())
+                .build_with(t.config.clone(), Lanes::Auto)
         })
     }
 

@@ -4,7 +4,7 @@ use tower_layer::Layer;
 
 use super::{CircuitBreakerService, Readiness};
 use crate::{
-    breaker::{Builder, CircuitBreaker, Config, ConfigError},
+    breaker::{Builder, CircuitBreaker, Config, ConfigError, Lanes},
     classify::ErrorIsFailure,
 };
 
@@ -53,7 +53,7 @@ impl Source {
     pub(crate) fn breaker(&self) -> CircuitBreaker {
         match self {
             Source::Shared(b) => b.clone(),
-            Source::PerService(template) => template.0.build_with(template.1.clone()),
+            Source::PerService(template) => template.0.build_with(template.1.clone(), Lanes::Auto),
         }
     }
 }
