@@ -225,7 +225,6 @@ async fn https_base_url_is_accepted_and_the_stack_builds() {
 #[tokio::test]
 async fn https_to_a_closed_port_is_a_counted_failure() {
     use std::sync::atomic::Ordering::Relaxed;
-    use tower::{Service, ServiceExt};
     use tower_breaker::{Classify, HttpClassifier, Outcome};
 
     let port = {
@@ -236,17 +235,8 @@ async fn https_to_a_closed_port_is_a_counted_failure() {
         "[[provider]]\nname = \"down\"\nbase_url = \"https://127.0.0.1:{port}/v1\"\n\
          model = \"m\"\nprice = 1.0\ntimeout_secs = 10\n"
     );
-    let config = config::Config::parse(&text).unwrap();
-    let providers = config.providers(|_| None).unwrap();
-    let mut stack = scenario::build_stack(&providers, &config.breaker(), true, &|b| b).unwrap();
-    let err = stack
-        .chain
-        .ready()
-        .await
-        .unwrap()
-        .call(scenario::ChatRequest::user("hi", 1))
-        .await
-        .unwrap_err();
+    let (stack, result) = one_request(&text, None).await;
+    let err = result.unwrap_err();
     let outcome = Classify::<http::Response<bytes::Bytes>, _>::classify(&HttpClassifier::new(), Err(&err));
     assert_eq!(outcome, Outcome::Failure, "{err:?}");
     assert!(
@@ -263,7 +253,6 @@ async fn https_to_a_closed_port_is_a_counted_failure() {
 #[tokio::test]
 async fn https_base_url_speaks_tls() {
     use tokio::io::AsyncReadExt;
-    use tower::{Service, ServiceExt};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -276,22 +265,7 @@ async fn https_base_url_speaks_tls() {
     let text = format!(
         "[[provider]]\nname = \"tls\"\nbase_url = \"https://{addr}/v1\"\nmodel = \"m\"\nprice = 1.0\n"
     );
-    let config = config::Config::parse(&text).unwrap();
-    let mut stack = scenario::build_stack(
-        &config.providers(|_| None).unwrap(),
-        &config.breaker(),
-        true,
-        &|b| b,
-    )
-    .unwrap();
-    let err = stack
-        .chain
-        .ready()
-        .await
-        .unwrap()
-        .call(scenario::ChatRequest::user("hi", 1))
-        .await
-        .unwrap_err();
+    let err = one_request(&text, None).await.1.unwrap_err();
     // A TLS record: handshake (22), protocol version 3.x.
     let head = first_bytes.await.unwrap();
     assert_eq!(&head[..2], &[0x16, 0x03], "not a TLS handshake: {head:?}");
@@ -306,7 +280,6 @@ async fn https_base_url_speaks_tls() {
 #[tokio::test]
 async fn the_key_is_sent_as_a_bearer_token() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tower::{Service, ServiceExt};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -327,17 +300,7 @@ async fn the_key_is_sent_as_a_bearer_token() {
         "[[provider]]\nname = \"p\"\nbase_url = \"http://{addr}/v1\"\napi_key_env = \"KEY\"\n\
          model = \"m\"\nprice = 1.0\n"
     );
-    let config = config::Config::parse(&text).unwrap();
-    let providers = config.providers(|_| Some("sk-secret-123".to_string())).unwrap();
-    let mut stack = scenario::build_stack(&providers, &config.breaker(), true, &|b| b).unwrap();
-    let res = stack
-        .chain
-        .ready()
-        .await
-        .unwrap()
-        .call(scenario::ChatRequest::user("hi", 1))
-        .await
-        .unwrap();
+    let res = one_request(&text, Some("sk-secret-123")).await.1.unwrap();
     assert_eq!(res.status(), 200);
     let head = head.await.unwrap().to_ascii_lowercase();
     assert!(
@@ -357,4 +320,24 @@ fn find<'a, E: std::error::Error + 'static>(mut e: &'a (dyn std::error::Error + 
         }
         e = e.source()?;
     }
+}
+
+/// Builds the `--config` stack for the TOML `text` (every key variable reads `key`) and sends
+/// it one chat request.
+async fn one_request(
+    text: &str,
+    key: Option<&str>,
+) -> (
+    scenario::Stack,
+    Result<http::Response<bytes::Bytes>, tower_breaker::BoxError>,
+) {
+    use tower::{Service, ServiceExt};
+    let config = config::Config::parse(text).unwrap();
+    let providers = config.providers(|_| key.map(str::to_owned)).unwrap();
+    let mut stack = scenario::build_stack(&providers, &config.breaker(), true, &|b| b).unwrap();
+    let result = match stack.chain.ready().await {
+        Ok(chain) => chain.call(scenario::ChatRequest::user("hi", 1)).await,
+        Err(e) => Err(e),
+    };
+    (stack, result)
 }
