@@ -2,7 +2,7 @@
 
 use std::{error::Error, fmt, time::Duration};
 
-use super::{CircuitBreaker, State};
+use super::{Lane, State, sync::Arc};
 
 /// A builder was given a value it cannot work with. Names the setting and says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +50,9 @@ impl Error for ConfigError {}
 /// ```
 #[derive(Clone)]
 pub struct CircuitOpen {
-    pub(crate) breaker: CircuitBreaker,
+    /// The refusing thread's lane of the breaker (not the handle every thread clones: a
+    /// rejection then writes no cache line that other threads' rejections write).
+    pub(crate) lane: Arc<Lane>,
     pub(crate) state: State,
     /// Nanoseconds since the breaker's epoch at which it lets a probe through, or
     /// `NO_DEADLINE`.
@@ -62,7 +64,7 @@ pub struct CircuitOpen {
 impl CircuitOpen {
     /// The name of the breaker that refused the call.
     pub fn name(&self) -> &str {
-        self.breaker.name()
+        &self.lane.shared.name
     }
 
     /// The state that refused it: `Open`, `ForcedOpen` or `HalfOpen` (probes all in flight).
@@ -73,7 +75,7 @@ impl CircuitOpen {
     /// How long from now until the breaker lets a probe through, when it is known (`None`
     /// when forced open, or half-open with every probe in flight). Zero once that time came.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.breaker.shared().remaining(self.until)
+        self.lane.shared.remaining(self.until)
     }
 
     /// Finds a `CircuitOpen` in an error or anywhere in its `source()` chain.
@@ -120,7 +122,7 @@ impl fmt::Debug for CircuitOpen {
 impl PartialEq for CircuitOpen {
     /// Equal when from the same breaker, state and deadline.
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(&**self.breaker.shared(), &**other.breaker.shared())
+        std::ptr::eq(&*self.lane.shared, &*other.lane.shared)
             && self.state == other.state
             && self.until == other.until
     }

@@ -204,7 +204,7 @@ mod tests {
             assert!(state.upgrade().is_some(), "a permit keeps the state alive");
             permit.record(Outcome::Failure);
             assert!(state.upgrade().is_none(), "no cycle: freed with the last permit");
-            let open = Arc::downgrade(refused.breaker.shared());
+            let open = Arc::downgrade(&refused.lane.shared);
             drop(refused);
             assert!(open.upgrade().is_none());
         }

@@ -304,7 +304,7 @@ impl CircuitBreaker {
             });
         }
         CircuitOpen {
-            breaker: self.clone(),
+            lane: self.lane(),
             state,
             until,
             generation,

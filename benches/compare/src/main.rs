@@ -383,6 +383,10 @@ trait Bench {
         per_task: u64,
         shared: bool,
     ) -> Result<f64, String>;
+    /// Like `contended`, on a tripped breaker: every call is a rejection (`--profile` only).
+    fn contended_open(&self, _rt: &tokio::runtime::Runtime, _per_task: u64) -> Result<f64, String> {
+        Err("no open state".into())
+    }
     fn verify(&self, rt: &tokio::runtime::Runtime) -> Result<(), String>;
     /// (heap bytes per breaker, size of the handle)
     fn bytes(&self) -> (f64, usize);
@@ -498,6 +502,32 @@ impl<C0: Client, C1: Client> Bench for Subject<C0, C1> {
                 return Err(format!("contended: {ok} ok of {}", per_task * TASKS));
             }
             Ok(ok as f64 / secs)
+        })
+    }
+
+    fn contended_open(&self, rt: &tokio::runtime::Runtime, per_task: u64) -> Result<f64, String> {
+        if self.kind == Kind::Bare {
+            return Err("no open state".into());
+        }
+        rt.block_on(async {
+            let mut c = (self.fail)();
+            trip(&mut c).await?;
+            let t = Instant::now();
+            let handles: Vec<_> = (0..TASKS)
+                .map(|_| {
+                    let mut c = c.clone();
+                    tokio::spawn(async move { run(&mut c, per_task, |i| i * 100).await })
+                })
+                .collect();
+            let mut rejected = 0;
+            for h in handles {
+                rejected += h.await.map_err(|e| e.to_string())?[2];
+            }
+            let secs = t.elapsed().as_secs_f64();
+            if rejected != per_task * TASKS {
+                return Err(format!("contended open: {rejected} rejected of {}", per_task * TASKS));
+            }
+            Ok(rejected as f64 / secs)
         })
     }
 
@@ -794,6 +824,11 @@ fn main() -> Result<(), String> {
             "ok" => Single::ClosedOk,
             "1pct" => Single::Closed1Pct,
             "open" => Single::Open,
+            "open-contended" => {
+                let rate = s.contended_open(&mt, n / TASKS)?;
+                println!("{}: {rate:.3e} rejections/s", s.name());
+                return Ok(());
+            }
             _ => {
                 let rate = s.contended(&mt, n / TASKS)?;
                 println!("{}: {rate:.3e} req/s", s.name());
