@@ -419,6 +419,30 @@ async fn run<C: Client>(c: &mut C, iters: u64, x: impl Fn(u64) -> u64) -> [u64; 
     tally
 }
 
+/// Runs `per_task` requests (`x(i)`) on each client in a task of its own, all at once; every
+/// result must be `expect`. Returns results per second of wall time.
+async fn in_tasks<C: Client>(
+    clients: impl Iterator<Item = C>,
+    per_task: u64,
+    x: fn(u64) -> u64,
+    expect: Res,
+    what: &str,
+) -> Result<f64, String> {
+    let t = Instant::now();
+    let handles: Vec<_> = clients
+        .map(|mut c| tokio::spawn(async move { run(&mut c, per_task, x).await }))
+        .collect();
+    let (mut matched, n) = (0, handles.len() as u64 * per_task);
+    for h in handles {
+        matched += h.await.map_err(|e| e.to_string())?[expect as usize];
+    }
+    let secs = t.elapsed().as_secs_f64();
+    if matched != n {
+        return Err(format!("{what}: {matched} of {n} were {expect:?}"));
+    }
+    Ok(matched as f64 / secs)
+}
+
 /// Trips a client built on the 1%-failing inner with failing requests; `Err` if it never rejects.
 async fn trip<C: Client>(c: &mut C) -> Result<u64, String> {
     for n in 1..=100_000 {
@@ -485,24 +509,8 @@ impl<C0: Client, C1: Client> Bench for Subject<C0, C1> {
         shared: bool,
     ) -> Result<f64, String> {
         let c = (self.ok)();
-        rt.block_on(async {
-            let t = Instant::now();
-            let handles: Vec<_> = (0..TASKS)
-                .map(|_| {
-                    let mut c = if shared { c.clone() } else { (self.ok)() };
-                    tokio::spawn(async move { run(&mut c, per_task, |i| i).await })
-                })
-                .collect();
-            let mut ok = 0;
-            for h in handles {
-                ok += h.await.map_err(|e| e.to_string())?[0];
-            }
-            let secs = t.elapsed().as_secs_f64();
-            if ok != per_task * TASKS {
-                return Err(format!("contended: {ok} ok of {}", per_task * TASKS));
-            }
-            Ok(ok as f64 / secs)
-        })
+        let clients = (0..TASKS).map(|_| if shared { c.clone() } else { (self.ok)() });
+        rt.block_on(in_tasks(clients, per_task, |i| i, Res::Ok, "contended"))
     }
 
     fn contended_open(&self, rt: &tokio::runtime::Runtime, per_task: u64) -> Result<f64, String> {
@@ -512,22 +520,8 @@ impl<C0: Client, C1: Client> Bench for Subject<C0, C1> {
         rt.block_on(async {
             let mut c = (self.fail)();
             trip(&mut c).await?;
-            let t = Instant::now();
-            let handles: Vec<_> = (0..TASKS)
-                .map(|_| {
-                    let mut c = c.clone();
-                    tokio::spawn(async move { run(&mut c, per_task, |i| i * 100).await })
-                })
-                .collect();
-            let mut rejected = 0;
-            for h in handles {
-                rejected += h.await.map_err(|e| e.to_string())?[2];
-            }
-            let secs = t.elapsed().as_secs_f64();
-            if rejected != per_task * TASKS {
-                return Err(format!("contended open: {rejected} rejected of {}", per_task * TASKS));
-            }
-            Ok(rejected as f64 / secs)
+            let clients = (0..TASKS).map(|_| c.clone());
+            in_tasks(clients, per_task, |i| i * 100, Res::Rejected, "contended open").await
         })
     }
 
