@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release --manifest-path benches/compare/Cargo.toml            # ~1-2 min
 //! cargo run --release --manifest-path benches/compare/Cargo.toml -- --quick # ~20 s
+//! cargo run --release --manifest-path benches/compare/Cargo.toml -- --primitives
 //! ```
 //!
 //! Method: every subject is first validated (it really trips and rejects; clones share one
@@ -833,10 +834,21 @@ fn main() -> Result<(), String> {
         return Ok(());
     }
 
+    // `--primitives`: the primitive rows and the coarse clock's behaviour only.
+    if args.iter().any(|a| a == "--primitives") {
+        println!("machine: {}", cpu_model());
+        println!("{}", coarse_clock_report());
+        for (what, st) in primitives(keyed_lookups as u64, rounds) {
+            println!("{what}: {:.2} ns ({:.2}..{:.2})", st.med, st.min, st.max);
+        }
+        return Ok(());
+    }
+
     println!(
-        "tower-breaker vs peers: {} rounds{}",
+        "tower-breaker vs peers: {} rounds{}; load average at the start: {}",
         rounds,
-        if quick { " (--quick)" } else { "" }
+        if quick { " (--quick)" } else { "" },
+        loadavg()
     );
     println!("validating every subject before measuring:");
     let subjects = subjects();
@@ -943,17 +955,7 @@ fn main() -> Result<(), String> {
 
     // Where the time goes: the core API alone, and the primitives the paths are made of.
     let n = keyed_lookups as u64;
-    let time = |f: &mut dyn FnMut()| -> Stat {
-        stat(
-            (0..rounds)
-                .map(|_| {
-                    let t = CpuClock::now();
-                    f();
-                    t.elapsed().as_nanos() as f64 / n as f64
-                })
-                .collect(),
-        )
-    };
+    let time = |f: &mut dyn FnMut()| time_ns(n, rounds, f);
     let mut parts: Vec<(String, Stat)> = Vec::new();
     for (name, b) in [
         ("consecutive(5)", tb_consecutive()),
@@ -990,40 +992,7 @@ fn main() -> Result<(), String> {
             }),
         ));
     }
-    let arc = std::sync::Arc::new(0u64);
-    parts.push((
-        "primitive: Arc clone + drop".into(),
-        time(&mut || {
-            for _ in 0..n {
-                drop(black_box(black_box(&arc).clone()));
-            }
-        }),
-    ));
-    parts.push((
-        "primitive: std::time::Instant::now()".into(),
-        time(&mut || {
-            for _ in 0..n {
-                black_box(Instant::now());
-            }
-        }),
-    ));
-    parts.push((
-        "primitive: tokio::time::Instant::now() (no test-util)".into(),
-        time(&mut || {
-            for _ in 0..n {
-                black_box(tokio::time::Instant::now());
-            }
-        }),
-    ));
-    parts.push((
-        "primitive: Box<[u64; 4]> as Box<dyn Any> alloc + free".into(),
-        time(&mut || {
-            for _ in 0..n {
-                let b: Box<dyn std::any::Any> = Box::new(black_box([1u64; 4]));
-                black_box(&b);
-            }
-        }),
-    ));
+    parts.extend(primitives(n, rounds));
 
     // ----- Report -----
     let bare = 0;
@@ -1156,74 +1125,263 @@ fn main() -> Result<(), String> {
         );
     }
 
-    // ----- Goals (issue 6) -----
+    // ----- Goals -----
+    // Ratios against the best peer in this run (a ratio above 1 means tower-breaker is ahead).
     println!();
-    println!("goals:");
+    println!("goals (ratios to the best peer of this run; peer / ours for costs, ours / peer for rates):");
     let goal = |ok: bool, what: String| println!("  {} {what}", if ok { "MET " } else { "MISS" });
     let b0 = single[bare][0].med;
-    for (i, s) in subjects
+    let bp_over = best_peer(0) - b0;
+    let bp_reject = best_peer(2);
+    let ours: Vec<usize> = subjects
         .iter()
         .enumerate()
         .filter(|(_, s)| s.kind() == Kind::Ours)
-    {
-        let limit = if s.name().contains("time_window") {
-            30.0
-        } else {
-            10.0
-        };
-        let over = single[i][0].med - b0;
+        .map(|(i, _)| i)
+        .collect();
+    let over = |i: usize| single[i][0].med - b0;
+    for (rule, &i) in ours.iter().enumerate() {
+        let name = subjects[i].name();
+        let r = bp_over / over(i);
         goal(
-            over <= limit,
-            format!("{}: closed overhead {over:.1} ns (goal <= {limit} ns)", s.name()),
+            r >= 1.0,
+            format!(
+                "{name}: closed overhead {:.1} ns, best peer {bp_over:.1} ns: {r:.2}x (goal >= 1x)",
+                over(i)
+            ),
         );
         let rej = single[i][2].med;
+        let r = bp_reject / rej;
         goal(
-            rej <= 15.0,
-            format!("{}: rejection {rej:.1} ns (goal <= 15 ns)", s.name()),
+            r >= 2.0,
+            format!(
+                "{name}: rejection through the layer {rej:.1} ns, best peer {bp_reject:.1} ns: {r:.2}x (goal >= 2x)"
+            ),
+        );
+        // The core rows: closed, refused, refused as BoxError, per rule, in the subjects' order.
+        let core = parts[3 * rule + 1].1.med;
+        let r = bp_reject / core;
+        goal(
+            r >= 2.0,
+            format!(
+                "{name}: rejection in the core {core:.1} ns, best peer {bp_reject:.1} ns: {r:.2}x (goal >= 2x)"
+            ),
         );
         let c = contended[i].med;
         goal(
-            c >= 3.0 * bp_rate,
+            c >= bp_rate,
             format!(
-                "{}: 64-task {c:.3e} req/s = {:.1}x best peer (goal >= 3x)",
-                s.name(),
+                "{name}: 64 tasks {c:.3e} req/s, best peer {bp_rate:.3e}: {:.2}x (goal >= 1x)",
                 c / bp_rate
             ),
         );
+    }
+    let rule = |what: &str| {
+        ours.iter()
+            .copied()
+            .find(|&i| subjects[i].name().contains(what))
+            .expect("a subject per rule")
+    };
+    let (consecutive, count, time) = (rule("consecutive"), rule("count_window"), rule("time_window"));
+    let r = over(time) / over(consecutive);
+    goal(
+        r <= 1.5,
+        format!(
+            "time window: closed overhead {:.1} ns = {r:.2}x the consecutive rule's {:.1} ns (goal <= 1.5x)",
+            over(time),
+            over(consecutive)
+        ),
+    );
+    for (what, i, peers) in [("time window", time, Some(3.0)), ("count window", count, None)] {
+        let c = contended[i].med;
         let own = 1e9 / single[i][0].med;
         goal(
             c >= own,
-            format!(
-                "{}: 64-task / own 1-task rate = {:.2}x (goal >= 1x)",
-                s.name(),
-                c / own
-            ),
+            format!("{what}: 64 tasks / own 1-task rate = {:.2}x (goal >= 1x)", c / own),
         );
+        if let Some(k) = peers {
+            goal(
+                c >= k * bp_rate,
+                format!(
+                    "{what}: 64 tasks {c:.3e} req/s = {:.2}x the best peer (goal >= {k}x)",
+                    c / bp_rate
+                ),
+            );
+        }
     }
-    let (_, ours100k, _, _, hot100k) = &keyed[2];
+    let (_, _, _, _, hot100k) = &keyed[2];
+    let r = hot100k.med / unkeyed.med;
     goal(
-        hot100k.med <= 50.0,
+        r <= 2.0,
         format!(
-            "keyed lookup at 100k keys, hot keys: {:.1} ns (goal <= 50 ns)",
-            hot100k.med
-        ),
-    );
-    goal(
-        ours100k.med <= 50.0,
-        format!(
-            "keyed lookup at 100k keys, uniform random (cache-cold): {:.1} ns (goal <= 50 ns)",
-            ours100k.med
+            "keyed: hot-key lookup at 100k keys {:.1} ns = {r:.2}x one breaker's {:.1} ns (goal <= 2x)",
+            hot100k.med, unkeyed.med
         ),
     );
     println!();
     println!(
         "total run time {:.0} s; load average at the end: {}",
         started.elapsed().as_secs_f64(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        loadavg()
     );
     Ok(())
+}
+
+/// Times `f` (which runs `n` operations) `rounds` times on this thread's CPU clock: ns per op.
+fn time_ns(n: u64, rounds: usize, f: &mut dyn FnMut()) -> Stat {
+    stat(
+        (0..rounds)
+            .map(|_| {
+                let t = CpuClock::now();
+                f();
+                t.elapsed().as_nanos() as f64 / n as f64
+            })
+            .collect(),
+    )
+}
+
+/// A zero-sized error, as tower's `Overloaded` and `Elapsed` are.
+#[derive(Debug)]
+struct ZstErr;
+impl fmt::Display for ZstErr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("zst")
+    }
+}
+impl std::error::Error for ZstErr {}
+
+/// A 16-byte error (a pointer and a deadline).
+#[derive(Debug)]
+struct SmallErr(#[allow(dead_code)] &'static str, #[allow(dead_code)] u64);
+impl fmt::Display for SmallErr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("small")
+    }
+}
+impl std::error::Error for SmallErr {}
+
+/// The primitives the breaker's paths are made of, each timed alone.
+fn primitives(n: u64, rounds: usize) -> Vec<(String, Stat)> {
+    use rustix::time::{ClockId, clock_gettime};
+    let time = |f: &mut dyn FnMut()| time_ns(n, rounds, f);
+    let mut parts: Vec<(String, Stat)> = Vec::new();
+    let arc = std::sync::Arc::new(0u64);
+    parts.push((
+        "primitive: Arc clone + drop".into(),
+        time(&mut || {
+            for _ in 0..n {
+                drop(black_box(black_box(&arc).clone()));
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: std::time::Instant::now()".into(),
+        time(&mut || {
+            for _ in 0..n {
+                black_box(Instant::now());
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: tokio::time::Instant::now() (no test-util)".into(),
+        time(&mut || {
+            for _ in 0..n {
+                black_box(tokio::time::Instant::now());
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: CLOCK_MONOTONIC through rustix".into(),
+        time(&mut || {
+            for _ in 0..n {
+                black_box(clock_gettime(black_box(ClockId::Monotonic)));
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: CLOCK_MONOTONIC_COARSE through rustix".into(),
+        time(&mut || {
+            for _ in 0..n {
+                black_box(clock_gettime(black_box(ClockId::MonotonicCoarse)));
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: Box<ZST> as BoxError alloc + free".into(),
+        time(&mut || {
+            for _ in 0..n {
+                let b: BoxError = Box::new(ZstErr);
+                black_box(&b);
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: Box<16 bytes> as BoxError alloc + free".into(),
+        time(&mut || {
+            for _ in 0..n {
+                let b: BoxError = Box::new(SmallErr(black_box("bench"), black_box(7)));
+                black_box(&b);
+            }
+        }),
+    ));
+    parts.push((
+        "primitive: Box<[u64; 4]> as Box<dyn Any> alloc + free".into(),
+        time(&mut || {
+            for _ in 0..n {
+                let b: Box<dyn std::any::Any> = Box::new(black_box([1u64; 4]));
+                black_box(&b);
+            }
+        }),
+    ));
+    parts
+}
+
+/// The coarse clock against the precise one: its stated resolution, the tick seen by
+/// spinning, and how far it trails `CLOCK_MONOTONIC` (it must never lead it).
+fn coarse_clock_report() -> String {
+    use rustix::time::{ClockId, clock_getres, clock_gettime};
+    let ns = |c| {
+        let t = clock_gettime(c);
+        t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128
+    };
+    let res = clock_getres(ClockId::MonotonicCoarse);
+    let (mut ticks, mut max_lag, mut led) = (Vec::new(), 0i128, 0u64);
+    let mut last = ns(ClockId::MonotonicCoarse);
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        // Precise reads on both sides of the coarse one; a pair more than 2 µs apart (the
+        // thread was descheduled between them) says nothing about the lag.
+        let p0 = ns(ClockId::Monotonic);
+        let c = ns(ClockId::MonotonicCoarse);
+        let p1 = ns(ClockId::Monotonic);
+        if c > p1 {
+            led += 1;
+        }
+        if p1 - p0 < 2_000 {
+            max_lag = max_lag.max(p1 - c);
+        }
+        if c != last {
+            ticks.push(c - last);
+            last = c;
+        }
+    }
+    ticks.sort();
+    format!(
+        "coarse clock: resolution {} ns (clock_getres), tick seen {} ns (median of {}), trails CLOCK_MONOTONIC by at most {} ns over 300 ms (reads not descheduled); led it {} times",
+        res.tv_sec as i128 * 1_000_000_000 + res.tv_nsec as i128,
+        ticks.get(ticks.len() / 2).copied().unwrap_or(0),
+        ticks.len(),
+        max_lag,
+        led
+    )
+}
+
+/// The machine is shared: the load average says how much the wall-clock rows (64 tasks) mean.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn cpu_model() -> String {
