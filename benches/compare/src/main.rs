@@ -992,6 +992,22 @@ fn main() -> Result<(), String> {
             }),
         ));
     }
+    // The floor for a boxed rejection: the same refusal, boxed as a zero-sized error (no
+    // allocation), which could carry neither the name nor `retry_after`.
+    let b = tb_consecutive();
+    b.trip(OPEN);
+    parts.push((
+        "core consecutive(5): refusal boxed as a zero-sized error instead (the floor)".into(),
+        time(&mut || {
+            for _ in 0..n {
+                let e: BoxError = match black_box(&b).try_acquire() {
+                    Err(_) => Box::new(ZstErr),
+                    Ok(_) => unreachable!("open"),
+                };
+                black_box(&e);
+            }
+        }),
+    ));
     parts.extend(primitives(n, rounds));
 
     // ----- Report -----
