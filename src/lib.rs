@@ -182,9 +182,11 @@ pub mod service;
 
 pub use breaker::{
     Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Permit, Reason, Snapshot,
-    State, is_circuit_open,
+    State,
 };
-pub use classify::{AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome};
+pub use classify::{
+    AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome, is_circuit_open, is_dead_buffer,
+};
 pub use fallback::{AllUnavailable, Failover, Fallback, FallbackLayer};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
 #[doc(no_inline)]

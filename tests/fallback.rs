@@ -360,6 +360,30 @@ async fn on_failure_keeps_the_failed_answer_when_the_secondary_rejects_on_call()
     assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
 }
 
+/// Issue 15 point 1: a `Buffer` above a `FailFast` breaker dies at the first refusal. Its
+/// error is not an open circuit: the fallback reports the dead member instead of routing
+/// around it forever as if its circuit were open.
+#[tokio::test(start_paused = true)]
+async fn a_dead_buffer_is_reported_not_routed_around_forever() {
+    let b = breaker("openai");
+    let (primary_calls, primary) = upstream("openai", false);
+    let buffered: Svc = BoxCloneService::new(tower::buffer::Buffer::new(guarded(&b, primary), 8));
+    let (secondary_calls, secondary) = upstream("cache", false);
+    let svc = Fallback::new(buffered, secondary).names("openai", "cache");
+    b.force_open();
+
+    // The buffer's worker polls the breaker, is refused, and stops.
+    let err = svc.clone().oneshot("q".into()).await.unwrap_err();
+    assert!(tower_breaker::is_dead_buffer(&err), "{err}");
+    b.reset(); // the upstream is back; the dead buffer is not
+
+    let err = svc.oneshot("q".into()).await.unwrap_err();
+    assert!(tower_breaker::is_dead_buffer(&err), "{err}");
+    assert!(!is_circuit_open(&err), "{err}");
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(secondary_calls.load(Ordering::SeqCst), 0, "not routed as if open");
+}
+
 #[tokio::test(start_paused = true)]
 async fn failing_secondary_error_carries_the_primary_reason_as_source() {
     let b = breaker("openai");

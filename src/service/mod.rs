@@ -51,7 +51,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub use error::{BoxError, CircuitOpen, is_circuit_open};
+pub use error::{BoxError, CircuitOpen, is_circuit_open, is_dead_buffer};
 pub use future::ResponseFuture;
 pub(crate) use gate::Gate;
 pub use layer::CircuitBreakerLayer;
