@@ -5,6 +5,7 @@
 //!
 //! Time: tests without a timeout run on the real clock (nothing waits on it); the timeout test
 //! runs paused, with the timeout the only timer, so tokio jumps straight to it.
+#![cfg(feature = "hyper-util")]
 
 mod support;
 
