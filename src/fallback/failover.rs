@@ -29,9 +29,11 @@ use crate::{
 /// `Pending` member is waited for (unless [`spill_over`](Self::spill_over)); any other
 /// readiness error is returned (a `FallbackError` if members were skipped before it).
 ///
-/// With [`on_failure`](Self::on_failure), a request whose call failed goes on to the next
-/// members (ready clones of them, readied in the response future), at most
-/// [`max_attempts`](Self::max_attempts) calls in all.
+/// With [`on_http_failure`](Self::on_http_failure) (the HTTP preset: 5xx, 429, timeouts,
+/// connect errors) or [`on_failure`](Self::on_failure), a request whose call failed goes on
+/// to the next members (ready clones of them, readied in the response future), at most
+/// [`max_attempts`](Self::max_attempts) calls in all; if none of them answers, the last
+/// failed answer stands.
 ///
 /// [`AllUnavailable`]: super::AllUnavailable
 ///
