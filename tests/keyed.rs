@@ -524,3 +524,60 @@ async fn a_half_open_breaker_nobody_probes_may_go_but_not_while_a_probe_is_out()
     assert_eq!(keys(&registry), ["probing"], "the breaker with a probe out stays");
     probe.record(Outcome::Success);
 }
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_in_a_uri_never_reach_a_key_a_name_a_message_or_a_log() {
+    const SECRET: &str = "s3cr3t";
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let a = Authority::new();
+    let req = |uri: &str| http::Request::get(uri).body(()).unwrap();
+    assert_eq!(a.extract(&req("https://alice:s3cr3t@api.example.com/v1")), "api.example.com");
+    assert_eq!(
+        a.extract(&req("https://alice:s3cr3t@API.example.com:8443/")),
+        "api.example.com:8443"
+    );
+    assert_eq!(a.extract(&req("https://alice@api.example.com/")), "api.example.com");
+    // A malformed Host header with userinfo: the same rule.
+    let host = http::Request::get("/").header("host", "bob:s3cr3t@h.example").body(()).unwrap();
+    assert_eq!(a.extract(&host), "h.example");
+
+    let registry = KeyedRegistry::<String>::new(template()).unwrap();
+    let inner = service_fn(|_: http::Request<()>| async { Err::<http::Response<()>, BoxError>("503".into()) });
+    let mut svc = KeyedCircuitBreakerLayer::new(registry.clone(), Authority::new()).layer(inner);
+    let with_credentials = || req("https://alice:s3cr3t@api.example.com/v1/chat");
+    assert!(svc.ready().await.unwrap().call(with_credentials()).await.is_err());
+    let err = svc.ready().await.unwrap().call(with_credentials()).await.unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().expect("a CircuitOpen");
+    assert_eq!(open.name(), "up:api.example.com");
+    for text in [err.to_string(), format!("{err:?}"), format!("{registry:?}")] {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+    let snapshot = registry.snapshot();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].0, "api.example.com");
+    assert_eq!(snapshot[0].1.name, "up:api.example.com");
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("up:api.example.com"), "the breaker logged: {logs}");
+    assert!(!logs.contains(SECRET), "{logs}");
+}

@@ -39,10 +39,17 @@ pub const UNKNOWN: &str = "unknown";
 /// header, then to [`UNKNOWN`]. ASCII case is folded (an allocation only when the authority
 /// has upper-case letters), so `API.openai.com` and `api.openai.com` share a breaker.
 ///
+/// Credentials never enter the key: the userinfo of `https://user:pass@host/` (everything up
+/// to the last `@`, in the URI or in a malformed `Host` header) is dropped, so no breaker
+/// name, [`CircuitOpen`](crate::CircuitOpen) message, log line, metric label or Redis message
+/// built from the key can carry them.
+///
 /// ```
 /// use tower_breaker::keyed::{Authority, ExtractKey};
 /// let req = http::Request::get("https://API.openai.com/v1/chat/completions").body(()).unwrap();
 /// assert_eq!(Authority::new().extract(&req), "api.openai.com");
+/// let req = http::Request::get("https://alice:s3cr3t@api.example.com:8443/").body(()).unwrap();
+/// assert_eq!(Authority::new().extract(&req), "api.example.com:8443");
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Authority {
@@ -70,6 +77,12 @@ fn fold_case(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// `host[:port]` of an authority: what follows its last `@` (userinfo cannot hold one
+/// unescaped).
+fn without_userinfo(authority: &str) -> &str {
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
+}
+
 impl<B> ExtractKey<Request<B>> for Authority {
     type Key = str;
 
@@ -80,7 +93,7 @@ impl<B> ExtractKey<Request<B>> for Authority {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        match authority {
+        match authority.map(without_userinfo) {
             Some(a) if !a.is_empty() => fold_case(a),
             _ => Cow::Borrowed(self.fallback),
         }
