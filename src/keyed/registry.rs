@@ -663,3 +663,46 @@ where
         (table.len() >= shard.capacity).then(|| now.recheck())
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_shard_is_scanned_once_per_deadline_not_once_per_new_key() {
+        let registry = KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(1))
+            .max_keys(64)
+            .idle_timeout(Duration::from_secs(10))
+            .when_full(WhenFull::Reject)
+            .build()
+            .unwrap();
+        assert_eq!(registry.inner.shards.len(), 1);
+        let shard = &registry.inner.shards[0];
+        let scans = || shard.failed_scans.load(Ordering::Relaxed);
+        for i in 0..64 {
+            registry
+                .get(format!("k{i}").as_str())
+                .unwrap()
+                .trip(Duration::from_secs(20 + i));
+        }
+        advance(Duration::from_secs(10)).await; // the next new key sweeps: nobody used them
+        for i in 0..10_000 {
+            assert!(registry.get(format!("new-{i}").as_str()).is_err());
+        }
+        assert_eq!(scans(), 1, "one scan, then refusals without one");
+        assert_eq!(
+            shard.full_until.load(Ordering::Relaxed),
+            Duration::from_secs(20).as_nanos() as u64,
+            "until the earliest deadline"
+        );
+        advance(Duration::from_secs(10)).await; // k0's open period ends
+        // k0 makes room; the newcomer's upstream is down too.
+        registry.get("x").expect("k0 made room").trip(Duration::from_secs(100));
+        for i in 0..10_000 {
+            assert!(registry.get(format!("new-{i}").as_str()).is_err());
+        }
+        assert_eq!(scans(), 2);
+        assert_eq!(registry.len(), 64);
+    }
+}
