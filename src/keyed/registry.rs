@@ -451,7 +451,9 @@ where
 
     /// Sweeps every shard whose last sweep is at least `idle_timeout` old: removes the
     /// breakers not used since that sweep that may be evicted (closed; open past their
-    /// deadline; half-open with no probe in flight), and starts a new period for the others.
+    /// deadline; half-open with no probe in flight; in each case not held outside the
+    /// registry, see [the module docs](super#bounded-memory)), and starts a new period for the
+    /// others.
     /// Returns how many were removed.
     ///
     /// New keys sweep their shard this way already; call this from an interval task (every
