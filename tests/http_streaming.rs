@@ -58,18 +58,18 @@ async fn proxy(
         HttpClassifier,
     >,
     upstream: http::Uri,
-) -> std::net::SocketAddr
-{
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (svc, upstream) = (svc.clone(), upstream.clone());
             tokio::spawn(async move {
-                let handler = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-                    let (svc, upstream) = (svc.clone(), upstream.clone());
-                    async move { svc.oneshot(get(upstream)).await.map_err(std::io::Error::other) }
-                });
+                let handler =
+                    hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                        let (svc, upstream) = (svc.clone(), upstream.clone());
+                        async move { svc.oneshot(get(upstream)).await.map_err(std::io::Error::other) }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), handler)
                     .await;
@@ -84,11 +84,7 @@ async fn behind_a_hyper_server_a_sized_body_is_recorded_when_it_reports_its_end(
     // 20 answers of 200 with a sized body, then 4 of 500.
     let upstream = FaultServer::start(Fault::Status(500)).await;
     upstream.script((0..20).map(|_| Fault::Body(200, r#"{"choices":[]}"#)));
-    let (builder, seen) = record_outcomes(
-        CircuitBreaker::builder("llm")
-            .failure_rate(0.5)
-            .min_calls(4),
-    );
+    let (builder, seen) = record_outcomes(CircuitBreaker::builder("llm").failure_rate(0.5).min_calls(4));
     let breaker = builder.build().unwrap();
     let svc = ServiceBuilder::new().layer(streaming(&breaker)).service(client());
     let front = proxy(svc, upstream.uri("/v1/chat")).await;
@@ -301,8 +297,14 @@ mod readiness {
         let breaker = builder.build().unwrap();
         let svc = streaming(&breaker).layer(upstream());
         let mut body = svc.oneshot(()).await.unwrap().into_body();
-        assert!(body.is_pending(), "a body with data is not at its end before a poll");
-        assert_eq!(&body.frame().await.unwrap().unwrap().into_data().unwrap()[..], b"ok");
+        assert!(
+            body.is_pending(),
+            "a body with data is not at its end before a poll"
+        );
+        assert_eq!(
+            &body.frame().await.unwrap().unwrap().into_data().unwrap()[..],
+            b"ok"
+        );
         assert_eq!(*seen.lock().unwrap(), [Outcome::Success]);
 
         let empty = service_fn(|_: ()| async {

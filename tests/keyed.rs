@@ -553,22 +553,38 @@ async fn credentials_in_a_uri_never_reach_a_key_a_name_a_message_or_a_log() {
     );
     let a = Authority::new();
     let req = |uri: &str| http::Request::get(uri).body(()).unwrap();
-    assert_eq!(a.extract(&req("https://alice:s3cr3t@api.example.com/v1")), "api.example.com");
+    assert_eq!(
+        a.extract(&req("https://alice:s3cr3t@api.example.com/v1")),
+        "api.example.com"
+    );
     assert_eq!(
         a.extract(&req("https://alice:s3cr3t@API.example.com:8443/")),
         "api.example.com:8443"
     );
-    assert_eq!(a.extract(&req("https://alice@api.example.com/")), "api.example.com");
+    assert_eq!(
+        a.extract(&req("https://alice@api.example.com/")),
+        "api.example.com"
+    );
     // A malformed Host header with userinfo: the same rule.
-    let host = http::Request::get("/").header("host", "bob:s3cr3t@h.example").body(()).unwrap();
+    let host = http::Request::get("/")
+        .header("host", "bob:s3cr3t@h.example")
+        .body(())
+        .unwrap();
     assert_eq!(a.extract(&host), "h.example");
 
     let registry = KeyedRegistry::<String>::new(template()).unwrap();
-    let inner = service_fn(|_: http::Request<()>| async { Err::<http::Response<()>, BoxError>("503".into()) });
+    let inner =
+        service_fn(|_: http::Request<()>| async { Err::<http::Response<()>, BoxError>("503".into()) });
     let mut svc = KeyedCircuitBreakerLayer::new(registry.clone(), Authority::new()).layer(inner);
     let with_credentials = || req("https://alice:s3cr3t@api.example.com/v1/chat");
     assert!(svc.ready().await.unwrap().call(with_credentials()).await.is_err());
-    let err = svc.ready().await.unwrap().call(with_credentials()).await.unwrap_err();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with_credentials())
+        .await
+        .unwrap_err();
     let open = err.downcast_ref::<CircuitOpen>().expect("a CircuitOpen");
     assert_eq!(open.name(), "up:api.example.com");
     for text in [err.to_string(), format!("{err:?}"), format!("{registry:?}")] {
@@ -602,7 +618,11 @@ async fn a_key_that_cannot_fit_is_refused_until_a_protected_breakers_deadline_pa
     advance(Duration::from_millis(4_999)).await;
     assert!(matches!(registry.try_acquire("b"), Err(KeyedError::Full(_))));
     advance(Duration::from_millis(1)).await;
-    drop(registry.try_acquire("b").expect("the open period of \"a\" ended: \"b\" takes its place"));
+    drop(
+        registry
+            .try_acquire("b")
+            .expect("the open period of \"a\" ended: \"b\" takes its place"),
+    );
     assert_eq!(keys(&registry), ["b"]);
 }
 
@@ -656,7 +676,13 @@ async fn a_breaker_with_a_call_in_flight_is_not_evicted_so_its_outcome_reaches_t
     // "a"'s call ends with a server's wait: it lands on the key's breaker.
     answer.send(Outcome::Trip(Duration::from_secs(60))).unwrap();
     in_flight.await.unwrap().unwrap();
-    let err = svc.ready().await.unwrap().call("a".to_string()).await.unwrap_err();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call("a".to_string())
+        .await
+        .unwrap_err();
     let open = err.downcast_ref::<CircuitOpen>().expect("\"a\" is open");
     assert_eq!(open.name(), "up:a");
     assert_eq!(open.retry_after(), Some(Duration::from_secs(60)));

@@ -673,12 +673,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_shard_is_scanned_once_per_deadline_not_once_per_new_key() {
-        let registry = KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(1))
-            .max_keys(64)
-            .idle_timeout(Duration::from_secs(10))
-            .when_full(WhenFull::Reject)
-            .build()
-            .unwrap();
+        let registry =
+            KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(1))
+                .max_keys(64)
+                .idle_timeout(Duration::from_secs(10))
+                .when_full(WhenFull::Reject)
+                .build()
+                .unwrap();
         assert_eq!(registry.inner.shards.len(), 1);
         let shard = &registry.inner.shards[0];
         let scans = || shard.failed_scans.load(Ordering::Relaxed);
@@ -700,7 +701,10 @@ mod tests {
         );
         advance(Duration::from_secs(10)).await; // k0's open period ends
         // k0 makes room; the newcomer's upstream is down too.
-        registry.get("x").expect("k0 made room").trip(Duration::from_secs(100));
+        registry
+            .get("x")
+            .expect("k0 made room")
+            .trip(Duration::from_secs(100));
         for i in 0..10_000 {
             assert!(registry.get(format!("new-{i}").as_str()).is_err());
         }

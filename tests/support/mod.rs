@@ -195,9 +195,11 @@ impl FaultServer {
                 tokio::time::sleep(delay).await;
                 Ok(Response::builder().status(status(code)).body(empty())?)
             }
-            Fault::Body(code, body) => Ok(Response::builder()
-                .status(status(code))
-                .body(Full::new(Bytes::from_static(body.as_bytes())).map_err(|e| match e {}).boxed())?),
+            Fault::Body(code, body) => Ok(Response::builder().status(status(code)).body(
+                Full::new(Bytes::from_static(body.as_bytes()))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            )?),
             Fault::Hang => std::future::pending().await,
             Fault::Reset => Err("scripted reset".into()),
             Fault::Stream { chunks, gap } => {
