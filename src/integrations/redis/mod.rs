@@ -86,6 +86,10 @@
 //! shorter trip never overwrites a longer one in force, and a trip is published only when it
 //! was stored. A message that does not parse (or has an unknown `v`) is ignored, counted
 //! ([`SyncStatus::malformed`]) and logged at WARN (the first ten, then one in a thousand).
+//! Deadlines sent to Redis are clamped to 2^53 - 1 ms (the year 287,396: the largest integer
+//! the script's Lua numbers hold exactly, which `PEXPIREAT` accepts), so a trip of
+//! `u64::MAX` seconds under `max_open_duration(Duration::MAX)` is stored as "practically
+//! forever" rather than refused.
 //!
 //! # Time and clock skew
 //!
@@ -115,8 +119,14 @@
 //! own trips still in force (those it could not publish during the outage, and those Redis
 //! lost if it restarted without persistence).
 //!
-//! A connection is declared lost when the pub/sub stream ends, a command fails, or a command
-//! (including the periodic ping) does not answer within [`timeout`](RedisSyncBuilder::timeout).
+//! A connection is declared lost when the pub/sub stream ends, a command fails on the
+//! connection, or a command (including the periodic ping) does not answer within
+//! [`timeout`](RedisSyncBuilder::timeout). A trip that Redis *refuses* (an error answer such
+//! as `WRONGTYPE`, `OOM` or `NOPERM`: the connection is fine) does not end the session: that
+//! trip is dropped (not re-sent at each reconnection), counted ([`SyncStatus::refused`]) and
+//! logged at WARN (the first ten, then one in a thousand), and the sync carries on with the
+//! others. A server that is loading, read-only or failing over ends the session as a lost
+//! connection does, and its trips are re-sent once it is back.
 //!
 //! # Cost and trust
 //!

@@ -42,6 +42,7 @@ pub(super) struct Shared {
     pub(super) applied: AtomicU64,
     pub(super) expired: AtomicU64,
     pub(super) malformed: AtomicU64,
+    pub(super) refused: AtomicU64,
     pub(super) last_error: Mutex<Option<String>>,
     #[cfg(feature = "metrics")]
     pub(super) metrics: Metrics,
@@ -75,6 +76,7 @@ impl Shared {
             applied: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             last_error: Mutex::new(None),
             #[cfg(feature = "metrics")]
             metrics: {
@@ -118,6 +120,13 @@ impl Shared {
         self.received.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.metrics.received.increment(1);
+    }
+
+    /// Counts a local trip that Redis refused to store; whether to log it at WARN: the first
+    /// ten, then one in a thousand.
+    pub(super) fn count_refused(&self) -> bool {
+        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        n <= 10 || n % 1000 == 0
     }
 
     /// Counts a malformed message; whether to log it at WARN: the first ten, then one in a

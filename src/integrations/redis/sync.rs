@@ -212,7 +212,7 @@ impl RedisSync {
             expired: n(&s.expired),
             malformed: n(&s.malformed),
             dropped: n(&self.inner.dropped),
-            refused: 0,
+            refused: n(&s.refused),
             clock_offset_ms: s.offset_ms.load(Ordering::Relaxed),
             last_error: lock(&s.last_error).clone(),
         }

@@ -29,6 +29,22 @@ redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 ";
 
+/// The latest deadline sent to Redis, in UNIX milliseconds: 2^53 - 1 (the year 287,396).
+/// The script reads the deadline as a Lua number (a double): beyond 2^53 it is no longer an
+/// exact integer, and from 10^17 Redis formats it with an exponent, which `PEXPIREAT` refuses
+/// ("value is not an integer or out of range"). A `Trip` of `u64::MAX` seconds (a saturated
+/// `Retry-After`) under `max_open_duration(Duration::MAX)` would otherwise send `u64::MAX`.
+pub(super) const MAX_DEADLINE_MS: u64 = (1 << 53) - 1;
+
+/// `deadline` (UNIX ms, local clock) on Redis's clock (`offset_ms` ahead of ours), clamped to
+/// what Redis accepts: `0..=MAX_DEADLINE_MS`.
+pub(super) fn redis_deadline(deadline: u64, offset_ms: i64) -> u64 {
+    let on_redis = i64::try_from(deadline)
+        .unwrap_or(i64::MAX)
+        .saturating_add(offset_ms);
+    u64::try_from(on_redis).unwrap_or(0).min(MAX_DEADLINE_MS)
+}
+
 /// The current version of the message format.
 pub(super) const VERSION: u32 = 1;
 
@@ -71,6 +87,23 @@ pub(super) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_sent_to_redis_are_clamped_to_an_exact_lua_integer() {
+        assert_eq!(redis_deadline(1_767_225_600_000, 0), 1_767_225_600_000);
+        assert_eq!(redis_deadline(1_767_225_600_000, -600_000), 1_767_224_999_999 + 1);
+        assert_eq!(redis_deadline(u64::MAX, 0), MAX_DEADLINE_MS);
+        assert_eq!(redis_deadline(u64::MAX, i64::MIN), 0);
+        assert_eq!(redis_deadline(MAX_DEADLINE_MS + 1, 5), MAX_DEADLINE_MS);
+        assert_eq!(
+            redis_deadline(10, -20),
+            0,
+            "before 1970: already past for the script"
+        );
+        // Exact in a double, and printed without an exponent (Lua's `%.17g`).
+        assert_eq!(MAX_DEADLINE_MS as f64 as u64, MAX_DEADLINE_MS);
+        assert!(MAX_DEADLINE_MS < 100_000_000_000_000_000);
+    }
 
     #[test]
     fn wire_round_trips_and_omits_absent_keys() {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{
     Client, RedisError, lock,
     shared::Shared,
-    wire::{LocalTrip, VERSION, Wire, unix_ms_now},
+    wire::{LocalTrip, VERSION, Wire, redis_deadline, unix_ms_now},
 };
 
 /// The background task: owns the connections and the local trips in force.
@@ -213,15 +213,34 @@ impl Worker {
         }
     }
 
-    /// Stores and publishes `trip` (the script keeps the later deadline).
-    async fn publish(&self, conn: &mut MultiplexedConnection, trip: &LocalTrip) -> RedisResult<()> {
-        let offset = self.shared.offset_ms.load(Ordering::Relaxed);
-        let deadline = u64::try_from(
-            i64::try_from(trip.deadline)
-                .unwrap_or(i64::MAX)
-                .saturating_add(offset),
-        )
-        .unwrap_or(0);
+    /// Stores and publishes `trip` (the script keeps the later deadline). A trip that Redis
+    /// refuses (an error answer: the connection is fine) is dropped, counted and logged, so
+    /// that it is not re-sent at every reconnection: one bad trip never stops the sync. Only
+    /// a lost connection is an error.
+    async fn publish(&mut self, conn: &mut MultiplexedConnection, trip: &LocalTrip) -> RedisResult<()> {
+        match self.store(conn, trip).await {
+            Err(e) if refused(&e) => {
+                if self
+                    .local
+                    .get(&trip.name)
+                    .is_some_and(|t| t.deadline == trip.deadline)
+                {
+                    self.local.remove(&trip.name);
+                }
+                if self.shared.count_refused() {
+                    tracing::warn!(
+                        prefix = %self.shared.prefix, breaker = %trip.name, error = %e,
+                        "redis sync: redis refused to store a trip; the other replicas do not learn it"
+                    );
+                }
+                Ok(())
+            }
+            result => result,
+        }
+    }
+
+    async fn store(&self, conn: &mut MultiplexedConnection, trip: &LocalTrip) -> RedisResult<()> {
+        let deadline = redis_deadline(trip.deadline, self.shared.offset_ms.load(Ordering::Relaxed));
         let wire = Wire {
             v: VERSION,
             name: trip.name.clone(),
@@ -254,4 +273,15 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Whether `e` is Redis refusing one command (an error answer, such as `ERR`, `WRONGTYPE`,
+/// `OOM`, `NOPERM`, or an answer of the wrong type), the connection being fine. A lost
+/// connection, a timeout, and the transient states of a server that is loading, read-only or
+/// failing over end the session instead (it reconnects, and re-sends its trips).
+fn refused(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ResponseError | ErrorKind::ExtensionError | ErrorKind::TypeError
+    )
 }
