@@ -65,7 +65,7 @@ impl RedisSyncBuilder {
     }
 
     /// How many local trips may wait for the background task (default 1,024); when full, a
-    /// trip is dropped (counted in [`SyncStatus::dropped`]) rather than making a call wait.
+    /// trip is dropped (counted in [`SyncStatus::dropped`](super::SyncStatus::dropped)) rather than making a call wait.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
         self

@@ -161,6 +161,9 @@ mod worker;
 
 use std::sync::{Mutex, MutexGuard};
 
+#[cfg(doc)]
+use crate::breaker::{CircuitBreaker, Reason};
+
 pub use builder::RedisSyncBuilder;
 pub use sync::{RedisSync, SyncStatus};
 
