@@ -476,6 +476,60 @@ async fn a_trip_redis_refuses_is_dropped_logged_and_the_sync_carries_on() {
     assert!(xb.try_acquire().is_ok());
 }
 
+#[tokio::test]
+async fn credentials_in_a_uri_never_reach_redis() {
+    use futures::StreamExt;
+    use tower::{Layer, ServiceExt, service_fn};
+    use tower_breaker::keyed::{Authority, KeyedCircuitBreakerLayer};
+
+    let server = RedisServer::start();
+    let a = sync(&server, "t10");
+    let registry = a
+        .attach_keyed(KeyedRegistry::<String>::builder(breaker("up")))
+        .unwrap();
+    connected(&[&a]).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("t10:trips").await.unwrap();
+
+    let svc = KeyedCircuitBreakerLayer::new(registry, Authority::new()).layer(service_fn(
+        |_: http::Request<()>| async { Err::<(), tower_breaker::BoxError>("503".into()) },
+    ));
+    let req = http::Request::get("https://alice:s3cr3t@api.example.com/v1/chat")
+        .body(())
+        .unwrap();
+    assert!(svc.oneshot(req).await.is_err()); // the key's breaker trips and publishes
+
+    let message: String = pubsub.on_message().next().await.unwrap().get_payload().unwrap();
+    assert!(message.contains(r#""name":"up:api.example.com""#), "{message}");
+    assert!(message.contains(r#""key":"api.example.com""#), "{message}");
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t10:*")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("t10:trip:up:api.example.com")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let index: Vec<String> = redis::cmd("ZRANGE")
+        .arg("t10:index")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(index, ["up:api.example.com"]);
+    let everything = format!("{message} {keys:?} {stored:?} {index:?}");
+    assert!(stored.is_some(), "{everything}");
+    assert!(
+        !everything.contains("s3cr3t") && !everything.contains("alice"),
+        "{everything}"
+    );
+}
+
 #[cfg(feature = "metrics")]
 #[tokio::test]
 async fn the_connection_state_is_a_metric() {
