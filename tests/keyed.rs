@@ -701,3 +701,39 @@ async fn a_breaker_with_a_call_in_flight_is_not_evicted_so_its_outcome_reaches_t
     assert_eq!(registry.get("b").unwrap().name(), "up:b");
     assert_eq!(keys(&registry), ["b"]);
 }
+
+#[test]
+fn the_extension_extractor_reads_a_typed_value_the_request_builder_put_there() {
+    use tower_breaker::keyed::Extension;
+
+    #[derive(Clone)]
+    struct Model(&'static str);
+    impl AsRef<str> for Model {
+        fn as_ref(&self) -> &str {
+            self.0
+        }
+    }
+    #[derive(Clone)]
+    struct Tenant(String);
+    impl AsRef<str> for Tenant {
+        fn as_ref(&self) -> &str {
+            &self.0
+        }
+    }
+    let req = http::Request::post("/v1/chat/completions")
+        .extension(Model("gpt-4o"))
+        .body(())
+        .unwrap();
+    let by_model = Extension::<Model>::new();
+    assert_eq!(by_model.extract(&req), "gpt-4o");
+    assert!(matches!(by_model.extract(&req), std::borrow::Cow::Borrowed(_)));
+    // Another type's extension is another key; a missing or empty one is the fallback.
+    assert_eq!(Extension::<Tenant>::new().extract(&req), "unknown");
+    assert_eq!(
+        Extension::<Tenant>::new().fallback("anonymous").extract(&req),
+        "anonymous"
+    );
+    let empty = http::Request::get("/").extension(Model("")).body(()).unwrap();
+    assert_eq!(by_model.extract(&empty), "unknown");
+    assert!(format!("{by_model:?}").contains("Model"));
+}
