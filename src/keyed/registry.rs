@@ -374,6 +374,9 @@ where
     /// `key`'s breaker, created if it is new. Fails only when the registry is full, nothing
     /// can be evicted and the policy is [`WhenFull::Reject`].
     ///
+    /// While the returned handle (or a permit or refusal it gives) is alive, the key is not
+    /// evicted: keep it only as long as you need it.
+    ///
     /// This is the hot path of the keyed service: one hash, one shared lock of one shard, held
     /// only to clone the breaker's handle (so listeners never run under a registry lock).
     #[inline]
