@@ -256,3 +256,160 @@ impl fmt::Debug for LlmClassifier {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use LlmErrorKind::*;
+    use http::HeaderValue;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_735_689_600)
+    }
+
+    fn classify(
+        c: &LlmClassifier,
+        status: u16,
+        kind: Option<LlmErrorKind>,
+        headers: &[(&'static str, &str)],
+    ) -> Outcome {
+        let status = StatusCode::from_u16(status).unwrap();
+        let mut ext = Extensions::new();
+        if let Some(kind) = kind {
+            ext.insert(ProviderError::new(kind, status));
+        }
+        let headers: HeaderMap = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect();
+        c.classify_parts_at(status, &headers, &ext, now)
+    }
+
+    #[test]
+    fn default_reactions() {
+        let c = LlmClassifier::new();
+        let wait = [("retry-after-ms", "2500")];
+        assert_eq!(
+            classify(&c, 429, Some(RateLimited), &wait),
+            Outcome::Trip(Duration::from_millis(2500))
+        );
+        assert_eq!(classify(&c, 429, Some(RateLimited), &[]), Outcome::Failure);
+        assert_eq!(
+            classify(&c, 429, Some(QuotaExhausted), &wait),
+            Outcome::Trip(Duration::MAX)
+        );
+        assert_eq!(
+            classify(&c, 400, Some(QuotaExhausted), &[]),
+            Outcome::Trip(Duration::MAX)
+        );
+        assert_eq!(classify(&c, 529, Some(Overloaded), &[]), Outcome::Failure);
+        assert_eq!(
+            classify(&c, 529, Some(Overloaded), &[("retry-after", "5")]),
+            Outcome::Failure
+        );
+        assert_eq!(
+            classify(&c, 503, Some(Overloaded), &[("retry-after", "5")]),
+            Outcome::Trip(5 * S)
+        );
+        assert_eq!(classify(&c, 401, Some(Auth), &[]), Outcome::Trip(Duration::MAX));
+        assert_eq!(
+            classify(&c, 400, Some(ContextWindowExceeded), &[]),
+            Outcome::Ignore
+        );
+        assert_eq!(classify(&c, 400, Some(ContentPolicy), &[]), Outcome::Ignore);
+        assert_eq!(classify(&c, 404, Some(InvalidRequest), &[]), Outcome::Ignore);
+        assert_eq!(
+            classify(&c, 500, Some(Server), &[("retry-after", "5")]),
+            Outcome::Failure
+        );
+        assert_eq!(
+            classify(&c, 503, Some(Server), &[("retry-after", "5")]),
+            Outcome::Trip(5 * S)
+        );
+        assert_eq!(classify(&c, 409, Some(Other), &[]), Outcome::Success); // HttpClassifier's row
+        assert_eq!(classify(&c, 502, Some(Other), &[]), Outcome::Failure);
+    }
+
+    #[test]
+    fn without_a_provider_error_the_http_table_with_the_wait_headers() {
+        let c = LlmClassifier::new();
+        assert_eq!(classify(&c, 200, None, &[]), Outcome::Success);
+        assert_eq!(classify(&c, 500, None, &[]), Outcome::Failure);
+        assert_eq!(classify(&c, 400, None, &[]), Outcome::Success);
+        assert_eq!(classify(&c, 429, None, &[]), Outcome::Failure);
+        assert_eq!(
+            classify(&c, 429, None, &[("x-ms-retry-after-ms", "700")]),
+            Outcome::Trip(Duration::from_millis(700))
+        );
+        // Reset headers on a 200 are no wait.
+        let exhausted = [
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ];
+        assert_eq!(classify(&c, 200, None, &exhausted), Outcome::Success);
+        assert_eq!(classify(&c, 429, None, &exhausted), Outcome::Trip(360 * S));
+        assert_eq!(classify(&c, 500, None, &exhausted), Outcome::Failure);
+    }
+
+    #[test]
+    fn every_row_is_configurable() {
+        let c = LlmClassifier::new()
+            .reaction(QuotaExhausted, Reaction::trip(3600 * S))
+            .reaction(Auth, Reaction::Outcome(Outcome::Failure))
+            .reaction(ContentPolicy, Reaction::Outcome(Outcome::Failure))
+            .reaction(RateLimited, Reaction::WaitOr(Outcome::Trip(10 * S)))
+            .reaction(InvalidRequest, Reaction::Status)
+            .http(HttpClassifier::new().retry_after_statuses([429, 503, 529]));
+        assert_eq!(
+            classify(&c, 429, Some(QuotaExhausted), &[]),
+            Outcome::Trip(3600 * S)
+        );
+        assert_eq!(classify(&c, 401, Some(Auth), &[]), Outcome::Failure);
+        assert_eq!(classify(&c, 400, Some(ContentPolicy), &[]), Outcome::Failure);
+        assert_eq!(classify(&c, 429, Some(RateLimited), &[]), Outcome::Trip(10 * S));
+        assert_eq!(classify(&c, 400, Some(InvalidRequest), &[]), Outcome::Success);
+        assert_eq!(
+            classify(&c, 529, Some(Overloaded), &[("retry-after", "5")]),
+            Outcome::Trip(5 * S)
+        );
+        assert_eq!(
+            c.reaction_to(ContextWindowExceeded),
+            Reaction::Outcome(Outcome::Ignore)
+        );
+    }
+
+    #[test]
+    fn the_messages_wait_comes_after_the_headers() {
+        let c = LlmClassifier::new();
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let body = br#"{"error":{"code":"429","message":"Please retry after 2 seconds."}}"#;
+        let mut ext = Extensions::new();
+        ext.insert(ProviderError::parse(status, body).unwrap());
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            c.classify_parts_at(status, &headers, &ext, now),
+            Outcome::Trip(2 * S)
+        );
+        headers.insert("retry-after", HeaderValue::from_static("4"));
+        assert_eq!(
+            c.classify_parts_at(status, &headers, &ext, now),
+            Outcome::Trip(4 * S)
+        );
+    }
+
+    #[test]
+    fn debug_lists_the_table_and_the_type_stays_small() {
+        let dbg = format!("{:?}", LlmClassifier::new().provider("openai"));
+        assert!(dbg.contains(r#""quota_exhausted": Outcome(Trip("#), "{dbg}");
+        assert!(dbg.contains(r#"provider: "openai""#), "{dbg}");
+        let size = std::mem::size_of::<LlmClassifier>();
+        assert!(size <= 768, "{size}");
+    }
+}

@@ -350,3 +350,211 @@ const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+
+    /// 2025-01-01T00:00:00Z
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_735_689_600)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn go_durations_as_openai_sends_them() {
+        for (text, want) in [
+            ("1s", S),
+            ("6m0s", 360 * S),
+            ("20ms", 20 * MS),
+            ("1h2m3.5s", Duration::from_millis(3_723_500)),
+            ("0s", Duration::ZERO),
+            ("0", Duration::ZERO),
+            ("59.999s", Duration::from_millis(59_999)),
+            ("1.5h", 5400 * S),
+            ("100ns", Duration::from_nanos(100)),
+            ("3us", Duration::from_micros(3)),
+            ("3µs", Duration::from_micros(3)),
+            ("3μs", Duration::from_micros(3)),
+            ("1.0000000001s", S), // past a nanosecond: dropped
+            (" 2s\t", 2 * S),
+            ("1m1m", 120 * S), // Go accepts repeated units
+            (".5s", 500 * MS),
+            ("5.s", 5 * S),
+        ] {
+            assert_eq!(parse_go_duration(text.as_bytes()), Some(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_go_durations_are_none() {
+        for bad in [
+            "", " ", "1", "12", "-1s", "+1s", "1 s", "1x", "s", "1..5s", ".s", "1S", "1sec", "1e3s", "ms",
+            "1m s", "abc", "1d", "\u{b5}s",
+        ] {
+            assert_eq!(parse_go_duration(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(parse_go_duration(b"\xff"), None);
+    }
+
+    #[test]
+    fn huge_go_durations_saturate() {
+        assert_eq!(
+            parse_go_duration(b"99999999999999999999999h"),
+            Some(Duration::MAX)
+        );
+        let many = "9".repeat(200) + "s";
+        assert_eq!(parse_go_duration(many.as_bytes()), Some(Duration::MAX));
+        let sum = "5000000000000000000s".repeat(5);
+        assert_eq!(parse_go_duration(sum.as_bytes()), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn rfc3339_instants() {
+        let at = |s: &str| parse_rfc3339(s.as_bytes());
+        assert_eq!(at("2025-01-01T00:00:00Z"), Some(now()));
+        assert_eq!(at("2025-01-01t00:00:00z"), Some(now()));
+        assert_eq!(at("2025-01-01T00:00:42Z"), Some(now() + 42 * S));
+        assert_eq!(at("2025-01-01T00:00:00.25Z"), Some(now() + 250 * MS));
+        assert_eq!(at("2025-01-01T01:00:00+01:00"), Some(now()));
+        assert_eq!(at("2024-12-31T23:00:00-01:00"), Some(now()));
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(SystemTime::UNIX_EPOCH));
+        assert_eq!(at("1969-12-31T23:59:59Z"), SystemTime::UNIX_EPOCH.checked_sub(S));
+        assert!(at("2024-02-29T00:00:00Z").is_some()); // leap year
+        assert!(at("2000-02-29T00:00:00Z").is_some()); // divisible by 400
+        assert_eq!(at("2024-12-31T23:59:60Z"), Some(now())); // a leap second
+        assert_eq!(
+            at("2025-01-01T00:00:00.123456789123Z"),
+            Some(now() + Duration::from_nanos(123_456_789))
+        );
+        assert!(at("9999-12-31T23:59:59Z").is_some());
+        assert!(at("0000-01-01T00:00:00Z").is_some());
+    }
+
+    #[test]
+    fn malformed_rfc3339_is_none() {
+        for bad in [
+            "",
+            "2025-01-01",
+            "2025-01-01T00:00:00",  // no offset
+            "2025-01-01 00:00:00Z", // a space: not RFC 3339's `T`
+            "2025-13-01T00:00:00Z",
+            "2025-00-01T00:00:00Z",
+            "2025-01-32T00:00:00Z",
+            "2025-02-29T00:00:00Z", // not a leap year
+            "1900-02-29T00:00:00Z", // divisible by 100
+            "2025-01-01T24:00:00Z",
+            "2025-01-01T00:60:00Z",
+            "2025-01-01T00:00:61Z",
+            "2025-01-01T00:00:00.Z",
+            "2025-01-01T00:00:00+24:00",
+            "2025-01-01T00:00:00+01:60",
+            "2025-01-01T00:00:00+0100",
+            "2025-01-01T00:00:00ZZ",
+            "+2025-01-01T00:00:00Z",
+            "2025-1-01T00:00:00Z",
+            "Wed, 01 Jan 2025 00:00:00 GMT",
+            "1735689600",
+        ] {
+            assert_eq!(parse_rfc3339(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(parse_rfc3339("2025-01-01T00:00:00\u{ff10}Z".as_bytes()), None);
+    }
+
+    #[test]
+    fn precedence_of_the_wait_headers() {
+        let all = [
+            ("retry-after-ms", "1500"),
+            ("x-ms-retry-after-ms", "2500"),
+            ("retry-after", "3"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "4s"),
+        ];
+        let wait = |skip: usize| server_wait(&headers(&all[skip..]), now());
+        assert_eq!(wait(0), Some(1500 * MS));
+        assert_eq!(wait(1), Some(2500 * MS));
+        assert_eq!(wait(2), Some(3 * S));
+        assert_eq!(wait(3), Some(4 * S));
+        assert_eq!(wait(5), None);
+    }
+
+    #[test]
+    fn a_malformed_or_zero_header_gives_way_to_the_next() {
+        let h = headers(&[
+            ("retry-after-ms", "soon"),
+            ("x-ms-retry-after-ms", "0"),
+            ("retry-after", "-1"),
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2025-01-01T00:00:07Z"),
+        ]);
+        assert_eq!(server_wait(&h, now()), Some(7 * S));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let wait = |v: &str| server_wait(&headers(&[("retry-after", v)]), now());
+        assert_eq!(wait("20"), Some(20 * S));
+        assert_eq!(wait("1.5"), Some(1500 * MS)); // the SDKs accept fractions
+        assert_eq!(wait("Wed, 01 Jan 2025 00:01:00 GMT"), Some(60 * S));
+        assert_eq!(wait("Tue, 31 Dec 2024 00:01:00 GMT"), None); // in the past
+        assert_eq!(wait("0"), None);
+        let ms = |v: &str| server_wait(&headers(&[("retry-after-ms", v)]), now());
+        assert_eq!(ms("20.5"), Some(Duration::from_micros(20_500)));
+        assert_eq!(ms(" 7 "), Some(7 * MS));
+        assert_eq!(ms("1e3"), None);
+        assert_eq!(ms("99999999999999999999999999999"), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn only_exhausted_budgets_count_and_the_latest_reset_wins() {
+        // Tokens exhausted, requests not: the tokens' reset.
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "12"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        assert_eq!(server_wait(&h, now()), Some(360 * S));
+        // Both exhausted: the later one.
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2025-01-01T00:00:30Z"),
+            ("anthropic-ratelimit-input-tokens-remaining", "0"),
+            ("anthropic-ratelimit-input-tokens-reset", "2025-01-01T00:00:45Z"),
+            ("anthropic-ratelimit-output-tokens-remaining", "5"),
+            ("anthropic-ratelimit-output-tokens-reset", "2025-01-01T02:00:00Z"),
+        ]);
+        assert_eq!(server_wait(&h, now()), Some(45 * S));
+        // None exhausted: resets are no wait.
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "1"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("anthropic-ratelimit-tokens-remaining", "100"),
+            ("anthropic-ratelimit-tokens-reset", "2025-01-01T00:00:30Z"),
+        ]);
+        assert_eq!(server_wait(&h, now()), None);
+        // A malformed remaining is not zero; a reset in the past is no wait.
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "zero"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2024-12-31T23:59:00Z"),
+        ]);
+        assert_eq!(server_wait(&h, now()), None);
+    }
+}

@@ -329,3 +329,303 @@ pub(super) const KINDS: usize = LlmErrorKind::ALL.len();
 pub(super) const fn kind_index(kind: LlmErrorKind) -> usize {
     kind.index()
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use LlmErrorKind::*;
+
+    fn kind(status: u16, body: &str) -> Option<(LlmErrorKind, Option<String>)> {
+        ProviderError::parse(StatusCode::from_u16(status).unwrap(), body.as_bytes())
+            .map(|e| (e.kind(), e.code().map(str::to_owned)))
+    }
+
+    fn is(status: u16, body: &str, want: LlmErrorKind, code: Option<&str>) {
+        assert_eq!(
+            kind(status, body),
+            Some((want, code.map(str::to_owned))),
+            "{status} {body}"
+        );
+    }
+
+    #[test]
+    fn openai_bodies() {
+        is(
+            429,
+            r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+            QuotaExhausted,
+            Some("insufficient_quota"),
+        );
+        is(
+            429,
+            r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000. Please try again in 2s.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+            RateLimited,
+            Some("rate_limit_exceeded"),
+        );
+        is(
+            400,
+            r#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ContextWindowExceeded,
+            Some("context_length_exceeded"),
+        );
+        is(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided: sk-abc***xyz. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
+            Auth,
+            Some("invalid_api_key"),
+        );
+        is(
+            400,
+            r#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#,
+            ContentPolicy,
+            Some("content_policy_violation"),
+        );
+        is(
+            500,
+            r#"{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}"#,
+            Server,
+            Some("server_error"),
+        );
+        is(
+            503,
+            r#"{"error":{"message":"The engine is currently overloaded, please try again later.","type":"server_error","param":null,"code":null}}"#,
+            Server,
+            Some("server_error"),
+        );
+        is(
+            404,
+            r#"{"error":{"message":"The model `gpt-9` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
+            InvalidRequest,
+            Some("model_not_found"),
+        );
+        // A generic type and no code: the status decides.
+        is(
+            400,
+            r#"{"error":{"message":"'messages' is a required property","type":"invalid_request_error","param":null,"code":null}}"#,
+            InvalidRequest,
+            Some("invalid_request_error"),
+        );
+    }
+
+    #[test]
+    fn azure_openai_bodies() {
+        is(
+            400,
+            r#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":false,"severity":"safe"},"violence":{"filtered":true,"severity":"medium"}}}}}"#,
+            ContentPolicy,
+            Some("content_filter"),
+        );
+        let rate = ProviderError::parse(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-02-01 have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 2 seconds. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."}}"#,
+        )
+        .unwrap();
+        assert_eq!(rate.kind(), RateLimited);
+        assert_eq!(rate.code(), Some("429"));
+        assert_eq!(rate.wait_hint(), Some(Duration::from_secs(2)));
+        is(
+            401,
+            r#"{"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}"#,
+            Auth,
+            Some("401"),
+        );
+        is(
+            404,
+            r#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#,
+            InvalidRequest,
+            Some("DeploymentNotFound"),
+        );
+        is(
+            400,
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            ContextWindowExceeded,
+            Some("context_length_exceeded"),
+        );
+    }
+
+    #[test]
+    fn anthropic_bodies() {
+        let anthropic = |ty: &str, msg: &str| {
+            format!(
+                r#"{{"type":"error","error":{{"type":"{ty}","message":"{msg}"}},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}}"#
+            )
+        };
+        is(
+            529,
+            &anthropic("overloaded_error", "Overloaded"),
+            Overloaded,
+            Some("overloaded_error"),
+        );
+        is(
+            429,
+            &anthropic(
+                "rate_limit_error",
+                "This request would exceed the rate limit for your organization of 50,000 input tokens per minute.",
+            ),
+            RateLimited,
+            Some("rate_limit_error"),
+        );
+        is(
+            400,
+            &anthropic(
+                "invalid_request_error",
+                "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+            ),
+            QuotaExhausted,
+            Some("invalid_request_error"),
+        );
+        is(
+            400,
+            &anthropic(
+                "invalid_request_error",
+                "prompt is too long: 208310 tokens > 200000 maximum",
+            ),
+            ContextWindowExceeded,
+            Some("invalid_request_error"),
+        );
+        is(
+            400,
+            &anthropic("invalid_request_error", "max_tokens: Field required"),
+            InvalidRequest,
+            Some("invalid_request_error"),
+        );
+        is(
+            401,
+            &anthropic("authentication_error", "invalid x-api-key"),
+            Auth,
+            Some("authentication_error"),
+        );
+        is(
+            403,
+            &anthropic(
+                "permission_error",
+                "Your API key does not have permission to use the specified resource.",
+            ),
+            Auth,
+            Some("permission_error"),
+        );
+        is(
+            404,
+            &anthropic("not_found_error", "model: claude-9"),
+            InvalidRequest,
+            Some("not_found_error"),
+        );
+        is(
+            413,
+            &anthropic(
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+            ),
+            InvalidRequest,
+            Some("request_too_large"),
+        );
+        is(
+            500,
+            &anthropic("api_error", "Internal server error"),
+            Server,
+            Some("api_error"),
+        );
+        is(
+            504,
+            &anthropic("timeout_error", "Request timed out"),
+            Server,
+            Some("timeout_error"),
+        );
+        is(
+            402,
+            &anthropic("billing_error", "Billing issue"),
+            QuotaExhausted,
+            Some("billing_error"),
+        );
+        // A monthly spend limit: a 429 rate_limit_error with a telling detail.
+        is(
+            429,
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"You have reached your specified API usage limits.","details":{"error_code":"enforced_spend_limit_reached"}}}"#,
+            QuotaExhausted,
+            Some("enforced_spend_limit_reached"),
+        );
+    }
+
+    #[test]
+    fn gateway_shapes() {
+        // `error` as a string, a numeric code: kind from the status.
+        is(502, r#"{"error":"upstream connect error"}"#, Server, None);
+        is(
+            429,
+            r#"{"error":{"message":"Too many requests","code":429}}"#,
+            RateLimited,
+            Some("429"),
+        );
+        is(418, r#"{"error":{"message":"teapot"}}"#, InvalidRequest, None);
+        is(503, r#"{"error":{}}"#, Overloaded, None);
+    }
+
+    #[test]
+    fn not_a_provider_error() {
+        for body in [
+            "",
+            "<html><body>502 Bad Gateway</body></html>",
+            "null",
+            "[]",
+            r#"{"message":"no error member"}"#,
+            r#"{"error":null}"#,
+            r#"{"error":42}"#,
+            r#"{"error":{"code":"x""#,
+            "\u{feff}{}",
+        ] {
+            assert_eq!(kind(500, body), None, "{body:?}");
+        }
+        // Deep nesting hits serde_json's recursion limit: an error, not a stack overflow.
+        let deep = "[".repeat(100_000);
+        assert_eq!(kind(500, &deep), None);
+    }
+
+    #[test]
+    fn wait_in_message_forms() {
+        assert_eq!(
+            wait_in_message("Please retry after 2 seconds."),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            wait_in_message("please RETRY AFTER 1 second"),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(wait_in_message("retry after 0 seconds"), None);
+        assert_eq!(wait_in_message("retry after 2 minutes"), None);
+        assert_eq!(wait_in_message("retry after 9999999999 seconds"), None);
+        assert_eq!(wait_in_message("retry after"), None);
+        assert_eq!(wait_in_message("Please try again in 2s."), None);
+    }
+
+    #[test]
+    fn names_and_status_kinds() {
+        let names: Vec<_> = LlmErrorKind::ALL.iter().map(|k| k.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "rate_limited",
+                "quota_exhausted",
+                "overloaded",
+                "auth",
+                "context_window_exceeded",
+                "content_policy",
+                "invalid_request",
+                "server",
+                "other"
+            ]
+        );
+        for (i, k) in LlmErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind_index(*k), i);
+        }
+        let s = |c: u16| LlmErrorKind::from_status(StatusCode::from_u16(c).unwrap());
+        assert_eq!(s(401), Auth);
+        assert_eq!(s(403), Auth);
+        assert_eq!(s(429), RateLimited);
+        assert_eq!(s(503), Overloaded);
+        assert_eq!(s(529), Overloaded);
+        assert_eq!(s(500), Server);
+        assert_eq!(s(400), InvalidRequest);
+        assert_eq!(s(409), Other);
+        assert_eq!(s(200), Other);
+    }
+}
