@@ -47,7 +47,7 @@
 //! - [`streaming`]: record the outcome when a streamed response body ends.
 //! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
 //!   and honours `Retry-After`.
-//! - [`llm`](crate::llm) (feature `llm`): OpenAI, Azure OpenAI and Anthropic failures by kind
+//! - [`llm`] (feature `llm`): OpenAI, Azure OpenAI and Anthropic failures by kind
 //!   (rate limit, quota, overload, auth, context window, content policy, ...) from their error
 //!   bodies, and their rate-limit headers.
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
@@ -132,7 +132,7 @@
 //! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
-//! | `llm` | [`llm`](crate::llm): LLM providers' rate-limit headers and error kinds (`LlmErrorLayer`, `LlmClassifier`) |
+//! | `llm` | [`llm`]: LLM providers' rate-limit headers and error kinds (`LlmErrorLayer`, `LlmClassifier`) |
 //!
 //! # Layering
 //!

@@ -20,7 +20,7 @@
 //! let provider = service_fn(|_req: http::Request<()>| async {
 //!     let body = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
 //!     let res = http::Response::builder().status(429).header("retry-after", "20");
-//!     Ok::<_, std::io::Error>(res.body(Full::new(Bytes::from(body)))?)
+//!     Ok::<_, std::io::Error>(res.body(Full::new(Bytes::from(body))).unwrap())
 //! });
 //! let breaker = CircuitBreaker::builder("openai")
 //!     .consecutive_failures(5)
