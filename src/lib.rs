@@ -104,6 +104,9 @@
 //! - [`streaming`]: record the outcome when a streamed response body ends.
 //! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
 //!   and honours `Retry-After`.
+//! - [`llm`] (feature `llm`): OpenAI, Azure OpenAI and Anthropic failures by kind
+//!   (rate limit, quota, overload, auth, context window, content policy, ...) from their error
+//!   bodies, and their rate-limit headers.
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
 //!   `prometheus-client`, Redis (sharing trips among replicas), and a health report.
 //!
@@ -186,6 +189,7 @@
 //! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
+//! | `llm` | [`llm`]: LLM providers' rate-limit headers and error kinds (`LlmErrorLayer`, `LlmClassifier`) |
 //!
 //! # Layering
 //!
@@ -269,6 +273,9 @@ pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
 pub mod integrations;
+#[cfg(feature = "llm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "llm")))]
+pub mod llm;
 #[cfg(feature = "retry")]
 pub mod retry;
 pub mod streaming;
