@@ -3,9 +3,16 @@
 //! The count window is lock-free: a ring of slots, each tagged with the generation (state
 //! epoch) it was written in, and one packed word of running counts tagged the same way. A
 //! record evicts the slot's previous outcome and applies the difference to the counts, so every
-//! record is O(1) and an all-success steady state writes nothing but the ring index. Closing the
-//! breaker starts a fresh window by bumping the tag: slots from older generations count as empty,
-//! so a stale outcome can never leak into the new window's decisions.
+//! record is O(1). Closing the breaker starts a fresh window by bumping the tag: slots from older
+//! generations count as empty, so a stale outcome can never leak into the new window's decisions.
+//!
+//! A healthy window writes nothing: while the counts say the window is full of fast successes,
+//! a fast success returns after reading them, without taking a slot. The window is still the
+//! last `size` outcomes, exactly: every slot holds the same outcome, so the one a success would
+//! evict is a success, whichever it is, and the ring index is needed only to order outcomes
+//! that differ. The first failure or slow call takes the next slot and is evicted `size` calls
+//! later, as in a ring that had moved on every call. (So threads sharing a healthy breaker
+//! share no written cache line; with a ring index written per call they did.)
 //!
 //! The time window is a ring of ten buckets (a tenth of the window each) with running totals,
 //! kept under the breaker's lock; a record clears at most ten expired buckets.
@@ -78,6 +85,15 @@ impl CountWindow {
     /// the generation is still current), so that the caller checks the rules only then.
     pub(crate) fn record(&self, generation: u64, failure: bool, slow: bool) -> Option<Counts> {
         let size = self.slots.len() as u64;
+        if !failure
+            && !slow
+            && self.counts.load(Ordering::Acquire) == ((generation & 0xffff) << 48 | size << 32)
+        {
+            // Full of fast successes: this one would evict a fast success, and with every
+            // slot alike, which one does not matter. The window is the same multiset of the
+            // last `size` outcomes, and nothing is written (see the module docs).
+            return None;
+        }
         let slot = &self.slots[(self.next.fetch_add(1, Ordering::Relaxed) % size) as usize];
         let gen30 = (generation as u32) & SLOT_GEN_MASK;
         let new = (gen30 << 2) | if failure { FAILURE_BIT } else { 0 } | if slow { SLOW_BIT } else { 0 };
@@ -183,5 +199,72 @@ impl TimeWindow {
     pub(crate) fn counts(&mut self, now: u64) -> Counts {
         self.advance(now);
         self.total
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// The counts after every record are those of the last `size` outcomes, whether or not a
+    /// healthy window skipped the ring, for long runs of successes broken by failures and slow
+    /// calls.
+    #[test]
+    fn count_window_holds_exactly_the_last_n_outcomes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for size in [1, 2, 3, 10, 100] {
+            let w = CountWindow::new(size, 1);
+            let mut model = VecDeque::new();
+            for _ in 0..20_000 {
+                // Bursts: mostly successes, so the window is often full of them.
+                let (failure, slow) = (rng.u32(..40) == 0, rng.u32(..60) == 0);
+                w.record(1, failure, slow);
+                model.push_back((failure, slow));
+                if model.len() > size as usize {
+                    model.pop_front();
+                }
+                let expected = Counts {
+                    calls: model.len() as u32,
+                    failures: model.iter().filter(|o| o.0).count() as u32,
+                    slow: model.iter().filter(|o| o.1).count() as u32,
+                };
+                assert_eq!(w.counts(), expected, "size {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_healthy_count_window_writes_nothing() {
+        let w = CountWindow::new(4, 1);
+        for _ in 0..4 {
+            assert!(w.record(1, false, false).is_some());
+        }
+        let next = w.next.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            assert_eq!(w.record(1, false, false), None);
+        }
+        assert_eq!(
+            w.next.load(Ordering::Relaxed),
+            next,
+            "the ring index did not move"
+        );
+        assert_eq!(
+            w.record(1, true, false),
+            Some(Counts {
+                calls: 4,
+                failures: 1,
+                slow: 0
+            }),
+            "a failure takes a slot"
+        );
+        for _ in 0..3 {
+            assert_eq!(w.counts().failures, 1);
+            w.record(1, false, false);
+        }
+        assert_eq!(w.counts().failures, 1, "still among the last four");
+        w.record(1, false, false);
+        assert_eq!(w.counts().failures, 0, "evicted four calls later");
     }
 }
