@@ -2,7 +2,9 @@
 
 use std::{error::Error, fmt, time::Duration};
 
-use super::{Lane, State, sync::Arc};
+use tokio::time::Instant;
+
+use super::{NO_DEADLINE, State, clock::nanos, name::Name};
 
 /// A builder was given a value it cannot work with. Names the setting and says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,21 +59,25 @@ impl Error for ConfigError {}
 /// ```
 #[derive(Clone)]
 pub struct CircuitOpen {
-    /// The refusing thread's lane of the breaker (not the handle every thread clones: a
-    /// rejection then writes no cache line that other threads' rejections write).
-    pub(crate) lane: Arc<Lane>,
-    pub(crate) state: State,
+    /// A copy of the breaker's name when it is short, so that a refusal takes no reference
+    /// to the breaker: it writes nothing that another thread's refusal writes.
+    pub(crate) name: Name,
+    /// Which breaker refused (for `PartialEq`).
+    pub(crate) breaker: u64,
+    /// The breaker's epoch, on tokio's clock: `until` counts from it.
+    pub(crate) epoch: Instant,
     /// Nanoseconds since the breaker's epoch at which it lets a probe through, or
     /// `NO_DEADLINE`.
     pub(crate) until: u64,
     /// The generation that refused: a waiter re-checks as soon as it changes.
     pub(crate) generation: u64,
+    pub(crate) state: State,
 }
 
 impl CircuitOpen {
     /// The name of the breaker that refused the call.
     pub fn name(&self) -> &str {
-        &self.lane.shared.name
+        self.name.as_str()
     }
 
     /// The state that refused it: `Open`, `ForcedOpen` or `HalfOpen` (probes all in flight).
@@ -82,7 +88,10 @@ impl CircuitOpen {
     /// How long from now until the breaker lets a probe through, when it is known (`None`
     /// when forced open, or half-open with every probe in flight). Zero once that time came.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.lane.shared.remaining(self.until)
+        (self.until != NO_DEADLINE).then(|| {
+            let now = nanos(Instant::now().saturating_duration_since(self.epoch));
+            Duration::from_nanos(self.until.saturating_sub(now))
+        })
     }
 }
 
@@ -129,9 +138,7 @@ impl fmt::Debug for CircuitOpen {
 impl PartialEq for CircuitOpen {
     /// Equal when from the same breaker, state and deadline.
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(&*self.lane.shared, &*other.lane.shared)
-            && self.state == other.state
-            && self.until == other.until
+        self.breaker == other.breaker && self.state == other.state && self.until == other.until
     }
 }
 

@@ -56,7 +56,6 @@ mod clock;
 mod error;
 mod event;
 mod lane;
-#[allow(dead_code)] // a rejection's name without a reference count, wired in with the clock
 mod name;
 mod permit;
 mod snapshot;
@@ -132,6 +131,10 @@ pub(crate) struct Shared {
     config: Config,
     listeners: Box<[Listener]>,
     name: std::sync::Arc<str>,
+    /// The name as refusals carry it (a copy when short).
+    refusal_name: name::Name,
+    /// Tells breakers apart (refusals compare by it).
+    id: u64,
 }
 
 /// What changes only under the lock.
@@ -207,6 +210,8 @@ impl CircuitBreaker {
             epoch,
             config,
             listeners: listeners.into_boxed_slice(),
+            refusal_name: name::Name::new(&name),
+            id: next_id(),
             name,
         };
         let mut root = Arc::new(Lane {
@@ -311,10 +316,12 @@ impl CircuitBreaker {
             });
         }
         CircuitOpen {
-            lane: self.lane(),
-            state,
+            name: shared.refusal_name.clone(),
+            breaker: shared.id,
+            epoch: shared.epoch,
             until,
             generation,
+            state,
         }
     }
 
@@ -432,6 +439,13 @@ impl CircuitBreaker {
     }
 }
 
+/// A number no other breaker of this process has.
+fn next_id() -> u64 {
+    // Plain `std`: an identity, not part of the protocol loom checks.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 const fn consecutive_word(generation: u64, count: u32) -> u64 {
     ((generation & GEN_MASK) << 32) | count as u64
 }
@@ -510,11 +524,6 @@ impl Shared {
         }
         let now = (self.nanos(Instant::now()) / 1000) & STAMP_MASK;
         Some(Duration::from_micros(now.wrapping_sub(start) & STAMP_MASK))
-    }
-
-    /// The time until `until` (nanoseconds since the epoch), read now.
-    pub(crate) fn remaining(&self, until: u64) -> Option<Duration> {
-        (until != NO_DEADLINE).then(|| Duration::from_nanos(until.saturating_sub(self.nanos(Instant::now()))))
     }
 
     /// Moves to `to` under the lock: new generation, fresh per-state bookkeeping, waiters woken.
