@@ -271,6 +271,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// A permit if the breaker is closed, else `None`: the closed path of
+    /// [`try_acquire`](Self::try_acquire), which runs no listener and takes no lock (a keyed
+    /// registry takes it under its shard's shared lock).
+    #[inline(always)]
+    pub(crate) fn try_acquire_closed(&self) -> Option<Permit> {
+        let shared = &**self.shared();
+        let (generation, state) = unpack(shared.hot.word.load(Ordering::Acquire));
+        (state == State::Closed).then(|| Permit::new(self.lane(), generation, false, shared.call_start()))
+    }
+
     #[cold]
     fn acquire_slow(&self, now: Instant) -> Result<Permit, CircuitOpen> {
         let shared = &**self.shared();
