@@ -50,6 +50,8 @@ fn builder_rejects_every_invalid_value() {
         ("rate > 1", b().failure_rate(1.5).build()),
         ("rate < 0", b().failure_rate(-0.1).build()),
         ("rate NaN", b().failure_rate(f64::NAN).build()),
+        ("rate 0", b().failure_rate(0.0).build()),
+        ("slow rate 0", b().slow_calls(S, 0.0).build()),
         ("slow rate NaN", b().slow_calls(S, f64::NAN).build()),
         ("slow rate > 1", b().slow_calls(S, 2.0).build()),
         ("count window 0", b().failure_rate(0.5).count_window(0).build()),
@@ -122,6 +124,47 @@ fn builder_rejects_every_invalid_value() {
             "{what}: {err}"
         );
     }
+}
+
+/// Issue 14 ("decide and document"): a zero rate tripped on five successes out of five; it
+/// is refused now (DESIGN), as resilience4j and Polly refuse it.
+#[test]
+fn zero_rates_are_a_config_error() {
+    let b = || CircuitBreaker::builder("zero");
+    for zero in [0.0, -0.0] {
+        let err = b().failure_rate(zero).build().unwrap_err();
+        assert_eq!(err.setting(), "failure_rate");
+        assert_eq!(
+            err.to_string(),
+            "invalid circuit breaker config: failure_rate must be greater than 0 and at most 1"
+        );
+        let err = b().slow_calls(S, zero).build().unwrap_err();
+        assert_eq!(err.setting(), "slow_calls");
+        // Also beside a valid rule.
+        let err = b()
+            .consecutive_failures(3)
+            .failure_rate(zero)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "failure_rate");
+    }
+    assert!(b().failure_rate(f64::MIN_POSITIVE).build().is_ok());
+    assert!(b().slow_calls(S, f64::MIN_POSITIVE).build().is_ok());
+    assert!(b().failure_rate(1.0).slow_calls(S, 1.0).build().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_smallest_rate_trips_on_one_failure_never_on_successes() {
+    let b = CircuitBreaker::builder("tiny")
+        .failure_rate(f64::MIN_POSITIVE)
+        .count_window(5)
+        .min_calls(5)
+        .build()
+        .unwrap();
+    succeed(&b, 50);
+    assert_eq!(b.state(), State::Closed, "successes alone never trip");
+    fail(&b, 1);
+    assert_eq!(b.state(), State::Open);
 }
 
 #[test]
