@@ -14,25 +14,34 @@ use crate::classify::Outcome;
 pub struct Permit {
     /// The lane of the thread that took it (see `lane.rs`), which holds the breaker.
     lane: Option<Arc<Lane>>,
-    /// `start (40 bits of µs) << 24 | generation (23 bits) << 1 | probe`: two words in all, so
-    /// that a permit moves in registers (a wider one cost a third of the closed path in
-    /// store-forwarding stalls).
-    tag: u64,
+    /// When the call was admitted, in nanoseconds since the breaker's epoch (0 for a closed
+    /// permit when no rule times calls: no clock read then). A probe's stamp also names its
+    /// entry among the probes in flight. A full word: durations are measured to the
+    /// nanosecond for the whole reach of the clock (a 40-bit stamp, packed with the tag, read
+    /// whole microseconds and wrapped after 12.7 days).
+    start: u64,
+    /// `generation (23 bits) << 1 | probe`.
+    tag: u32,
 }
 
 impl Permit {
     #[inline(always)]
     pub(crate) fn new(lane: Arc<Lane>, generation: u64, probe: bool, start: u64) -> Self {
-        let tag = (start << 24) | ((generation & GEN_MASK) << 1) | u64::from(probe);
+        let tag = (((generation & GEN_MASK) as u32) << 1) | u32::from(probe);
         Self {
             lane: Some(lane),
+            start,
             tag,
         }
     }
 
     /// A permit from a disabled breaker: records nothing.
     pub(crate) const fn passthrough() -> Self {
-        Self { lane: None, tag: 0 }
+        Self {
+            lane: None,
+            start: 0,
+            tag: 0,
+        }
     }
 
     /// Whether this permit is a half-open probe.
@@ -42,11 +51,7 @@ impl Permit {
 
     /// The low 23 bits of the generation it was issued in.
     const fn generation(&self) -> u64 {
-        (self.tag >> 1) & GEN_MASK
-    }
-
-    const fn start(&self) -> u64 {
-        self.tag >> 24
+        (self.tag >> 1) as u64
     }
 
     /// Records the call's outcome and gives the permit back.
@@ -60,9 +65,9 @@ impl Permit {
     pub(crate) fn record_in_place(&mut self, outcome: Outcome) {
         if let Some(lane) = self.lane.take() {
             let shared = &*lane.shared;
-            let elapsed = shared.elapsed_since(self.start());
+            let elapsed = shared.elapsed_since(self.start);
             if self.is_probe() {
-                shared.record_probe(self.generation(), Some(outcome), elapsed);
+                shared.record_probe(self.generation(), self.start, Some(outcome), elapsed);
             } else {
                 shared.record_closed(self.generation(), outcome, elapsed);
             }
@@ -75,7 +80,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(lane) = self.lane.take() {
             if self.is_probe() {
-                lane.shared.record_probe(self.generation(), None, None);
+                lane.shared
+                    .record_probe(self.generation(), self.start, None, None);
             } else {
                 lane.shared.release_closed();
             }
