@@ -51,6 +51,7 @@ impl Clock {
     }
 
     /// Whether this clock reads tokio's pausable clock.
+    #[cfg(test)]
     pub(crate) fn is_pausable(&self) -> bool {
         self.fast.is_off()
     }
@@ -76,7 +77,7 @@ impl Clock {
     }
 
     /// How far [`coarse`](Self::coarse) may trail [`now`](Self::now): zero on the pausable clock.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn margin(&self) -> u64 {
         if !self.fast.is_off() {
             return fast::margin();
@@ -99,9 +100,10 @@ impl Clock {
     }
 
     /// At a trip (rare): switches to the pausable clock if tokio's clock is now paused or was
-    /// moved, and widens the coarse clock's margin if it trails by more than was allowed for.
-    pub(crate) fn recheck(&self) {
-        self.fast.recheck();
+    /// moved (`true`: read the time again), and widens the coarse clock's margin if it trails
+    /// by more than was allowed for.
+    pub(crate) fn recheck(&self) -> bool {
+        self.fast.recheck()
     }
 
     /// `t` in nanoseconds since the epoch (0 before it).
@@ -121,6 +123,22 @@ impl Clock {
             }
         }
     }
+}
+
+/// Whether breakers read the pausable clock wherever they are built: the `test-util` feature.
+/// (The crate's own tests turn it on; a unit test can turn it off on its thread.)
+pub(crate) fn forced() -> bool {
+    #[cfg(test)]
+    if UNFORCED.get() {
+        return false;
+    }
+    cfg!(feature = "test-util")
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by a unit test that builds breakers on the fast clock despite `test-util`.
+    pub(crate) static UNFORCED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// `d` in nanoseconds, saturating at `u64::MAX` (an `as u64` cast wraps: 2^64 ns would read 0).
@@ -189,17 +207,18 @@ mod fast {
             raw(clock_gettime(ClockId::MonotonicCoarse)).saturating_sub(self.epoch_raw)
         }
 
-        pub(super) fn recheck(&self) {
+        pub(super) fn recheck(&self) -> bool {
             if self.is_off() {
-                return;
+                return false;
             }
             if super::tokio_clock_is_mocked() {
                 self.off.store(true, Ordering::Relaxed);
-                return;
+                return true;
             }
             let coarse = raw(clock_gettime(ClockId::MonotonicCoarse));
             let precise = raw(clock_gettime(ClockId::Monotonic));
             observe_lag(precise.saturating_sub(coarse));
+            false
         }
     }
 
@@ -261,7 +280,9 @@ mod fast {
             unreachable!("no coarse clock here")
         }
 
-        pub(super) const fn recheck(&self) {}
+        pub(super) const fn recheck(&self) -> bool {
+            false
+        }
     }
 
     pub(super) const fn margin() -> u64 {
@@ -369,11 +390,58 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            clock.recheck();
-            assert!(clock.is_pausable(), "a trip under paused time switches");
+            assert!(clock.recheck(), "a trip under paused time switches");
+            assert!(clock.is_pausable());
         });
-        clock.recheck();
+        assert!(!clock.recheck());
         assert!(clock.is_pausable(), "for good");
+    }
+
+    /// A breaker on the fast clock opens for 40 ms: every refusal came before the deadline
+    /// by the precise clock, and the first admission (a probe) not before it, whatever the
+    /// machine's speed.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_breaker_on_the_fast_clock_half_opens_never_later_than_the_precise_clock_says() {
+        use crate::{CircuitBreaker, Outcome};
+        const OPEN: Duration = Duration::from_millis(40);
+        UNFORCED.set(true);
+        let b = CircuitBreaker::builder("fast")
+            .consecutive_failures(1)
+            .open_duration(OPEN)
+            .build()
+            .unwrap();
+        UNFORCED.set(false);
+        assert!(!b.shared().clock.is_pausable());
+        let before_trip = std::time::Instant::now();
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        let after_trip = std::time::Instant::now();
+        let mut refused = 0u64;
+        loop {
+            let t0 = std::time::Instant::now();
+            match b.try_acquire() {
+                Err(open) => {
+                    assert!(
+                        t0 < after_trip + OPEN,
+                        "refused {:?} after the trip",
+                        t0 - after_trip
+                    );
+                    assert!(open.retry_after().unwrap() <= OPEN);
+                    refused += 1;
+                }
+                Ok(probe) => {
+                    assert!(probe.is_probe());
+                    let t1 = std::time::Instant::now();
+                    assert!(
+                        t1 >= before_trip + OPEN,
+                        "admitted {:?} after the trip",
+                        t1 - before_trip
+                    );
+                    break;
+                }
+            }
+        }
+        assert!(refused > 0);
     }
 
     #[test]

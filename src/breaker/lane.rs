@@ -22,6 +22,16 @@ pub(crate) enum Lanes {
     One,
 }
 
+/// How many lanes (and time-window stripes) a breaker gets.
+pub(super) fn count(lanes: Lanes) -> usize {
+    #[cfg(not(loom))]
+    if lanes == Lanes::Auto {
+        return auto_lanes();
+    }
+    let _ = lanes;
+    1
+}
+
 /// Under loom: always one lane.
 #[cfg(loom)]
 pub(super) fn spread(_root: &mut Arc<Lane>, _lanes: Lanes) {}

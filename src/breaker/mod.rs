@@ -51,7 +51,6 @@
 
 mod backoff;
 mod builder;
-#[allow(dead_code)] // wired into the core once the correctness fixes land
 mod clock;
 mod error;
 mod event;
@@ -86,11 +85,12 @@ use waiters::Waiters;
 use crate::classify::Outcome;
 pub(crate) use builder::Config;
 use builder::Window;
+use clock::Clock;
 use event::Listener;
 use probes::Probes;
 use state::{pack, unpack};
 use sync::{Arc, AtomicU64, Mutex, Ordering};
-use window::{CountWindow, Counts, TimeWindow};
+use window::{CountWindow, Counts, time::TimeWindow};
 
 /// A circuit breaker: a cheap `Clone` handle over shared state.
 ///
@@ -131,8 +131,9 @@ pub(crate) struct Shared {
     /// multiplies by its keys.
     hot: Hot,
     count_window: Option<Box<CountWindow>>,
+    time_window: Option<Box<TimeWindow>>,
     locked: Mutex<Locked>,
-    epoch: Instant,
+    clock: Clock,
     config: Config,
     listeners: Box<[Listener]>,
     name: std::sync::Arc<str>,
@@ -153,7 +154,6 @@ struct Locked {
     /// Half-open: the probes in flight, by admission.
     probes: Probes,
     probe_successes: u32,
-    time_window: Option<Box<TimeWindow>>,
     /// `Readiness::Wait` services waiting for a change.
     waiters: Waiters,
     /// Why the breaker entered its current state (`None` before its first transition).
@@ -183,14 +183,18 @@ impl CircuitBreaker {
         listeners: Vec<Listener>,
         lanes: Lanes,
     ) -> Self {
-        let epoch = Instant::now();
+        let clock = Clock::new(clock::forced());
         let generation = FIRST_GENERATION;
         let count_window = match config.window {
             Window::Count(n) => Some(Box::new(CountWindow::new(n, generation))),
             _ => None,
         };
         let time_window = match config.window {
-            Window::Time(d) => Some(Box::new(TimeWindow::new(saturating_nanos(d)))),
+            Window::Time(d) => Some(Box::new(TimeWindow::new(
+                saturating_nanos(d),
+                generation,
+                lane::count(lanes),
+            ))),
             _ => None,
         };
         let shared = Shared {
@@ -200,6 +204,7 @@ impl CircuitBreaker {
                 open_until: AtomicU64::new(0),
             },
             count_window,
+            time_window,
             locked: Mutex::new(Locked {
                 generation,
                 state: State::Closed,
@@ -207,11 +212,10 @@ impl CircuitBreaker {
                 opened: 0,
                 probes: Probes::default(),
                 probe_successes: 0,
-                time_window,
                 waiters: Waiters::default(),
                 reason: None,
             }),
-            epoch,
+            clock,
             config,
             listeners: listeners.into_boxed_slice(),
             refusal_name: name::Name::new(&name),
@@ -264,14 +268,14 @@ impl CircuitBreaker {
             State::Closed => Ok(Permit::new(self.lane(), generation, false, shared.call_start())),
             State::Disabled => Ok(Permit::passthrough()),
             State::Open => {
-                let now = Instant::now();
                 let until = shared.hot.open_until.load(Ordering::Acquire);
-                if shared.nanos(now) < until {
-                    return Err(self.reject(generation, state, until));
+                // The coarse clock decides far from the deadline, the precise one near it.
+                match shared.clock.before(until) {
+                    Some(now) if now >= until => self.acquire_slow(now),
+                    _ => Err(self.reject(generation, state, until)),
                 }
-                self.acquire_slow(now)
             }
-            State::HalfOpen | State::ForcedOpen => self.acquire_slow(Instant::now()),
+            State::HalfOpen | State::ForcedOpen => self.acquire_slow(shared.clock.now()),
         }
     }
 
@@ -286,13 +290,13 @@ impl CircuitBreaker {
     }
 
     #[cold]
-    fn acquire_slow(&self, now: Instant) -> Result<Permit, CircuitOpen> {
+    fn acquire_slow(&self, now: u64) -> Result<Permit, CircuitOpen> {
         let shared = &**self.shared();
         let mut pending: Pending = None;
-        let at = shared.nanos(now);
+        let at = now;
         let result = {
             let mut l = shared.locked.lock();
-            if l.state == State::Open && now >= l.open_until(shared) {
+            if l.state == State::Open && now >= shared.hot.open_until.load(Ordering::Acquire) {
                 shared.transition(&mut l, State::HalfOpen, Reason::OpenElapsed, now, &mut pending);
             }
             if l.state == State::HalfOpen && shared.probe_deadline(&l).is_some_and(|deadline| at >= deadline)
@@ -332,7 +336,7 @@ impl CircuitBreaker {
         CircuitOpen {
             name: shared.refusal_name.clone(),
             breaker: shared.id,
-            epoch: shared.epoch,
+            epoch: shared.clock.epoch(),
             until,
             generation,
             state,
@@ -342,11 +346,11 @@ impl CircuitBreaker {
     /// Counts, rates, state and the time until half-open, read now.
     pub fn snapshot(&self) -> Snapshot {
         let shared = &**self.shared();
-        let now = Instant::now();
-        let mut l = shared.locked.lock();
-        let counts = match (&shared.count_window, l.time_window.as_mut()) {
+        let now = shared.clock.now();
+        let l = shared.locked.lock();
+        let counts = match (&shared.count_window, &shared.time_window) {
             (Some(w), _) => Some(w.counts()),
-            (None, Some(w)) => Some(w.counts(shared.nanos(now))),
+            (None, Some(w)) => Some(w.counts(now)),
             (None, None) => None,
         };
         let consecutive = shared.hot.consecutive.load(Ordering::Acquire);
@@ -365,8 +369,9 @@ impl CircuitBreaker {
             } else {
                 0
             },
-            retry_after: (l.state == State::Open)
-                .then(|| l.open_until(shared).saturating_duration_since(now)),
+            retry_after: (l.state == State::Open).then(|| {
+                Duration::from_nanos(shared.hot.open_until.load(Ordering::Acquire).saturating_sub(now))
+            }),
             open_for: (l.state == State::Open).then_some(l.opened_for),
             reason: l.reason,
         }
@@ -394,7 +399,7 @@ impl CircuitBreaker {
         {
             let mut l = shared.locked.lock();
             if l.state != to {
-                shared.transition(&mut l, to, reason, Instant::now(), &mut pending);
+                shared.transition(&mut l, to, reason, shared.clock.now(), &mut pending);
             } else if to == State::Closed {
                 // Not a change of state, but a fresh start: calls admitted before it are stale.
                 l.generation += 1;
@@ -436,7 +441,8 @@ impl CircuitBreaker {
         let mut l = shared.locked.lock();
         let may_admit = l.generation != refused.generation
             || (l.state == State::HalfOpen && l.probes.len() < shared.config.half_open_permits)
-            || (l.state == State::Open && Instant::now() >= l.open_until(shared));
+            || (l.state == State::Open
+                && shared.clock.now() >= shared.hot.open_until.load(Ordering::Acquire));
         if may_admit {
             if let Some(key) = key.take() {
                 l.waiters.remove(key);
@@ -465,8 +471,12 @@ impl CircuitBreaker {
         let shared = &**self.shared();
         let l = shared.locked.lock();
         match l.state {
-            State::Open => Some(l.open_until(shared)),
-            State::HalfOpen => shared.probe_deadline(&l).map(|at| shared.instant_at(at)),
+            State::Open => Some(
+                shared
+                    .clock
+                    .instant_at(shared.hot.open_until.load(Ordering::Acquire)),
+            ),
+            State::HalfOpen => shared.probe_deadline(&l).map(|at| shared.clock.instant_at(at)),
             _ => None,
         }
     }
@@ -483,12 +493,6 @@ const fn consecutive_word(generation: u64, count: u32) -> u64 {
     ((generation & GEN_MASK) << 32) | count as u64
 }
 
-impl Locked {
-    fn open_until(&self, shared: &Shared) -> Instant {
-        shared.instant_at(shared.hot.open_until.load(Ordering::Acquire))
-    }
-}
-
 /// `open_until` of a rejection that has no deadline (forced open, half-open full).
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 
@@ -497,35 +501,13 @@ pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 /// nanoseconds since the breaker's creation in a `u64`: about 584 years.
 pub(crate) const LAST_DEADLINE: u64 = NO_DEADLINE - 1;
 
-/// `d` in nanoseconds, saturating at `u64::MAX` (an `as u64` cast wraps: 2^64 ns would read 0).
-pub(crate) fn saturating_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
+pub(crate) use clock::nanos as saturating_nanos;
 
 impl Shared {
-    fn nanos(&self, t: Instant) -> u64 {
-        saturating_nanos(t.saturating_duration_since(self.epoch))
-    }
-
-    /// The deadline `wait` after `now`, in nanoseconds since the epoch; saturates at
+    /// The deadline `wait` after `now` (nanoseconds since the epoch); saturates at
     /// [`LAST_DEADLINE`] (whatever the wait: `Duration::MAX` is fine).
-    fn deadline(&self, now: Instant, wait: Duration) -> u64 {
-        self.nanos(now)
-            .saturating_add(saturating_nanos(wait))
-            .min(LAST_DEADLINE)
-    }
-
-    /// The instant `nanos` after the epoch. Where the platform's `Instant` cannot reach that
-    /// far (Linux's can: 584 years is nothing to it), the distance is halved until it fits:
-    /// still far out, never a panic.
-    fn instant_at(&self, nanos: u64) -> Instant {
-        let mut after = Duration::from_nanos(nanos);
-        loop {
-            match self.epoch.checked_add(after) {
-                Some(t) => return t,
-                None => after /= 2,
-            }
-        }
+    fn deadline(now: u64, wait: Duration) -> u64 {
+        now.saturating_add(saturating_nanos(wait)).min(LAST_DEADLINE)
     }
 
     /// When half-open gives up on its probes in flight and reopens, in nanoseconds since the
@@ -544,7 +526,7 @@ impl Shared {
     #[inline]
     fn call_start(&self) -> u64 {
         if self.config.times_calls() {
-            self.nanos(Instant::now())
+            self.clock.now()
         } else {
             0
         }
@@ -557,13 +539,11 @@ impl Shared {
         if !self.config.times_calls() {
             return None;
         }
-        Some(Duration::from_nanos(
-            self.nanos(Instant::now()).saturating_sub(start),
-        ))
+        Some(Duration::from_nanos(self.clock.now().saturating_sub(start)))
     }
 
     /// Moves to `to` under the lock: new generation, fresh per-state bookkeeping, waiters woken.
-    fn transition(&self, l: &mut Locked, to: State, reason: Reason, now: Instant, pending: &mut Pending) {
+    fn transition(&self, l: &mut Locked, to: State, reason: Reason, now: u64, pending: &mut Pending) {
         let from = l.state;
         l.generation += 1;
         l.state = to;
@@ -579,9 +559,15 @@ impl Shared {
                     d
                 };
                 l.opened_for = d;
+                // A trip is where a breaker built before `tokio::time::pause()` learns of it.
+                let now = if self.clock.recheck() {
+                    self.clock.now()
+                } else {
+                    now
+                };
                 self.hot
                     .open_until
-                    .store(self.deadline(now, d), Ordering::Release);
+                    .store(Self::deadline(now, d), Ordering::Release);
                 open_for = Some(d);
             }
             State::HalfOpen => {
@@ -611,8 +597,8 @@ impl Shared {
         if let Some(w) = &self.count_window {
             w.reset(l.generation);
         }
-        if let Some(w) = l.time_window.as_mut() {
-            w.reset();
+        if let Some(w) = &self.time_window {
+            w.reset(l.generation);
         }
     }
 
@@ -697,21 +683,17 @@ impl Shared {
             if let Some(counts) = w.record(generation, failure, slow) {
                 reason = reason.or_else(|| self.rate_rule(&counts));
             }
-        } else if matches!(self.config.window, Window::Time(_)) {
-            let now = Instant::now();
-            let mut pending = None;
-            {
-                let mut l = self.locked.lock();
-                if l.generation & GEN_MASK == generation {
-                    let at = self.nanos(now);
-                    let counts = l.time_window.as_mut().map(|w| w.record(at, failure, slow));
-                    reason = reason.or_else(|| counts.and_then(|c| self.rate_rule(&c)));
-                    if let Some(reason) = reason.take() {
-                        self.transition(&mut l, State::Open, reason, now, &mut pending);
-                    }
+        } else if let Some(w) = &self.time_window {
+            // The coarse clock: a bucket boundary is late by at most its margin (exact on
+            // the pausable clock).
+            let at = self.clock.coarse();
+            if let Some(counts) = w.record(at, generation, lane::thread_slot(), failure, slow) {
+                match self.rate_rule(&counts) {
+                    Some(r) => reason = reason.or(Some(r)),
+                    None if counts.calls >= self.config.min_calls => w.settle(at, generation),
+                    None => {}
                 }
             }
-            self.publish(pending);
         }
         if let Some(reason) = reason {
             self.trip_closed(generation, reason);
@@ -779,7 +761,7 @@ impl Shared {
         {
             let mut l = self.locked.lock();
             if l.generation & GEN_MASK == generation && l.state == State::Closed {
-                self.transition(&mut l, State::Open, reason, Instant::now(), &mut pending);
+                self.transition(&mut l, State::Open, reason, self.clock.now(), &mut pending);
             }
         }
         self.publish(pending);
@@ -793,7 +775,7 @@ impl Shared {
     }
 
     fn trip_for(&self, wait: Duration, reason: Reason) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let wait = wait.min(self.config.max_open);
         let mut pending = None;
         {
@@ -801,7 +783,7 @@ impl Shared {
             match l.state {
                 State::ForcedOpen | State::Disabled => {}
                 State::Open => {
-                    let until = self.deadline(now, wait);
+                    let until = Self::deadline(now, wait);
                     if until > self.hot.open_until.load(Ordering::Acquire) {
                         self.hot.open_until.store(until, Ordering::Release);
                         l.opened_for = wait;
@@ -837,7 +819,7 @@ impl Shared {
     }
 
     fn release_probe(&self, generation: u64, admitted: u64, outcome: Option<(Outcome, bool)>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut pending = None;
         {
             let mut l = self.locked.lock();

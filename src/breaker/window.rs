@@ -14,12 +14,11 @@
 //! later, as in a ring that had moved on every call. (So threads sharing a healthy breaker
 //! share no written cache line; with a ring index written per call they did.)
 //!
-//! The time window is a ring of ten buckets (a tenth of the window each) with running totals,
-//! kept under the breaker's lock; a record clears at most ten expired buckets.
+//! The time window (`time.rs`) is lock-free too: ten buckets a tenth of the window wide, one
+//! ring of them per lane, Hystrix's rolling number.
 
 use super::sync::{AtomicU32, AtomicU64, Ordering};
 
-#[allow(dead_code)] // the lock-free time window, wired into the core once the correctness fixes land
 pub(crate) mod time;
 
 /// The largest count window: counts are packed as 16-bit signed fields.
@@ -137,68 +136,6 @@ impl CountWindow {
 
     pub(crate) fn counts(&self) -> Counts {
         fields_to_counts(self.counts.load(Ordering::Acquire)).unwrap_or_default()
-    }
-}
-
-const BUCKETS: usize = 10;
-
-/// A time-based window of ten buckets; lives under the breaker's lock. Bucket `i` holds the
-/// counts of the one epoch in `head - 9 ..= head` that is `i` modulo ten.
-#[derive(Debug)]
-pub(crate) struct TimeWindow {
-    width: u64,
-    head: u64,
-    buckets: [Counts; BUCKETS],
-    total: Counts,
-}
-
-impl TimeWindow {
-    pub(crate) fn new(window_nanos: u64) -> Self {
-        Self {
-            width: (window_nanos / BUCKETS as u64).max(1),
-            head: 0,
-            buckets: [Counts::default(); BUCKETS],
-            total: Counts::default(),
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.buckets = [Counts::default(); BUCKETS];
-        self.total = Counts::default();
-    }
-
-    /// Expires the buckets that fell out of the window at `now` (nanoseconds since the
-    /// breaker's epoch); touches at most ten buckets. Returns the bucket to count into.
-    fn advance(&mut self, now: u64) -> usize {
-        let epoch = now / self.width;
-        if epoch > self.head {
-            let from = self.head.max(epoch.saturating_sub(BUCKETS as u64)) + 1;
-            for e in from..=epoch {
-                let b = &mut self.buckets[(e % BUCKETS as u64) as usize];
-                self.total.calls -= b.calls;
-                self.total.failures -= b.failures;
-                self.total.slow -= b.slow;
-                *b = Counts::default();
-            }
-            self.head = epoch;
-        }
-        // A clock read just before another record's lands in the newest bucket.
-        (self.head % BUCKETS as u64) as usize
-    }
-
-    pub(crate) fn record(&mut self, now: u64, failure: bool, slow: bool) -> Counts {
-        let i = self.advance(now);
-        for c in [&mut self.buckets[i], &mut self.total] {
-            c.calls += 1;
-            c.failures += u32::from(failure);
-            c.slow += u32::from(slow);
-        }
-        self.total
-    }
-
-    pub(crate) fn counts(&mut self, now: u64) -> Counts {
-        self.advance(now);
-        self.total
     }
 }
 
