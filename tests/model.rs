@@ -209,7 +209,9 @@ struct Model {
     opened: u32,
     in_flight: u32,
     probe_successes: u32,
-    last_decision: Instant,
+    /// Half-open: the admission times of the probes in flight (the wait for a decision runs
+    /// from the oldest).
+    admitted: Vec<Instant>,
     consecutive: u32,
     count: VecDeque<(bool, bool)>,
     /// (bucket epoch, failure, slow)
@@ -235,7 +237,7 @@ impl Model {
             opened: 0,
             in_flight: 0,
             probe_successes: 0,
-            last_decision: now,
+            admitted: Vec::new(),
             consecutive: 0,
             count: VecDeque::new(),
             timed: Vec::new(),
@@ -322,8 +324,8 @@ impl Model {
             State::Open => open_for = Some(self.opened_for),
             State::HalfOpen => {
                 self.in_flight = 0;
+                self.admitted.clear();
                 self.probe_successes = 0;
-                self.last_decision = now;
             }
             State::Closed => {
                 self.opened = 0;
@@ -347,7 +349,7 @@ impl Model {
         }
         if self.state == State::HalfOpen
             && self.in_flight > 0
-            && now >= self.last_decision + self.cfg.max_wait
+            && now >= *self.admitted.iter().min().unwrap() + self.cfg.max_wait
         {
             self.transition(State::Open, Reason::ProbeTimedOut, now);
         }
@@ -362,6 +364,7 @@ impl Model {
             State::Disabled => Ok(permit(false, true)),
             State::HalfOpen if self.in_flight < self.cfg.permits => {
                 self.in_flight += 1;
+                self.admitted.push(now);
                 Ok(permit(true, false))
             }
             State::Open => {
@@ -415,10 +418,11 @@ impl Model {
                 return;
             }
             self.in_flight -= 1;
+            let i = self.admitted.iter().position(|&a| a == p.start).unwrap();
+            self.admitted.remove(i);
             match (outcome, slow) {
                 (Outcome::Success, false) => {
                     self.probe_successes += 1;
-                    self.last_decision = now;
                     if self.probe_successes >= self.cfg.successes {
                         self.transition(State::Closed, Reason::ProbesSucceeded, now);
                     }
@@ -484,6 +488,8 @@ impl Model {
     fn free_slot(&mut self, p: MPermit) {
         if p.probe && p.generation == self.generation && self.state == State::HalfOpen {
             self.in_flight -= 1;
+            let i = self.admitted.iter().position(|&a| a == p.start).unwrap();
+            self.admitted.remove(i);
         }
     }
 
@@ -578,8 +584,9 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 Op::AdvanceToProbeDeadline => {
-                    let due = model.last_decision + model.cfg.max_wait;
-                    if model.state == State::HalfOpen && model.in_flight > 0 && due > now {
+                    // The wait runs from the admission of the oldest probe in flight.
+                    let due = model.admitted.iter().min().map(|&a| a + model.cfg.max_wait);
+                    if let Some(due) = due.filter(|&due| model.state == State::HalfOpen && due > now) {
                         tokio::time::advance(due - now).await;
                     }
                 }
