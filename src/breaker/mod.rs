@@ -165,11 +165,11 @@ type Pending = Option<(State, State, Reason, Option<Duration>)>;
 
 const FIRST_GENERATION: u64 = 1;
 
-/// Permits, the consecutive run and the count window's slots carry the generation's low 23
-/// bits (a permit is two words). An outcome is stale when its tag differs from the current
-/// generation's; a permit held across exactly a multiple of 2^23 (8.4 million) transitions
-/// would pass for current.
-pub(crate) const GEN_MASK: u64 = (1 << 23) - 1;
+/// Permits, the consecutive run and the windows carry the generation's low 15 bits (a permit
+/// is two words: its lane, and a word with the generation, the probe flag and 48 bits of start
+/// stamp). An outcome is stale when its tag differs from the current generation's; a permit
+/// held across exactly a multiple of 2^15 (32,768) transitions would pass for current.
+pub(crate) const GEN_MASK: u64 = (1 << 15) - 1;
 
 impl CircuitBreaker {
     /// Starts a builder. `name` shows in errors, events and metrics.
@@ -532,14 +532,21 @@ impl Shared {
         }
     }
 
-    /// The call's duration from its permit's start stamp, to the nanosecond (the resolution
-    /// of the clock the breaker reads); `None` when calls are not timed.
+    /// The call's duration from its permit's start stamp (48 bits), to the nanosecond (the
+    /// resolution of the clock the breaker reads), modulo 2^48 ns (78 hours); `None` when
+    /// calls are not timed. A stamp up to 73 minutes ahead of the clock (the breaker moved to
+    /// tokio's paused clock, which lags, while the call was out) reads zero.
     #[inline]
     fn elapsed_since(&self, start: u64) -> Option<Duration> {
         if !self.config.times_calls() {
             return None;
         }
-        Some(Duration::from_nanos(self.clock.now().saturating_sub(start)))
+        let d = self.clock.now().wrapping_sub(start) & permit::STAMP_MASK;
+        Some(Duration::from_nanos(if d > permit::STAMP_MASK - (1 << 42) {
+            0
+        } else {
+            d
+        }))
     }
 
     /// Moves to `to` under the lock: new generation, fresh per-state bookkeeping, waiters woken.

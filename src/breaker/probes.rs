@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use super::permit::STAMP_MASK;
+
 /// The admission stamps of the probes in flight, oldest first.
 #[derive(Debug, Default)]
 pub(super) struct Probes {
@@ -32,12 +34,14 @@ impl Probes {
         }
     }
 
-    /// The probe admitted at `at` came back (or was dropped).
-    pub(super) fn release(&mut self, at: u64) {
-        // Stamps are sorted: the first entry not before `at` is one with that stamp.
-        let i = self.admitted.partition_point(|&a| a < at);
-        debug_assert_eq!(self.admitted.get(i), Some(&at), "a probe released twice");
-        if self.admitted.get(i) == Some(&at) {
+    /// The probe admitted at the time whose low 48 bits are `stamp` (a permit's start stamp)
+    /// came back (or was dropped). The probes in flight are a few (`half_open_permits`) and
+    /// their admissions lie within 78 hours of each other in practice: a linear search for
+    /// the stamp finds the oldest entry with it.
+    pub(super) fn release(&mut self, stamp: u64) {
+        let i = self.admitted.iter().position(|&a| a & STAMP_MASK == stamp);
+        debug_assert!(i.is_some(), "a probe released twice");
+        if let Some(i) = i {
             self.admitted.remove(i);
         }
     }

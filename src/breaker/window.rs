@@ -26,8 +26,11 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = i16::MAX as u32;
 
 const FAILURE_BIT: u32 = 0b10;
 const SLOW_BIT: u32 = 0b01;
-/// Slots carry the same 23 generation bits as permits.
+/// Slots carry the same generation bits as permits.
 const SLOT_GEN_MASK: u32 = super::GEN_MASK as u32;
+/// The counts word's tag: the generation bits permits carry (at most 16).
+const GEN16: u64 = super::GEN_MASK;
+const _: () = assert!(GEN16 <= 0xffff);
 
 /// Counts over the current window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,7 +80,7 @@ impl CountWindow {
 
     /// Starts an empty window for `generation`. Slots of older generations count as empty.
     pub(crate) fn reset(&self, generation: u64) {
-        self.counts.store((generation & 0xffff) << 48, Ordering::Release);
+        self.counts.store((generation & GEN16) << 48, Ordering::Release);
     }
 
     /// Records one outcome of `generation`. Returns the counts after it when they changed (and
@@ -86,7 +89,7 @@ impl CountWindow {
         let size = self.slots.len() as u64;
         if !failure
             && !slow
-            && self.counts.load(Ordering::Acquire) == ((generation & 0xffff) << 48 | size << 32)
+            && self.counts.load(Ordering::Acquire) == ((generation & GEN16) << 48 | size << 32)
         {
             // Full of fast successes: this one would evict a fast success, and with every
             // slot alike, which one does not matter. The window is the same multiset of the
@@ -116,7 +119,7 @@ impl CountWindow {
         let d_calls = 1 - i16::from(live);
         let d_fail = i16::from(failure) - bit(old, FAILURE_BIT);
         let d_slow = i16::from(slow) - bit(old, SLOW_BIT);
-        let gen16 = generation & 0xffff;
+        let gen16 = generation & GEN16;
         let mut cur = self.counts.load(Ordering::Acquire);
         loop {
             if cur >> 48 != gen16 {
