@@ -62,16 +62,16 @@ pub struct CircuitOpen {
     /// A copy of the breaker's name when it is short, so that a refusal takes no reference
     /// to the breaker: it writes nothing that another thread's refusal writes.
     pub(crate) name: Name,
-    /// Which breaker refused (for `PartialEq`).
-    pub(crate) breaker: u64,
     /// The breaker's epoch, on tokio's clock: `until` counts from it.
     pub(crate) epoch: Instant,
     /// Nanoseconds since the breaker's epoch at which it lets a probe through, or
     /// `NO_DEADLINE`.
     pub(crate) until: u64,
-    /// The generation that refused: a waiter re-checks as soon as it changes.
-    pub(crate) generation: u64,
-    pub(crate) state: State,
+    /// `breaker id (24 bits) << 40 | state << 32 | generation (32 bits)`: which breaker refused
+    /// (for `PartialEq`), in which state, and the generation that refused (a waiter re-checks
+    /// as soon as it changes). One word: a refusal is moved (into a `Box`, out of a `Result`)
+    /// in as few pieces as it can be.
+    pub(crate) meta: u64,
 }
 
 impl CircuitOpen {
@@ -82,7 +82,28 @@ impl CircuitOpen {
 
     /// The state that refused it: `Open`, `ForcedOpen` or `HalfOpen` (probes all in flight).
     pub const fn state(&self) -> State {
-        self.state
+        State::from_tag((self.meta >> 32) & 0xff)
+    }
+
+    pub(crate) const fn new(
+        name: Name,
+        epoch: Instant,
+        until: u64,
+        breaker: u64,
+        state: State,
+        generation: u64,
+    ) -> Self {
+        Self {
+            name,
+            epoch,
+            until,
+            meta: (breaker & 0xff_ffff) << 40 | state.tag() << 32 | (generation & 0xffff_ffff),
+        }
+    }
+
+    /// The low 32 bits of the generation that refused.
+    pub(crate) const fn generation(&self) -> u32 {
+        self.meta as u32
     }
 
     /// How long from now until the breaker lets a probe through, when it is known (`None`
@@ -102,7 +123,7 @@ impl fmt::Display for CircuitOpen {
     /// `circuit "openai" was open; its open period has ended`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.name();
-        match self.state {
+        match self.state() {
             State::ForcedOpen => write!(f, "circuit {name:?} is forced open"),
             State::HalfOpen => write!(
                 f,
@@ -129,7 +150,7 @@ impl fmt::Debug for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitOpen")
             .field("name", &self.name())
-            .field("state", &self.state)
+            .field("state", &self.state())
             .field("retry_after", &self.retry_after())
             .finish()
     }
@@ -138,7 +159,10 @@ impl fmt::Debug for CircuitOpen {
 impl PartialEq for CircuitOpen {
     /// Equal when from the same breaker, state and deadline.
     fn eq(&self, other: &Self) -> bool {
-        self.breaker == other.breaker && self.state == other.state && self.until == other.until
+        self.meta >> 32 == other.meta >> 32
+            && self.until == other.until
+            && self.epoch == other.epoch
+            && self.name.as_str() == other.name.as_str()
     }
 }
 

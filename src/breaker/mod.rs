@@ -325,6 +325,39 @@ impl CircuitBreaker {
 
     #[cold]
     fn reject(&self, generation: u64, state: State, until: u64) -> CircuitOpen {
+        self.refusal(generation, state, until)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) with the refusal boxed where it is built: the error
+    /// of `FailFast`'s `poll_ready`. The result is two words, so it comes back in registers
+    /// (with a refusal by value it is 72 bytes, returned through memory): the closed path
+    /// through the layer went from 23.1 to 20.7 ns here.
+    #[inline(always)]
+    pub(crate) fn try_acquire_boxed(&self) -> Result<Permit, Box<CircuitOpen>> {
+        let shared = &**self.shared();
+        let (generation, state) = unpack(shared.hot.word.load(Ordering::Acquire));
+        match state {
+            State::Closed => Ok(Permit::new(self.lane(), generation, false, shared.call_start())),
+            State::Disabled => Ok(Permit::passthrough()),
+            State::Open => {
+                let until = shared.hot.open_until.load(Ordering::Acquire);
+                match shared.clock.before(until) {
+                    Some(now) if now >= until => self.acquire_slow(now).map_err(Box::new),
+                    _ => Err(self.reject_boxed(generation, state, until)),
+                }
+            }
+            State::HalfOpen | State::ForcedOpen => self.acquire_slow(shared.clock.now()).map_err(Box::new),
+        }
+    }
+
+    #[cold]
+    fn reject_boxed(&self, generation: u64, state: State, until: u64) -> Box<CircuitOpen> {
+        Box::new(self.refusal(generation, state, until))
+    }
+
+    /// Traces a refusal and tells the listeners.
+    #[inline(always)]
+    fn announce_refusal(&self, state: State) {
         let shared = &**self.shared();
         tracing::debug!(breaker = %shared.name, state = %state, "circuit breaker rejected a call");
         if !shared.listeners.is_empty() {
@@ -333,14 +366,20 @@ impl CircuitBreaker {
                 state,
             });
         }
-        CircuitOpen {
-            name: shared.refusal_name.clone(),
-            breaker: shared.id,
-            epoch: shared.clock.epoch(),
+    }
+
+    #[inline(always)]
+    fn refusal(&self, generation: u64, state: State, until: u64) -> CircuitOpen {
+        let shared = &**self.shared();
+        self.announce_refusal(state);
+        CircuitOpen::new(
+            shared.refusal_name.clone(),
+            shared.clock.epoch(),
             until,
-            generation,
+            shared.id,
             state,
-        }
+            generation,
+        )
     }
 
     /// Counts, rates, state and the time until half-open, read now.
@@ -439,7 +478,7 @@ impl CircuitBreaker {
     ) -> bool {
         let shared = &**self.shared();
         let mut l = shared.locked.lock();
-        let may_admit = l.generation != refused.generation
+        let may_admit = l.generation as u32 != refused.generation()
             || (l.state == State::HalfOpen && l.probes.len() < shared.config.half_open_permits)
             || (l.state == State::Open
                 && shared.clock.now() >= shared.hot.open_until.load(Ordering::Acquire));
