@@ -35,18 +35,25 @@
 //! The state lives in one packed word (`generation << 3 | state`) that every call reads
 //! without a lock. While closed, a call takes no lock and, unless a slow-call rule or a time
 //! window needs the time, reads no clock: the consecutive rule is one atomic word tagged with
-//! the generation, the count window is lock-free (see `window.rs`). Transitions, half-open
-//! admission and the time window take a short `std` mutex; listeners run after it is released.
-//! Every transition bumps the generation, and every permit carries the generation it was
-//! issued in, so an outcome from before the last change never causes a transition.
+//! the generation, the count window is lock-free and writes nothing while it is full of
+//! successes (see `window.rs`), the time window is lock-free, striped by lane (see
+//! `window/time.rs`). Transitions and half-open admission take a short `std` mutex; listeners
+//! run after it is released. Every transition bumps the generation, and every permit carries
+//! the generation it was issued in, so an outcome from before the last change never causes a
+//! transition.
+//!
+//! An open breaker refuses on the coarse clock, far from its deadline, and on the precise one
+//! near it (see `clock.rs`, and [Time](crate#time) in the crate docs); a refusal holds no
+//! reference to the breaker (see [Refusals](crate#refusals)).
 //!
 //! A permit owns a reference to the breaker (the tower response future is `'static`), so every
 //! call increments and decrements a reference count. So that threads sharing a breaker do not
 //! pass one cache line back and forth for that, a breaker has a few lanes (the core count
 //! rounded down to a power of two, at most 8), each a reference counted in a cache line that
 //! no other lane and not the state word uses, and a permit takes its thread's lane: on 2
-//! workers, 64 tasks sharing one consecutive-rule breaker make as many calls as 64 tasks with
-//! a breaker each (a count window's ring index is still shared).
+//! workers, 64 tasks sharing one breaker make as many calls per CPU-second as one task does.
+//! A permit is two words (its lane, and its generation, probe flag and start stamp in one),
+//! so that it moves in registers.
 //! A keyed registry's breakers have one lane (memory per key), as does any breaker under loom.
 
 mod backoff;
