@@ -129,6 +129,7 @@
 //! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
+//! | `dashboard` | a live status page as a tower service (`integrations::dashboard`; implies `serde`) |
 //!
 //! # Layering
 //!
