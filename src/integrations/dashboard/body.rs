@@ -36,6 +36,13 @@ impl fmt::Debug for DashboardBody {
     }
 }
 
+impl Default for DashboardBody {
+    /// An empty body (for a redirect or an error of the application's own routes).
+    fn default() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
 impl DashboardBody {
     pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
