@@ -294,7 +294,7 @@ impl Hub {
         });
     }
 
-    fn find(&self, name: &str) -> Option<Arc<Stats>> {
+    pub(crate) fn find(&self, name: &str) -> Option<Arc<Stats>> {
         lock(&self.index).get(name).and_then(Weak::upgrade)
     }
 

@@ -85,6 +85,9 @@ mod service;
 mod sse;
 mod view;
 
+#[cfg(test)]
+mod tests;
+
 use std::{fmt, sync::Arc, time::Duration};
 
 pub use body::DashboardBody;
