@@ -6,23 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-updated=""
-apt_install() {
-    if [ -z "$updated" ]; then
-        $sudo apt-get update -qq
-        updated=1
-    fi
-    $sudo apt-get install -y -qq "$@" >/dev/null
-}
-
 if ! command -v redis-server >/dev/null 2>&1; then
     echo "scripts/test.sh: installing redis-server" >&2
-    apt_install redis-server
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq redis-server >/dev/null
     # The package may start a system service on the default port; the tests need none.
     if command -v service >/dev/null 2>&1; then
         $sudo service redis-server stop >/dev/null 2>&1 || true
@@ -31,7 +23,13 @@ fi
 
 if [ ! -x /usr/bin/chromium ]; then
     echo "scripts/test.sh: installing chromium" >&2
-    apt_install chromium
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq chromium >/dev/null
 fi
 
 exec cargo test --all-features "$@"
