@@ -12,9 +12,10 @@
 //! (a `Retry-After` trip) every 7 s. The page follows without a reload: states, rates,
 //! sparklines, countdowns to half-open and transitions with their reasons.
 //!
-//! The screenshot in the README: `chromium --headless --no-sandbox --hide-scrollbars
-//! --window-size=1280,1100 --virtual-time-budget=2000 --screenshot=docs/dashboard.png
-//! http://127.0.0.1:8090/dashboard/`, taken about 12 s after the start (during the outage).
+//! The screenshot in the README was taken about 52 s after the start (the second outage):
+//! `chromium --headless --no-sandbox --hide-scrollbars --window-size=1280,1000 --timeout=3000
+//! --screenshot=docs/dashboard.png http://127.0.0.1:8090/dashboard/` (`--timeout`, not
+//! `--virtual-time-budget`: the page's event stream never finishes loading).
 
 #[path = "support/outage.rs"]
 mod outage;
