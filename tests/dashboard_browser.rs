@@ -50,10 +50,13 @@ async fn the_page_shows_each_state_and_a_trip_without_a_reload() {
         down: Duration::from_secs(600),
         cycle: Duration::from_secs(1200),
     };
-    let outage = Outage::start("127.0.0.1:0".parse().unwrap(), cycle).await.unwrap();
+    let outage = Outage::start("127.0.0.1:0".parse().unwrap(), cycle)
+        .await
+        .unwrap();
     let url = outage.url();
 
-    let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-profile-{}", std::process::id()));
+    let profile =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-profile-{}", std::process::id()));
     let config = BrowserConfig::builder()
         .chrome_executable(CHROMIUM)
         .no_sandbox() // the tests run as root in CI
@@ -104,8 +107,14 @@ async fn the_page_shows_each_state_and_a_trip_without_a_reload() {
     assert!(matches!(shown["openai"].as_str(), Some("open" | "half_open")));
 
     // 2. A trip appears without a reload.
-    assert_eq!(eval_string(&page, "(window.__marker = 'same page', 'set')").await, "set");
-    assert_eq!(eval_string(&page, "document.getElementById('conn').textContent").await, "live");
+    assert_eq!(
+        eval_string(&page, "(window.__marker = 'same page', 'set')").await,
+        "set"
+    );
+    assert_eq!(
+        eval_string(&page, "document.getElementById('conn').textContent").await,
+        "live"
+    );
     let tripped = Instant::now();
     outage.anthropic.trip(Duration::from_secs(300)); // as a 429 with Retry-After: 300 would
     let latency = loop {
@@ -113,7 +122,10 @@ async fn the_page_shows_each_state_and_a_trip_without_a_reload() {
         if dom.get("anthropic").and_then(|v| v.as_str()) == Some("open") {
             break tripped.elapsed();
         }
-        assert!(tripped.elapsed() < CAP, "after {CAP:?} the DOM still shows {dom:?}");
+        assert!(
+            tripped.elapsed() < CAP,
+            "after {CAP:?} the DOM still shows {dom:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     println!(

@@ -88,7 +88,10 @@ async fn snapshot_json_shows_each_breaker_and_the_top_keys() {
         anthropic.try_acquire().unwrap().record(Outcome::Success);
     }
     models.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
-    models.try_acquire("gpt-4o-mini").unwrap().record(Outcome::Success);
+    models
+        .try_acquire("gpt-4o-mini")
+        .unwrap()
+        .record(Outcome::Success);
     dashboard.sample();
 
     let addr = serve(&dashboard).await;
@@ -106,7 +109,14 @@ async fn snapshot_json_shows_each_breaker_and_the_top_keys() {
     assert_eq!(breakers[0]["transitions"][0]["reason"], "consecutive_failures");
     assert_eq!(breakers[1]["name"], "anthropic");
     assert_eq!(breakers[1]["state"], "closed");
-    assert_eq!(breakers[1]["history"]["state"].as_array().unwrap().last().unwrap(), "closed");
+    assert_eq!(
+        breakers[1]["history"]["state"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        "closed"
+    );
     let reg = &v["registries"][0];
     assert_eq!(reg["name"], "models");
     assert_eq!(reg["keys"], 2);
@@ -147,7 +157,10 @@ async fn the_event_stream_sends_a_snapshot_then_each_transition() {
         .unwrap_or_else(|_| panic!("no {what:?} in 10 s; got {text:?}"));
     };
     read_until("event: snapshot\n", &mut text).await;
-    assert!(text.starts_with("retry: 2000\n\nevent: snapshot\ndata: {"), "{text}");
+    assert!(
+        text.starts_with("retry: 2000\n\nevent: snapshot\ndata: {"),
+        "{text}"
+    );
     assert!(text.contains(r#""name":"openai","state":"closed""#), "{text}");
 
     text.clear();
@@ -220,7 +233,10 @@ async fn no_request_data_reaches_the_page() {
         Err::<http::Response<()>, BoxError>(format!("upstream refused {}", req.body()).into())
     });
     let svc = ServiceBuilder::new()
-        .layer(KeyedCircuitBreakerLayer::new(models.clone(), Header::new("x-model")))
+        .layer(KeyedCircuitBreakerLayer::new(
+            models.clone(),
+            Header::new("x-model"),
+        ))
         .layer(CircuitBreakerLayer::new(upstream.clone()))
         .service(failing);
     let request = || {
@@ -239,7 +255,14 @@ async fn no_request_data_reaches_the_page() {
     let json = std::str::from_utf8(&body).unwrap();
     assert!(json.contains(r#""name":"upstream","state":"open""#), "{json}");
     assert!(json.contains(r#""key":"gpt-4o""#), "{json}");
-    for secret in ["sk-live", "SECRET", "Bearer", "confidential", "authorization", "chat/completions"] {
+    for secret in [
+        "sk-live",
+        "SECRET",
+        "Bearer",
+        "confidential",
+        "authorization",
+        "chat/completions",
+    ] {
         assert!(!json.contains(secret), "{secret:?} in {json}");
     }
 }

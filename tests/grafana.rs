@@ -97,7 +97,10 @@ fn targets(panels: &[serde_json::Value], out: &mut Vec<(String, Option<String>)>
     for panel in panels {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().expect("every target has an expr");
-            out.push((expr.to_string(), target["legendFormat"].as_str().map(String::from)));
+            out.push((
+                expr.to_string(),
+                target["legendFormat"].as_str().map(String::from),
+            ));
         }
         targets(panel["panels"].as_array().map_or(&[], Vec::as_slice), out);
     }
@@ -126,7 +129,12 @@ fn label_names(labels: &str) -> BTreeSet<String> {
         } else if c == '"' {
             in_value = true;
         } else if c == '=' {
-            names.insert(std::mem::take(&mut rest).trim_start_matches(',').trim().to_string());
+            names.insert(
+                std::mem::take(&mut rest)
+                    .trim_start_matches(',')
+                    .trim()
+                    .to_string(),
+            );
         } else {
             rest.push(c);
         }
@@ -190,7 +198,7 @@ async fn metrics_facade_export() -> Exported {
     assert!(breaker.try_acquire().is_err());
     m::report(&breaker);
     let models = KeyedRegistry::<String>::builder(CircuitBreaker::builder("models").consecutive_failures(1))
-        .map_builder(|b, key| m::instrument_keyed(b, key))
+        .map_builder(m::instrument_keyed)
         .build()
         .unwrap();
     models.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
@@ -257,7 +265,10 @@ async fn every_metric_and_label_the_dashboard_queries_is_exported() {
                     .get(metric)
                     .unwrap_or_else(|| panic!("{expr}: {metric} is not exported through {what}: {source:?}"));
                 for label in labels {
-                    assert!(exported.contains(label), "{expr}: {metric} has no label {label:?} ({what})");
+                    assert!(
+                        exported.contains(label),
+                        "{expr}: {metric} has no label {label:?} ({what})"
+                    );
                 }
             }
         }
@@ -298,5 +309,9 @@ async fn every_metric_and_label_the_dashboard_queries_is_exported() {
         [&&"circuit_breaker_consecutive_failures".to_string()],
         "families the dashboard does not show"
     );
-    println!("{} expressions, {} metrics checked: {used_metrics:?}", all.len(), used_metrics.len());
+    println!(
+        "{} expressions, {} metrics checked: {used_metrics:?}",
+        all.len(),
+        used_metrics.len()
+    );
 }

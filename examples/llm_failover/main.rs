@@ -93,7 +93,8 @@ use tower_breaker::{BoxError, State};
 
 use scenario::{Load, PRICING, Progress, Provider, Scenario, Summary};
 
-const USAGE: &str = "usage: llm_failover [--no-breaker] [--requests N] [--config FILE] [--serve ADDR] [--plot FILE.svg]
+const USAGE: &str =
+    "usage: llm_failover [--no-breaker] [--requests N] [--config FILE] [--serve ADDR] [--plot FILE.svg]
 
   (no option)    the simulated scenario, with breakers and without, side by side
   --no-breaker   only the run without breakers (with --serve: a proxy without breakers)

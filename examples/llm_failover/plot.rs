@@ -58,12 +58,8 @@ pub fn write(path: &Path, scenario: &Scenario, runs: &[Run]) -> Result<(), BoxEr
         .map(|p| secs(p.elapsed))
         .fold(1.0, f64::max)
         .ceil();
-    let max_of = |f: &dyn Fn(&Progress) -> f64| {
-        runs.iter()
-            .flat_map(|r| &r.samples)
-            .map(f)
-            .fold(0.0, f64::max)
-    };
+    let max_of =
+        |f: &dyn Fn(&Progress) -> f64| runs.iter().flat_map(|r| &r.samples).map(f).fold(0.0, f64::max);
     let served_max = max_of(&|p| p.served.iter().copied().max().unwrap_or(0) as f64) * 1.1 + 1.0;
     let failures_max = (max_of(&|p| p.failures as f64) * 1.1).max(10.0);
     let p99_max = (max_of(&|p| p.p99.map_or(0.0, |d| d.as_millis() as f64)) * 1.1).max(100.0);
@@ -74,7 +70,10 @@ pub fn write(path: &Path, scenario: &Scenario, runs: &[Run]) -> Result<(), BoxEr
     let l = &scenario.load;
     title.draw_text(
         "llm_failover: the same outage with circuit breakers and without",
-        &("sans-serif", 26).into_font().style(FontStyle::Bold).color(&BLACK),
+        &("sans-serif", 26)
+            .into_font()
+            .style(FontStyle::Bold)
+            .color(&BLACK),
         (20, 10),
     )?;
     title.draw_text(
@@ -90,7 +89,14 @@ pub fn write(path: &Path, scenario: &Scenario, runs: &[Run]) -> Result<(), BoxEr
         (20, 42),
     )?;
     for (column, run) in body.split_evenly((1, runs.len())).iter().zip(runs) {
-        column_chart(column, scenario, run, &names, t_max, [served_max, failures_max, p99_max])?;
+        column_chart(
+            column,
+            scenario,
+            run,
+            &names,
+            t_max,
+            [served_max, failures_max, p99_max],
+        )?;
     }
     root.present()?;
     Ok(())
@@ -132,7 +138,14 @@ fn column_chart(
         s.p99.as_millis()
     );
     let (top, rest) = area.split_vertically(34);
-    top.draw_text(&head, &("sans-serif", 19).into_font().style(FontStyle::Bold).color(&BLACK), (70, 8))?;
+    top.draw_text(
+        &head,
+        &("sans-serif", 19)
+            .into_font()
+            .style(FontStyle::Bold)
+            .color(&BLACK),
+        (70, 8),
+    )?;
     let (_, h) = rest.dim_in_pixel();
     let unit = h as i32 / 20;
     let rows = rest.split_by_breakpoints([] as [i32; 0], [unit * 7, unit * 11, unit * 16]);
@@ -212,7 +225,10 @@ fn column_chart(
     // 3. p99 latency.
     let mut chart = ChartBuilder::on(&rows[2])
         .margin(8)
-        .caption("p99 latency of the requests that ended in the last second", ("sans-serif", 15))
+        .caption(
+            "p99 latency of the requests that ended in the last second",
+            ("sans-serif", 15),
+        )
         .x_label_area_size(22)
         .y_label_area_size(56)
         .build_cartesian_2d(0f64..t_max, 0f64..p99_max)?;

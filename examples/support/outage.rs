@@ -41,7 +41,8 @@ impl Cycle {
 
     /// Whether the upstream is down `at` this long after the start.
     pub fn is_down(&self, at: Duration) -> bool {
-        at >= self.first_down && (at - self.first_down).as_nanos() % self.cycle.as_nanos() < self.down.as_nanos()
+        at >= self.first_down
+            && (at - self.first_down).as_nanos() % self.cycle.as_nanos() < self.down.as_nanos()
     }
 }
 
@@ -123,7 +124,10 @@ impl Outage {
         // anthropic: healthy, a third of its calls slow.
         traffic(anthropic.clone(), 25, move || {
             let slow = fastrand::u32(0..3) == 0;
-            (ms(if slow { 170 } else { 60 + fastrand::u64(0..40) }), Outcome::Success)
+            (
+                ms(if slow { 170 } else { 60 + fastrand::u64(0..40) }),
+                Outcome::Success,
+            )
         });
         // embeddings: 6% failures.
         traffic(embeddings.clone(), 30, move || {
@@ -145,7 +149,9 @@ impl Outage {
             let breaker = models.get(model)?;
             traffic(breaker, per_sec, move || match model {
                 "gpt-4o" if down() => (ms(40), Outcome::Failure),
-                "o3-mini" if started.elapsed().as_secs() % 7 == 3 => (ms(5), Outcome::Trip(Duration::from_secs(2))),
+                "o3-mini" if started.elapsed().as_secs() % 7 == 3 => {
+                    (ms(5), Outcome::Trip(Duration::from_secs(2)))
+                }
                 _ => (ms(40 + fastrand::u64(0..40)), Outcome::Success),
             });
         }
@@ -165,8 +171,10 @@ impl Outage {
                                     tower_breaker::integrations::dashboard::DashboardBody::default(),
                                 );
                                 *res.status_mut() = http::StatusCode::FOUND;
-                                res.headers_mut()
-                                    .insert(http::header::LOCATION, http::HeaderValue::from_static("/dashboard/"));
+                                res.headers_mut().insert(
+                                    http::header::LOCATION,
+                                    http::HeaderValue::from_static("/dashboard/"),
+                                );
                                 return Ok::<_, Infallible>(res);
                             }
                             service.oneshot(req).await
@@ -198,10 +206,12 @@ fn traffic(
     upstream: impl Fn() -> (Duration, Outcome) + Clone + Send + Sync + 'static,
 ) {
     let svc = ServiceBuilder::new()
-        .layer(CircuitBreakerLayer::new(breaker).classify(|r: Result<&Outcome, &BoxError>| match r {
-            Ok(outcome) => *outcome,
-            Err(_) => Outcome::Failure,
-        }))
+        .layer(
+            CircuitBreakerLayer::new(breaker).classify(|r: Result<&Outcome, &BoxError>| match r {
+                Ok(outcome) => *outcome,
+                Err(_) => Outcome::Failure,
+            }),
+        )
         .service(tower::service_fn(move |(): ()| {
             let (latency, outcome) = upstream();
             async move {

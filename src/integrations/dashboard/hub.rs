@@ -86,7 +86,9 @@ impl Track {
     }
 
     fn push(&mut self, snapshot: &Snapshot, cap: usize) {
-        let history = self.history.get_or_insert_with(|| VecDeque::with_capacity(cap.min(64)));
+        let history = self
+            .history
+            .get_or_insert_with(|| VecDeque::with_capacity(cap.min(64)));
         if history.len() == cap {
             history.pop_front();
         }
@@ -198,7 +200,8 @@ pub(crate) struct Watched {
 
 /// Lists a registry's breakers: `(key, breaker)` for each, then the overflow breaker with no
 /// key. Type-erases the registry's key type.
-pub(crate) type ForEach = Box<dyn Fn(&mut dyn FnMut(Option<&dyn fmt::Display>, &CircuitBreaker)) + Send + Sync>;
+pub(crate) type ForEach =
+    Box<dyn Fn(&mut dyn FnMut(Option<&dyn fmt::Display>, &CircuitBreaker)) + Send + Sync>;
 
 /// A keyed registry registered with `watch_keyed`.
 pub(crate) struct WatchedRegistry {
@@ -417,10 +420,7 @@ fn sample_registry(
             breaker: breaker.clone(),
             stats: s,
         };
-        let at = top
-            .iter()
-            .position(|c| candidate.beats(c))
-            .unwrap_or(top.len());
+        let at = top.iter().position(|c| candidate.beats(c)).unwrap_or(top.len());
         top.insert(at, candidate);
         top.truncate(top_n);
     });

@@ -60,7 +60,11 @@ impl<B> Service<Request<B>> for DashboardService {
 impl DashboardService {
     fn respond(&self, method: &Method, path: &str) -> Response<DashboardBody> {
         if method != Method::GET && method != Method::HEAD {
-            let mut res = answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", DashboardBody::full("read-only: GET or HEAD\n"));
+            let mut res = answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                DashboardBody::full("read-only: GET or HEAD\n"),
+            );
             res.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return res;
@@ -83,7 +87,11 @@ impl DashboardService {
                 res
             }
             _ => {
-                let mut res = answer(StatusCode::OK, "text/html; charset=utf-8", DashboardBody::full(PAGE));
+                let mut res = answer(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    DashboardBody::full(PAGE),
+                );
                 let h = res.headers_mut();
                 h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
                 h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -100,6 +108,9 @@ fn answer(status: StatusCode, content_type: &'static str, body: DashboardBody) -
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }

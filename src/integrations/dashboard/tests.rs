@@ -124,7 +124,10 @@ fn instrumenting_before_watching_finds_the_counts_by_name() {
     d.watch(&b);
     let v = json(&d);
     assert_eq!(v["breakers"][0]["instrumented"], true);
-    assert_eq!(v["breakers"][0]["transitions"][0]["reason"], "consecutive_failures");
+    assert_eq!(
+        v["breakers"][0]["transitions"][0]["reason"],
+        "consecutive_failures"
+    );
 }
 
 #[test]
@@ -145,10 +148,11 @@ fn a_dropped_breaker_leaves_the_page() {
 fn top_keys_are_ranked_by_rejections_and_lose_history_when_they_leave() {
     let d = Dashboard::builder().top_keys(2).build().unwrap();
     let dd = d.clone();
-    let registry = KeyedRegistry::<String>::builder(CircuitBreaker::builder("models").consecutive_failures(1))
-        .map_builder(move |b, key| dd.instrument_keyed(b, key))
-        .build()
-        .unwrap();
+    let registry =
+        KeyedRegistry::<String>::builder(CircuitBreaker::builder("models").consecutive_failures(1))
+            .map_builder(move |b, key| dd.instrument_keyed(b, key))
+            .build()
+            .unwrap();
     d.watch_keyed(&registry);
     for key in ["a", "b", "c", "d"] {
         registry.try_acquire(key).unwrap().record(Outcome::Failure); // every key trips
@@ -175,7 +179,10 @@ fn top_keys_are_ranked_by_rejections_and_lose_history_when_they_leave() {
     assert_eq!(top[0]["rejections_per_sec"], 3.0);
     assert_eq!(top[0]["transitions"][0]["reason"], "consecutive_failures");
     assert_eq!(top[1]["key"], "b");
-    assert_eq!(top[1]["history"]["state"].as_array().unwrap().last().unwrap(), "open");
+    assert_eq!(
+        top[1]["history"]["state"].as_array().unwrap().last().unwrap(),
+        "open"
+    );
     let stats_b = d.hub.find("models:b").unwrap();
     assert!(lock(&stats_b.track).history.is_some());
 
@@ -202,7 +209,8 @@ fn top_keys_are_ranked_by_rejections_and_lose_history_when_they_leave() {
 #[test]
 fn open_keys_rank_before_closed_ones_among_equals() {
     let d = Dashboard::builder().top_keys(1).build().unwrap();
-    let registry = KeyedRegistry::<String>::new(CircuitBreaker::builder("hosts").consecutive_failures(1)).unwrap();
+    let registry =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("hosts").consecutive_failures(1)).unwrap();
     d.watch_keyed(&registry);
     registry.get("up").unwrap();
     registry.try_acquire("down").unwrap().record(Outcome::Failure);
@@ -215,13 +223,24 @@ fn open_keys_rank_before_closed_ones_among_equals() {
 #[test]
 fn the_builder_refuses_what_it_cannot_work_with() {
     let setting = |b: super::DashboardBuilder| b.build().unwrap_err().setting();
-    assert_eq!(setting(Dashboard::builder().sample_every(Duration::ZERO)), "sample_every");
     assert_eq!(
-        setting(Dashboard::builder().sample_every(Duration::from_secs(2)).history(Duration::from_secs(1))),
+        setting(Dashboard::builder().sample_every(Duration::ZERO)),
+        "sample_every"
+    );
+    assert_eq!(
+        setting(
+            Dashboard::builder()
+                .sample_every(Duration::from_secs(2))
+                .history(Duration::from_secs(1))
+        ),
         "history"
     );
     assert_eq!(
-        setting(Dashboard::builder().sample_every(Duration::from_millis(10)).history(Duration::from_secs(60))),
+        setting(
+            Dashboard::builder()
+                .sample_every(Duration::from_millis(10))
+                .history(Duration::from_secs(60))
+        ),
         "history"
     );
     assert_eq!(setting(Dashboard::builder().transitions(0)), "transitions");

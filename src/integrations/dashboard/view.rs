@@ -102,7 +102,13 @@ impl TransitionView {
 }
 
 impl BreakerView {
-    fn new(breaker: &CircuitBreaker, key: Option<String>, stats: Option<&Arc<Stats>>, track: &Track, now: Instant) -> Self {
+    fn new(
+        breaker: &CircuitBreaker,
+        key: Option<String>,
+        stats: Option<&Arc<Stats>>,
+        track: &Track,
+        now: Instant,
+    ) -> Self {
         Self {
             snapshot: breaker.snapshot(),
             key,
@@ -151,7 +157,9 @@ impl<'a> View<'a> {
                                 let track = lock(&s.track);
                                 BreakerView::new(&breaker, Some(k.key.clone()), Some(s), &track, now)
                             }
-                            None => BreakerView::new(&breaker, Some(k.key.clone()), None, &Track::default(), now),
+                            None => {
+                                BreakerView::new(&breaker, Some(k.key.clone()), None, &Track::default(), now)
+                            }
                         };
                         Some(view)
                     })
