@@ -190,6 +190,7 @@
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
 //! | `llm` | [`llm`]: LLM providers' rate-limit headers and error kinds (`LlmErrorLayer`, `LlmClassifier`) |
+//! | `dashboard` | a live status page as a tower service (`integrations::dashboard`; implies `serde`) |
 //! | `test-util` | every breaker reads tokio's pausable clock, wherever it was built (see [Time](#time)); turns on tokio's `test-util`. For tests |
 //!
 //! # Layering
