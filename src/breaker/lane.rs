@@ -132,6 +132,16 @@ pub(super) fn thread_slot() -> usize {
     0
 }
 
+/// This thread's own slot, for a stripe that one thread alone writes; `None` under loom,
+/// where every thread has slot 0.
+#[inline(always)]
+pub(super) fn thread_id() -> Option<usize> {
+    #[cfg(not(loom))]
+    return Some(thread_slot());
+    #[cfg(loom)]
+    None
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;

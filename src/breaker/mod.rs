@@ -740,7 +740,7 @@ impl Shared {
             // The coarse clock: a bucket boundary is late by at most its margin (exact on
             // the pausable clock).
             let at = self.clock.coarse();
-            if let Some(counts) = w.record(at, generation, lane::thread_slot(), failure, slow) {
+            if let Some(counts) = w.record(at, generation, lane::thread_id(), failure, slow) {
                 match self.rate_rule(&counts) {
                     Some(r) => reason = reason.or(Some(r)),
                     None if counts.calls >= self.config.min_calls => w.settle(at, generation),

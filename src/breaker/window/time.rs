@@ -1,22 +1,24 @@
 //! The time window, lock-free: Hystrix's rolling number, striped.
 //!
-//! The window is ten buckets, each a tenth of it (`width`). Each *stripe* (one per lane: a
-//! thread records in its lane's stripe) has its own ring of ten buckets, and a bucket is a tag
-//! (`window generation << 48 | bucket epoch`, `epoch = now / width`) and three counters. A
-//! record finds its bucket (`epoch % 10`) in its stripe: if the tag is its own, it adds to the
-//! counters; if the tag is older (the bucket last counted a past epoch, or a past generation
-//! of the window), it *rotates* the bucket, claiming it with a compare-and-swap of the tag to
-//! a rotating mark, zeroing the counters, and publishing its own tag. Nothing else ever
-//! moves: an expired bucket is simply one whose tag is not among the last ten epochs, so no
-//! thread sweeps, and the window's counts are the sum, over stripes, of the buckets whose tags
-//! are live for the reader's epoch.
+//! The window is ten buckets, each a tenth of it (`width`). Each *stripe* has its own ring of
+//! ten buckets, and a bucket is a tag (`window generation << 48 | bucket epoch`,
+//! `epoch = now / width`) and three counters. A breaker has a stripe per lane (per core, up to
+//! 8), each *owned* by the first thread that records on it (by its thread slot, which no other
+//! thread ever has), and one shared stripe. A record finds its bucket (`epoch % 10`): if the tag
+//! is its own, it adds to the counters; if the tag is older (the bucket last counted a past
+//! epoch, or a past generation of the window), it *rotates* the bucket: zeroes the counters and
+//! publishes its own tag. Nothing else ever moves: an expired bucket is simply one whose tag is
+//! not among the last ten epochs, so no thread sweeps, and the window's counts are the sum, over
+//! stripes, of the buckets whose tags are live for the reader's epoch.
 //!
-//! **Counts are exact** when the records of one stripe do not race: single-threaded, and
-//! whenever no two threads record on one lane at once (a breaker has a lane per core up to 8,
-//! and a runtime's workers spread over them). When they do race, a record that finds its
-//! bucket mid-rotation by another thread of its stripe counts in the next stripe instead, and
-//! with one stripe (a keyed registry's breakers) it is **lost**: at most one record per thread
-//! racing that one rotation, and a bucket rotates once per `width` per stripe. A record whose
+//! The owner of a stripe is its only writer, so it adds with plain loads and stores (an atomic
+//! read-modify-write per call cost as much as the rest of a record); a thread whose stripe
+//! another thread owns (more threads than lanes) adds to the shared stripe with atomic
+//! additions, and rotates a bucket there by a compare-and-swap of its tag to a rotating mark.
+//!
+//! **Counts are exact** single-threaded, and for every owner. On the shared stripe, a record
+//! that finds its bucket mid-rotation by another thread is **lost**: at most one record per
+//! thread racing that one rotation, and a bucket rotates once per `width`. A record whose
 //! clock read is a whole window behind another's (a thread descheduled for `width × 10`
 //! between reading the clock and recording) may count in a newer bucket. A stale record (its
 //! permit from before the window was cleared) never counts: it is dropped when it meets a
@@ -59,19 +61,26 @@ struct Bucket {
     slow: AtomicU32,
 }
 
-/// One stripe's ring, in cache lines of its own (another stripe's writes never touch them).
+/// One stripe's ring, in cache lines of its own (another stripe's writes never touch them),
+/// and its owner: the thread (slot + 1) that alone writes it, 0 before one claims it.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Stripe([Bucket; BUCKETS as usize]);
+struct Stripe {
+    buckets: [Bucket; BUCKETS as usize],
+    owner: AtomicU64,
+}
 
 impl Stripe {
     fn new() -> Self {
-        Self(std::array::from_fn(|_| Bucket {
-            tag: AtomicU64::new(EMPTY),
-            calls: AtomicU32::new(0),
-            failures: AtomicU32::new(0),
-            slow: AtomicU32::new(0),
-        }))
+        Self {
+            buckets: std::array::from_fn(|_| Bucket {
+                tag: AtomicU64::new(EMPTY),
+                calls: AtomicU32::new(0),
+                failures: AtomicU32::new(0),
+                slow: AtomicU32::new(0),
+            }),
+            owner: AtomicU64::new(0),
+        }
     }
 }
 
@@ -83,8 +92,10 @@ pub(crate) struct TimeWindow {
     generation: AtomicU64,
     /// The tag (generation, epoch) in which successes need no decision; `EMPTY` for none.
     settled: AtomicU64,
-    /// A power of two of them.
+    /// A power of two of them, each written by its owner alone.
     stripes: Box<[Stripe]>,
+    /// Written by the threads whose stripe another thread owns, with atomic additions.
+    shared: Box<Stripe>,
 }
 
 impl TimeWindow {
@@ -97,6 +108,7 @@ impl TimeWindow {
             generation: AtomicU64::new(generation),
             settled: AtomicU64::new(EMPTY),
             stripes: (0..n).map(|_| Stripe::new()).collect(),
+            shared: Box::new(Stripe::new()),
         }
     }
 
@@ -104,22 +116,23 @@ impl TimeWindow {
     pub(crate) fn reset(&self, generation: u64) {
         self.generation.store(generation, Ordering::Release);
         self.settled.store(EMPTY, Ordering::Relaxed);
-        for stripe in &*self.stripes {
-            for b in &stripe.0 {
+        for stripe in self.stripes.iter().chain([&*self.shared]) {
+            for b in &stripe.buckets {
                 b.tag.store(EMPTY, Ordering::Release);
             }
         }
     }
 
-    /// Records one outcome of a permit of `generation` (low 23 bits) at `at` (nanoseconds
-    /// since the breaker's epoch) on `stripe` (the lane's slot). Returns the window's counts
-    /// after it when a rule may have to decide: `None` for a stale record, and for a success
-    /// in a settled epoch.
+    /// Records one outcome of a permit of `generation` (its low bits) at `at` (nanoseconds
+    /// since the breaker's epoch), by the thread of `slot` (unique to the thread; `None` where
+    /// threads have no slot of their own, under loom). Returns the window's counts after it
+    /// when a rule may have to decide: `None` for a stale record, and for a success in a
+    /// settled epoch.
     pub(crate) fn record(
         &self,
         at: u64,
         generation: u64,
-        stripe: usize,
+        slot: Option<usize>,
         failure: bool,
         slow: bool,
     ) -> Option<Counts> {
@@ -129,11 +142,13 @@ impl TimeWindow {
         }
         let epoch = at / self.width;
         let mine = tag(current, epoch);
-        let n = self.stripes.len();
-        let counted =
-            (0..n).any(|k| self.add(&self.stripes[(stripe + k) & (n - 1)], epoch, mine, failure, slow));
+        let counted = match slot.map(|slot| (&self.stripes[slot & (self.stripes.len() - 1)], slot as u64 + 1))
+        {
+            Some((stripe, me)) if Self::owns(stripe, me) => Self::add_own(stripe, epoch, mine, failure, slow),
+            _ => Self::add_shared(&self.shared, epoch, mine, failure, slow),
+        };
         if !counted {
-            return None; // lost to a rotation racing on every stripe (see the module docs)
+            return None; // lost to a rotation racing on the shared stripe (see the module docs)
         }
         if !failure && !slow && self.settled.load(Ordering::Acquire) == mine {
             return None;
@@ -156,24 +171,77 @@ impl TimeWindow {
         self.sum(at / self.width, self.generation.load(Ordering::Acquire))
     }
 
-    /// Adds the record to its bucket in `stripe`; `false` when the bucket is being rotated by
-    /// another thread.
-    fn add(&self, stripe: &Stripe, epoch: u64, mine: u64, failure: bool, slow: bool) -> bool {
-        let b = &stripe.0[(epoch % BUCKETS) as usize];
+    /// Whether thread `me` owns `stripe`, claiming it if no thread does yet.
+    #[inline]
+    fn owns(stripe: &Stripe, me: u64) -> bool {
+        let owner = stripe.owner.load(Ordering::Relaxed);
+        owner == me
+            || (owner == 0
+                && stripe
+                    .owner
+                    .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok())
+    }
+
+    /// Whether a bucket tagged `t` is left alone by a record tagged `mine`: `Some(true)` when
+    /// it is of a newer window (the record is stale, and dropped), `Some(false)` when it is of
+    /// this window and a later epoch (the record, from a clock read behind another one, counts
+    /// there), `None` when it is older (to rotate).
+    fn keeps(t: u64, mine: u64) -> Option<bool> {
+        if t == EMPTY {
+            return None;
+        }
+        let ahead = ((t >> EPOCH_BITS).wrapping_sub(mine >> EPOCH_BITS)) & GEN_MASK;
+        if ahead != 0 && ahead < GEN_MASK / 2 {
+            return Some(true);
+        }
+        let later = (t & EPOCH_MASK).wrapping_sub(mine & EPOCH_MASK) & EPOCH_MASK;
+        (ahead == 0 && later < EPOCH_MASK / 2).then_some(false)
+    }
+
+    /// Adds the record to its bucket in a stripe that this thread alone writes: plain loads
+    /// and stores, no atomic read-modify-write (which cost as much as the rest of the
+    /// record), and a rotation that no other writer can meet.
+    #[inline]
+    fn add_own(stripe: &Stripe, epoch: u64, mine: u64, failure: bool, slow: bool) -> bool {
+        let b = &stripe.buckets[(epoch % BUCKETS) as usize];
+        let t = b.tag.load(Ordering::Relaxed);
+        if t != mine {
+            match Self::keeps(t, mine) {
+                Some(true) => return true,
+                Some(false) => {}
+                None => {
+                    b.calls.store(0, Ordering::Relaxed);
+                    b.failures.store(0, Ordering::Relaxed);
+                    b.slow.store(0, Ordering::Relaxed);
+                    b.tag.store(mine, Ordering::Release);
+                }
+            }
+        }
+        let bump = |c: &AtomicU32| c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        bump(&b.calls);
+        if failure {
+            bump(&b.failures);
+        }
+        if slow {
+            bump(&b.slow);
+        }
+        true
+    }
+
+    /// Adds the record to its bucket in the shared stripe; `false` when the bucket is being
+    /// rotated by another thread (the record is lost).
+    fn add_shared(stripe: &Stripe, epoch: u64, mine: u64, failure: bool, slow: bool) -> bool {
+        let b = &stripe.buckets[(epoch % BUCKETS) as usize];
         let mut t = b.tag.load(Ordering::Acquire);
         while t != mine {
             if t == ROTATING {
                 return false;
             }
-            if t != EMPTY {
-                let ahead = ((t >> EPOCH_BITS).wrapping_sub(mine >> EPOCH_BITS)) & GEN_MASK;
-                if ahead != 0 && ahead < GEN_MASK / 2 {
-                    return true; // a newer window owns it: this record is stale, and dropped
-                }
-                let later = (t & EPOCH_MASK).wrapping_sub(mine & EPOCH_MASK) & EPOCH_MASK;
-                if ahead == 0 && later < EPOCH_MASK / 2 {
-                    break; // this window, a later epoch (another thread read the clock later)
-                }
+            match Self::keeps(t, mine) {
+                Some(true) => return true,
+                Some(false) => break,
+                None => {}
             }
             match b
                 .tag
@@ -203,9 +271,9 @@ impl TimeWindow {
     /// `epoch - 9 ..= epoch`, each in its slot.
     fn sum(&self, epoch: u64, generation: u64) -> Counts {
         let (mut calls, mut failures, mut slow) = (0u64, 0u64, 0u64);
-        for stripe in &*self.stripes {
+        for stripe in self.stripes.iter().chain([&*self.shared]) {
             for ep in epoch.saturating_sub(BUCKETS - 1)..=epoch {
-                let b = &stripe.0[(ep % BUCKETS) as usize];
+                let b = &stripe.buckets[(ep % BUCKETS) as usize];
                 if b.tag.load(Ordering::Acquire) == tag(generation, ep) {
                     calls += u64::from(b.calls.load(Ordering::Relaxed));
                     failures += u64::from(b.failures.load(Ordering::Relaxed));
@@ -239,9 +307,9 @@ mod tests {
     #[test]
     fn counts_the_last_ten_buckets_exactly() {
         let w = TimeWindow::new(W, 1, 4);
-        w.record(0, 1, 0, true, false);
-        w.record(999, 1, 1, false, true);
-        w.record(5_000, 1, 2, false, false);
+        w.record(0, 1, Some(0), true, false);
+        w.record(999, 1, Some(1), false, true);
+        w.record(5_000, 1, Some(2), false, false);
         assert_eq!(w.counts(9_999), counts(3, 1, 1));
         // At 10_000 the first bucket (0..1000) expires.
         assert_eq!(w.counts(10_000), counts(1, 0, 0));
@@ -252,48 +320,48 @@ mod tests {
     #[test]
     fn a_bucket_is_reused_after_it_expired() {
         let w = TimeWindow::new(W, 1, 1);
-        w.record(500, 1, 0, true, false);
+        w.record(500, 1, Some(0), true, false);
         // 10 µs later: the same slot, a new epoch.
-        assert_eq!(w.record(10_500, 1, 0, false, false), Some(counts(1, 0, 0)));
+        assert_eq!(w.record(10_500, 1, Some(0), false, false), Some(counts(1, 0, 0)));
         assert_eq!(w.counts(10_900), counts(1, 0, 0));
     }
 
     #[test]
     fn a_reset_empties_it_and_drops_stale_records() {
         let w = TimeWindow::new(W, 1, 2);
-        w.record(0, 1, 0, true, false);
+        w.record(0, 1, Some(0), true, false);
         w.reset(2);
         assert_eq!(w.counts(1), counts(0, 0, 0));
         assert_eq!(
-            w.record(2, 1, 0, true, false),
+            w.record(2, 1, Some(0), true, false),
             None,
             "a permit of generation 1 is stale"
         );
-        assert_eq!(w.record(3, 2, 0, false, false), Some(counts(1, 0, 0)));
+        assert_eq!(w.record(3, 2, Some(0), false, false), Some(counts(1, 0, 0)));
     }
 
     #[test]
     fn a_settled_epoch_skips_the_sum_for_successes_only() {
         let w = TimeWindow::new(W, 1, 2);
-        assert_eq!(w.record(0, 1, 0, false, false), Some(counts(1, 0, 0)));
+        assert_eq!(w.record(0, 1, Some(0), false, false), Some(counts(1, 0, 0)));
         w.settle(0, 1);
         assert_eq!(
-            w.record(1, 1, 1, false, false),
+            w.record(1, 1, Some(1), false, false),
             None,
             "a success in a settled epoch"
         );
         assert_eq!(
-            w.record(2, 1, 0, true, false),
+            w.record(2, 1, Some(0), true, false),
             Some(counts(3, 1, 0)),
             "a failure sums"
         );
         assert_eq!(
-            w.record(3, 1, 0, false, true),
+            w.record(3, 1, Some(0), false, true),
             Some(counts(4, 1, 1)),
             "a slow call sums"
         );
         assert_eq!(
-            w.record(1_000, 1, 0, false, false),
+            w.record(1_000, 1, Some(0), false, false),
             Some(counts(5, 1, 1)),
             "a new epoch sums"
         );
@@ -302,8 +370,8 @@ mod tests {
     #[test]
     fn a_record_behind_another_threads_clock_counts_in_the_newer_bucket() {
         let w = TimeWindow::new(W, 1, 1);
-        w.record(10_500, 1, 0, false, false); // epoch 10, slot 0
-        w.record(500, 1, 0, true, false); // epoch 0, slot 0: a clock read 10 µs behind
+        w.record(10_500, 1, Some(0), false, false); // epoch 10, slot 0
+        w.record(500, 1, Some(0), true, false); // epoch 0, slot 0: a clock read 10 µs behind
         assert_eq!(w.counts(10_600), counts(2, 1, 0));
     }
 
@@ -311,22 +379,23 @@ mod tests {
     fn stripes_are_summed() {
         let w = TimeWindow::new(W, 1, 8);
         for s in 0..8 {
-            w.record(100, 1, s, s % 2 == 0, false);
+            w.record(100, 1, Some(s), s % 2 == 0, false);
         }
         assert_eq!(w.counts(100), counts(8, 4, 0));
     }
 
-    /// Threads on stripes of their own lose nothing; threads sharing one stripe may lose a
-    /// record per racing rotation, never more.
+    /// Threads on stripes of their own lose nothing, and nor do threads whose stripe another
+    /// thread owns (they add to the shared stripe) once its bucket is rotated.
     #[test]
-    fn concurrent_records_on_own_stripes_are_exact() {
+    fn concurrent_records_are_exact_between_rotations() {
         let w = std::sync::Arc::new(TimeWindow::new(u64::MAX / 4, 1, 4));
-        let handles: Vec<_> = (0..4)
-            .map(|s| {
+        w.record(1, 1, None, false, false); // the shared stripe's bucket is rotated
+        let handles: Vec<_> = (0..8)
+            .map(|slot| {
                 let w = w.clone();
                 std::thread::spawn(move || {
                     for i in 0..100_000 {
-                        w.record(1, 1, s, i % 10 == 0, false);
+                        w.record(1, 1, Some(slot), i % 10 == 0, false);
                     }
                 })
             })
@@ -334,7 +403,28 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(w.counts(1), counts(400_000, 40_000, 0));
+        assert_eq!(w.counts(1), counts(800_001, 80_000, 0));
+        let owned = w
+            .stripes
+            .iter()
+            .filter(|s| s.owner.load(Ordering::Relaxed) != 0)
+            .count();
+        assert_eq!(
+            owned, 4,
+            "slots 0..8 on 4 stripes: four owners, four on the shared stripe"
+        );
+    }
+
+    #[test]
+    fn a_thread_writes_its_own_stripe_others_the_shared_one() {
+        let w = TimeWindow::new(W, 1, 2);
+        w.record(0, 1, Some(0), false, false);
+        w.record(0, 1, Some(2), true, false); // stripe 0 again: owned by slot 0
+        w.record(0, 1, Some(1), false, false);
+        assert_eq!(w.stripes[0].buckets[0].calls.load(Ordering::Relaxed), 1);
+        assert_eq!(w.stripes[1].buckets[0].calls.load(Ordering::Relaxed), 1);
+        assert_eq!(w.shared.buckets[0].failures.load(Ordering::Relaxed), 1);
+        assert_eq!(w.counts(0), counts(3, 1, 0));
     }
 }
 
@@ -345,15 +435,16 @@ mod loom_tests {
     use super::*;
     use crate::breaker::sync::Arc;
 
-    fn racing(stripes: usize, records: [(u64, u64); 2]) -> Arc<TimeWindow> {
-        let w = Arc::new(TimeWindow::new(10_000, 1, stripes));
-        w.record(500, 1, 0, false, false); // epoch 0, slot 0
+    fn racing(slots: [Option<usize>; 2], records: [(u64, u64); 2]) -> Arc<TimeWindow> {
+        let w = Arc::new(TimeWindow::new(10_000, 1, 2));
+        w.record(500, 1, None, false, false); // epoch 0, slot 0 of the shared stripe
         let handles: Vec<_> = records
             .into_iter()
-            .map(|(at, generation)| {
+            .zip(slots)
+            .map(|((at, generation), slot)| {
                 let w = w.clone();
                 thread::spawn(move || {
-                    w.record(at, generation, 0, true, false);
+                    w.record(at, generation, slot, true, false);
                 })
             })
             .collect();
@@ -363,23 +454,23 @@ mod loom_tests {
         w
     }
 
-    /// Two threads of one stripe race to rotate the slot of epoch 0 into epoch 10: one of the
-    /// two records may be lost, never both, and nothing of epoch 0 survives.
+    /// Two threads of the shared stripe race to rotate the slot of epoch 0 into epoch 10: one
+    /// of the two records may be lost, never both, and nothing of epoch 0 survives.
     #[test]
-    fn loom_time_window_racing_rotation_on_one_stripe_loses_at_most_one() {
+    fn loom_time_window_racing_rotation_on_the_shared_stripe_loses_at_most_one() {
         loom::model(|| {
-            let w = racing(1, [(10_500, 1), (10_600, 1)]);
+            let w = racing([None, None], [(10_500, 1), (10_600, 1)]);
             let c = w.counts(10_700);
             assert!((1..=2).contains(&c.calls), "{c:?}");
             assert_eq!(c.failures, c.calls, "only the two failures, nothing of epoch 0");
         });
     }
 
-    /// With a second stripe, the thread that meets the rotation counts there: exact.
+    /// A thread on its own stripe and one on the shared stripe rotate at once: exact.
     #[test]
-    fn loom_time_window_racing_rotation_on_two_stripes_is_exact() {
+    fn loom_time_window_an_owned_stripe_and_the_shared_one_are_exact() {
         loom::model(|| {
-            let w = racing(2, [(10_500, 1), (10_600, 1)]);
+            let w = racing([Some(0), None], [(10_500, 1), (10_600, 1)]);
             assert_eq!(
                 w.counts(10_700),
                 Counts {
@@ -400,13 +491,13 @@ mod loom_tests {
             let stale = {
                 let w = w.clone();
                 thread::spawn(move || {
-                    w.record(700, 1, 0, true, false);
+                    w.record(700, 1, None, true, false);
                 })
             };
             w.reset(2);
             stale.join().unwrap();
             assert_eq!(w.counts(800), Counts::default());
-            w.record(900, 2, 0, false, false);
+            w.record(900, 2, Some(0), false, false);
             assert_eq!(
                 w.counts(900),
                 Counts {
