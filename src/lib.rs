@@ -117,18 +117,24 @@
 //!
 //! # Feature flags
 //!
-//! | feature | what it adds |
-//! |---|---|
-//! | *(default)* | the core, the tower layer, fallback and failover, keyed breakers, streaming, `Outcome`/`Classify`, `HttpClassifier` (with `tower::timeout` errors), the health report |
-//! | `serde` | `Serialize` for [`Snapshot`], [`State`] and the health report |
-//! | `hyper-util` | `HttpClassifier` understands hyper and hyper-util client errors |
-//! | `reqwest` | `HttpClassifier` for `reqwest::Response` and `reqwest::Error` |
-//! | `reqwest-middleware` | `CircuitBreakerMiddleware` for `reqwest_middleware` clients |
-//! | `tower-http` | any tower-http `ClassifyResponse` as a `Classify` |
-//! | `retry` | [`retry::RetryPolicy`](crate::retry) |
-//! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
-//! | `prometheus-client` | the same families in a `prometheus_client` registry |
-//! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
+//! Everything not in this table needs no feature: the core, the tower layer and its
+//! [`Readiness`] modes, fallback and failover, keyed breakers, streaming, [`HttpClassifier`]
+//! for `http::Response` with [`BoxError`], `std::io::Error` and `tower::timeout` errors, the
+//! [`health`](integrations::health) report, and the server-side [`CircuitOpenResponse`].
+//!
+//! | feature | default | needed for |
+//! |---|---|---|
+//! | `hyper-util` | on | a breaker with [`HttpClassifier`] directly over a hyper-util legacy `Client`: it classifies `hyper_util::client::legacy::Error` and `hyper::Error` (connect errors, timeouts). Without it that stack does not compile (`the method 'oneshot' exists ... but its trait bounds were not satisfied`: the client's error has no [`AsError`] impl); a `Timeout` between the two boxes the error and needs no feature. Costs a dependency on hyper and hyper-util (which such a user has anyway): turn the default features off if you use neither |
+//! | `reqwest` | | [`HttpClassifier`] for `reqwest::Response` and `reqwest::Error` (a breaker around a tower service that calls reqwest) |
+//! | `reqwest-middleware` | | [`CircuitBreakerMiddleware`] for a `reqwest_middleware::ClientWithMiddleware`; turns on `reqwest` |
+//! | `tower-http` | | [`FromClassifyResponse`]: a tower-http `ClassifyResponse` (e.g. `ServerErrorsAsFailures`) as the breaker's classifier |
+//! | `retry` | | [`retry::RetryPolicy`]: a `tower::retry::Policy` that stops at an open circuit and honours `Retry-After`; turns on `tower/retry` |
+//! | `metrics` | | [`integrations::metrics`]: counters and gauges through the `metrics` facade |
+//! | `prometheus-client` | | [`integrations::prometheus`]: the same families in a `prometheus_client` registry |
+//! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint) |
+//! | `redis` | | [`integrations::redis`]: the replicas of an application share trips through Redis |
+//!
+//! The docs on docs.rs are built with every feature; items that need one say which.
 //!
 //! # Layering
 //!
@@ -158,7 +164,7 @@
 //!   readiness; the [`integrations`] docs run the stack over a real client, and the
 //!   [`retry`] docs (feature `retry`) add the retry policy.
 //! - **reqwest**: with `reqwest-middleware`, put
-//!   [`CircuitBreakerMiddleware`](crate::integrations) *after* `reqwest-retry`'s middleware
+//!   [`CircuitBreakerMiddleware`] *after* `reqwest-retry`'s middleware
 //!   (inner), so each attempt is counted and the retry middleware stops at an open circuit;
 //!   the `integrations::reqwest_middleware` docs (feature `reqwest-middleware`) show it.
 //! - **Keyed**: one breaker per host or model ([`keyed`]) inside the fallback, so one dead
@@ -169,6 +175,44 @@
 //! its next `poll_ready`.
 //!
 //! [tower]: https://docs.rs/tower
+//!
+// Links to items behind a feature: to the item when the feature is on, else to its page on
+// docs.rs (built with every feature), so that `cargo doc` has no broken link in any build.
+#![cfg_attr(feature = "retry", doc = "[`retry`]: crate::retry")]
+#![cfg_attr(
+    not(feature = "retry"),
+    doc = concat!("[`retry`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/index.html")
+)]
+#![cfg_attr(feature = "retry", doc = "[`retry::RetryPolicy`]: crate::retry::RetryPolicy")]
+#![cfg_attr(
+    not(feature = "retry"),
+    doc = concat!("[`retry::RetryPolicy`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/struct.RetryPolicy.html")
+)]
+#![cfg_attr(feature = "reqwest-middleware", doc = "[`CircuitBreakerMiddleware`]: crate::integrations::reqwest_middleware::CircuitBreakerMiddleware")]
+#![cfg_attr(
+    not(feature = "reqwest-middleware"),
+    doc = concat!("[`CircuitBreakerMiddleware`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/reqwest_middleware/struct.CircuitBreakerMiddleware.html")
+)]
+#![cfg_attr(feature = "tower-http", doc = "[`FromClassifyResponse`]: crate::integrations::tower_http::FromClassifyResponse")]
+#![cfg_attr(
+    not(feature = "tower-http"),
+    doc = concat!("[`FromClassifyResponse`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/tower_http/struct.FromClassifyResponse.html")
+)]
+#![cfg_attr(feature = "metrics", doc = "[`integrations::metrics`]: crate::integrations::metrics")]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = concat!("[`integrations::metrics`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/metrics/index.html")
+)]
+#![cfg_attr(feature = "prometheus-client", doc = "[`integrations::prometheus`]: crate::integrations::prometheus")]
+#![cfg_attr(
+    not(feature = "prometheus-client"),
+    doc = concat!("[`integrations::prometheus`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/prometheus/index.html")
+)]
+#![cfg_attr(feature = "redis", doc = "[`integrations::redis`]: crate::integrations::redis")]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = concat!("[`integrations::redis`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/redis/index.html")
+)]
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -186,7 +230,7 @@ pub use breaker::{
 };
 pub use classify::{AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome};
 pub use fallback::{AllUnavailable, Failover, Fallback, FallbackLayer};
-pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
+pub use service::{CircuitBreakerLayer, CircuitBreakerService, CircuitOpenResponse, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
 pub mod integrations;

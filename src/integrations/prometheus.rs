@@ -1,5 +1,5 @@
 //! Prometheus metrics through [`prometheus_client`] (feature `prometheus-client`): the same
-//! families as the [`metrics`](super::metrics) integration, registered into your
+//! families as the [`metrics`] integration, registered into your
 //! [`Registry`].
 //!
 //! ```
@@ -40,6 +40,13 @@
 //! cumulative counts, so the counters come from an event listener ([`instrument`](BreakerMetrics::instrument)),
 //! whose handles are fetched once, when the builder is instrumented: a call costs an atomic
 //! increment and allocates nothing.
+//!
+// The `metrics` integration is behind its own feature: link to its page on docs.rs without it.
+#![cfg_attr(feature = "metrics", doc = "[`metrics`]: super::metrics")]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = concat!("[`metrics`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/metrics/index.html")
+)]
 
 use std::{
     borrow::Cow,
