@@ -46,6 +46,7 @@ mod error;
 mod future;
 mod gate;
 mod layer;
+mod response;
 
 use std::task::{Context, Poll};
 
@@ -55,6 +56,7 @@ pub use error::{BoxError, CircuitOpen, is_circuit_open};
 pub use future::ResponseFuture;
 pub(crate) use gate::Gate;
 pub use layer::CircuitBreakerLayer;
+pub use response::{CircuitOpenResponse, retry_after_secs};
 pub(crate) use layer::Source;
 
 use crate::{
