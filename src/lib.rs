@@ -237,3 +237,9 @@ pub mod integrations;
 #[cfg(feature = "retry")]
 pub mod retry;
 pub mod streaming;
+
+// Every ```rust block of README.md is a doc-test (`cargo test --doc`): the README's code
+// compiles, as users copy it. Blocks that are not Rust are marked `sh` or `text`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
