@@ -40,7 +40,9 @@
 //!   [`Classify`] trait; [`HttpClassifier`] for HTTP responses and client errors (5xx and
 //!   timeouts fail, 429/503 with `Retry-After` trip for the server's wait), every row
 //!   configurable.
-//! - [`service`]: [`CircuitBreakerLayer`] and its three [`Readiness`] modes.
+//! - [`service`]: [`CircuitBreakerLayer`] and its three [`Readiness`] modes;
+//!   [`CircuitOpenResponse`], the 503 a server sends for a refused call
+//!   ([server side](#server-side)).
 //! - [`fallback`]: [`Fallback`], [`FallbackLayer`] and [`Failover`]: when a member is open, the
 //!   request goes to the next one at once, without being cloned.
 //! - [`keyed`]: one breaker per key (host, model, endpoint) in a bounded registry.
@@ -173,6 +175,75 @@
 //! `CircuitOpen` from `poll_ready` is **transient**, unlike what tower's contract assumes of
 //! readiness errors: the same service instance, and every clone, checks the breaker again on
 //! its next `poll_ready`.
+//!
+//! # Server side
+//!
+//! In a server, a breaker guards a route that depends on a flaky upstream (a pricing API, a
+//! database): while the upstream is down, the route answers at once instead of holding a
+//! connection and a worker for each doomed request.
+//!
+//! - **One breaker per route**, on that route: `get(handler).route_layer(..)` in axum. The
+//!   breaker sees that route's responses ([`HttpClassifier`]: a 5xx is a failure, a 4xx is
+//!   the client's business), so the handler answers `502`/`503`/`504` when its upstream fails.
+//! - **Not one breaker under `Router::layer`**: axum applies it to every route *and* to the
+//!   404 fallback, all sharing the breaker, so once the flaky route trips it every route and
+//!   every unknown path answers 503. (`Router::route_layer` spares the fallback but still
+//!   shares the one breaker.)
+//! - **`HandleErrorLayer` outermost**, turning the refusal into a response with
+//!   [`CircuitOpenResponse`]: `503` (or `429`) with `Retry-After` in whole seconds, rounded
+//!   up, and a body that gives the same wait. The default [`Readiness::FailFast`] works here:
+//!   `HandleError` calls a clone of the service for each request, whose `poll_ready` refusal
+//!   it turns into the response.
+//! - **Many routes under one layer**: a [`keyed`] registry keyed by the route that matched
+//!   (axum's `MatchedPath`) under `Router::route_layer` gives each route its own breaker, named
+//!   `"{template}:{route}"` and listed by the registry for health and metrics
+//!   (`tests/axum_server.rs` has the extractor). [`CircuitBreakerLayer::per_service`] is not
+//!   the tool for routes: axum calls a route layer's `layer` once per method endpoint and,
+//!   before the router has its state, once per connection.
+//!
+//! `cargo run --example axum_server` runs a whole app; its test serves it on 127.0.0.1.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, body::Body, error_handling::HandleErrorLayer, http::{Request, StatusCode}};
+//! use axum::{response::IntoResponse, routing::get};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpenResponse, HttpClassifier};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let quotes = CircuitBreaker::builder("quotes")
+//!     .consecutive_failures(3)
+//!     .open_duration(Duration::from_secs(30))
+//!     .build()?;
+//! let guard = ServiceBuilder::new()
+//!     .layer(HandleErrorLayer::new(|err: BoxError| async move {
+//!         CircuitOpenResponse::new()
+//!             .for_error(&err)
+//!             .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+//!     }))
+//!     .layer(CircuitBreakerLayer::new(quotes.clone()).classify(HttpClassifier::default()));
+//!
+//! let app = Router::new()
+//!     // The upstream of /quotes is down: its handler answers 502.
+//!     .route("/quotes", get(|| async { StatusCode::BAD_GATEWAY }).route_layer(guard))
+//!     .route("/orders", get(|| async { "order 7: shipped" }));
+//!
+//! let status = |path: &str| {
+//!     let request = Request::get(path).body(Body::empty()).unwrap();
+//!     let app = app.clone();
+//!     async move { app.oneshot(request).await.unwrap() }
+//! };
+//! for _ in 0..3 {
+//!     assert_eq!(status("/quotes").await.status(), StatusCode::BAD_GATEWAY);
+//! }
+//! let refused = status("/quotes").await; // open: refused at once
+//! assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(refused.headers()["retry-after"], "30");
+//! assert_eq!(status("/orders").await.status(), StatusCode::OK); // other routes are untouched
+//! assert_eq!(status("/nope").await.status(), StatusCode::NOT_FOUND); // and so are 404s
+//! # Ok(()) }
+//! ```
 //!
 //! [tower]: https://docs.rs/tower
 //!

@@ -180,6 +180,11 @@ impl CircuitBreakerLayer {
     /// and Redis trips apart. [`breakers`](Self::breakers) lists the breakers in use, for a
     /// health report or metrics.
     ///
+    /// It suits stacks where each `layer()` call wraps one upstream: the endpoints of
+    /// `tower::balance`, one client per host. A router may call `layer` more than once for a
+    /// route (axum: once per method endpoint, and once per connection before the router has
+    /// its state); for a breaker per route, see [server side](crate#server-side).
+    ///
     /// ```
     /// use tower::{ServiceExt, service_fn};
     /// use tower_breaker::{CircuitBreaker, CircuitBreakerLayer, Layer, integrations::health::HealthReport};
