@@ -83,7 +83,10 @@ pub struct App {
 
 /// Guards one route: `CircuitOpen` (or any other error of the breaker service) becomes a
 /// response. `HandleErrorLayer` is outermost: a route must not fail.
-fn guard<S: Clone + Send + Sync + 'static>(breaker: &CircuitBreaker, route: MethodRouter<S>) -> MethodRouter<S> {
+fn guard<S: Clone + Send + Sync + 'static>(
+    breaker: &CircuitBreaker,
+    route: MethodRouter<S>,
+) -> MethodRouter<S> {
     route.route_layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|err: BoxError| async move {
@@ -126,13 +129,20 @@ pub fn app(upstream: Upstream, open_for: Duration) -> Result<App, ConfigError> {
         )
         .route(
             "/upstream/{state}",
-            post(|State(upstream): State<Upstream>, axum::extract::Path(state): axum::extract::Path<String>| async move {
-                upstream.set_down(state == "down");
-                format!("upstream {state}\n")
-            }),
+            post(
+                |State(upstream): State<Upstream>,
+                 axum::extract::Path(state): axum::extract::Path<String>| async move {
+                    upstream.set_down(state == "down");
+                    format!("upstream {state}\n")
+                },
+            ),
         )
         .with_state(upstream);
-    Ok(App { router, quotes, orders })
+    Ok(App {
+        router,
+        quotes,
+        orders,
+    })
 }
 
 /// Serves `router` on `listener` until the task is dropped.
@@ -149,7 +159,9 @@ async fn main() -> Result<(), BoxError> {
     if let Some(addr) = serve_at {
         let app = app(upstream, Duration::from_secs(30))?;
         let listener = TcpListener::bind(&addr).await?;
-        println!("listening on http://{addr} (the quotes upstream is down: POST /upstream/up to bring it back)");
+        println!(
+            "listening on http://{addr} (the quotes upstream is down: POST /upstream/up to bring it back)"
+        );
         serve(listener, app.router).await?;
         return Ok(());
     }
@@ -169,7 +181,10 @@ async fn main() -> Result<(), BoxError> {
     get("/orders").await?;
     get("/nope").await?;
     get("/health/circuit-breakers").await?;
-    println!("upstream called {} times (3 failures; the 4th request was refused)", upstream.calls());
+    println!(
+        "upstream called {} times (3 failures; the 4th request was refused)",
+        upstream.calls()
+    );
 
     println!("\nthe upstream recovers; after the open period ({open_for:?}) the next request is the probe");
     upstream.set_down(false);

@@ -259,32 +259,46 @@
     not(feature = "retry"),
     doc = concat!("[`retry::RetryPolicy`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/struct.RetryPolicy.html")
 )]
-#![cfg_attr(feature = "reqwest-middleware", doc = "[`CircuitBreakerMiddleware`]: crate::integrations::reqwest_middleware::CircuitBreakerMiddleware")]
+#![cfg_attr(
+    feature = "reqwest-middleware",
+    doc = "[`CircuitBreakerMiddleware`]: crate::integrations::reqwest_middleware::CircuitBreakerMiddleware"
+)]
 #![cfg_attr(
     not(feature = "reqwest-middleware"),
     doc = concat!("[`CircuitBreakerMiddleware`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/reqwest_middleware/struct.CircuitBreakerMiddleware.html")
 )]
-#![cfg_attr(feature = "tower-http", doc = "[`FromClassifyResponse`]: crate::integrations::tower_http::FromClassifyResponse")]
+#![cfg_attr(
+    feature = "tower-http",
+    doc = "[`FromClassifyResponse`]: crate::integrations::tower_http::FromClassifyResponse"
+)]
 #![cfg_attr(
     not(feature = "tower-http"),
     doc = concat!("[`FromClassifyResponse`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/tower_http/struct.FromClassifyResponse.html")
 )]
-#![cfg_attr(feature = "metrics", doc = "[`integrations::metrics`]: crate::integrations::metrics")]
+#![cfg_attr(
+    feature = "metrics",
+    doc = "[`integrations::metrics`]: crate::integrations::metrics"
+)]
 #![cfg_attr(
     not(feature = "metrics"),
     doc = concat!("[`integrations::metrics`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/metrics/index.html")
 )]
-#![cfg_attr(feature = "prometheus-client", doc = "[`integrations::prometheus`]: crate::integrations::prometheus")]
+#![cfg_attr(
+    feature = "prometheus-client",
+    doc = "[`integrations::prometheus`]: crate::integrations::prometheus"
+)]
 #![cfg_attr(
     not(feature = "prometheus-client"),
     doc = concat!("[`integrations::prometheus`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/prometheus/index.html")
 )]
-#![cfg_attr(feature = "redis", doc = "[`integrations::redis`]: crate::integrations::redis")]
+#![cfg_attr(
+    feature = "redis",
+    doc = "[`integrations::redis`]: crate::integrations::redis"
+)]
 #![cfg_attr(
     not(feature = "redis"),
     doc = concat!("[`integrations::redis`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/redis/index.html")
 )]
-
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -43,7 +43,10 @@ async fn start(router: Router) -> SocketAddr {
 
 async fn get_path(addr: SocketAddr, path: &str) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let res = client.get(format!("http://{addr}{path}").parse().unwrap()).await.unwrap();
+    let res = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
     let status = res.status();
     let retry_after = res
         .headers()
@@ -71,7 +74,11 @@ async fn flaky_route_trips_to_503_with_retry_after_while_other_routes_and_404_ar
         assert_eq!(a.status, StatusCode::BAD_GATEWAY, "the handler's own answer");
         assert_eq!(a.retry_after, None);
     }
-    assert_eq!(quotes.state(), State::Open, "three 502s in a row trip the route's breaker");
+    assert_eq!(
+        quotes.state(),
+        State::Open,
+        "three 502s in a row trip the route's breaker"
+    );
     assert_eq!(upstream.calls(), 4);
 
     // Open: refused at once, the upstream not called, the wait in the header and the body.
@@ -112,7 +119,10 @@ async fn flaky_route_trips_to_503_with_retry_after_while_other_routes_and_404_ar
 /// refused too.
 #[tokio::test(start_paused = true)]
 async fn one_breaker_under_router_layer_refuses_healthy_routes_and_404s() {
-    let shared = CircuitBreaker::builder("shared").consecutive_failures(1).build().unwrap();
+    let shared = CircuitBreaker::builder("shared")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     let router = Router::new()
         .route("/flaky", get(|| async { StatusCode::BAD_GATEWAY }))
         .route("/healthy", get(|| async { "ok" }))
@@ -129,8 +139,14 @@ async fn one_breaker_under_router_layer_refuses_healthy_routes_and_404s() {
 
     assert_eq!(get_path(addr, "/flaky").await.status, StatusCode::BAD_GATEWAY);
     assert_eq!(shared.state(), State::Open);
-    assert_eq!(get_path(addr, "/healthy").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(get_path(addr, "/nope").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get_path(addr, "/healthy").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get_path(addr, "/nope").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 /// Many routes, one layer: a keyed registry under `Router::route_layer`, keyed by the route
@@ -140,7 +156,8 @@ async fn one_breaker_under_router_layer_refuses_healthy_routes_and_404s() {
 /// router has its state, once per connection.)
 #[tokio::test(start_paused = true)]
 async fn a_registry_keyed_by_matched_path_gives_each_route_a_named_breaker() {
-    let registry = KeyedRegistry::<String>::new(CircuitBreaker::builder("route").consecutive_failures(1)).unwrap();
+    let registry =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("route").consecutive_failures(1)).unwrap();
     let router = Router::new()
         .route("/flaky", get(|| async { StatusCode::BAD_GATEWAY }))
         .route("/items/{id}", get(|| async { "ok" }))
@@ -151,7 +168,10 @@ async fn a_registry_keyed_by_matched_path_gives_each_route_a_named_breaker() {
                         .for_error(&err)
                         .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
                 }))
-                .layer(KeyedCircuitBreakerLayer::new(registry.clone(), RoutePath).classify(HttpClassifier::default())),
+                .layer(
+                    KeyedCircuitBreakerLayer::new(registry.clone(), RoutePath)
+                        .classify(HttpClassifier::default()),
+                ),
         );
     let addr = start(router).await;
 
@@ -161,15 +181,25 @@ async fn a_registry_keyed_by_matched_path_gives_each_route_a_named_breaker() {
     assert_eq!(a.body, r#"circuit "route:/flaky" is open; retry in 30s"#);
     assert_eq!(a.retry_after.as_deref(), Some("30"));
     for id in [1, 2] {
-        assert_eq!(get_path(addr, &format!("/items/{id}")).await.status, StatusCode::OK);
+        assert_eq!(
+            get_path(addr, &format!("/items/{id}")).await.status,
+            StatusCode::OK
+        );
     }
     assert_eq!(get_path(addr, "/nope").await.status, StatusCode::NOT_FOUND);
 
     let report = HealthReport::new().keyed(&registry);
-    let states: Vec<(&str, State)> = report.breakers.iter().map(|(n, s)| (n.as_str(), s.state)).collect();
+    let states: Vec<(&str, State)> = report
+        .breakers
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.state))
+        .collect();
     assert_eq!(
         states,
-        [("route:/flaky", State::Open), ("route:/items/{id}", State::Closed)],
+        [
+            ("route:/flaky", State::Open),
+            ("route:/items/{id}", State::Closed)
+        ],
         "one breaker per route (not per path), none for the 404"
     );
 }
@@ -182,6 +212,10 @@ impl<B> ExtractKey<http::Request<B>> for RoutePath {
     type Key = str;
 
     fn extract<'a>(&'a self, req: &'a http::Request<B>) -> Cow<'a, str> {
-        Cow::Borrowed(req.extensions().get::<MatchedPath>().map_or(UNKNOWN, MatchedPath::as_str))
+        Cow::Borrowed(
+            req.extensions()
+                .get::<MatchedPath>()
+                .map_or(UNKNOWN, MatchedPath::as_str),
+        )
     }
 }

@@ -19,19 +19,34 @@ fn get(uri: http::Uri) -> http::Request<Full<Bytes>> {
 #[tokio::test]
 async fn breaker_with_http_classifier_over_a_bare_legacy_client() {
     let server = FaultServer::start(Fault::Status(200)).await;
-    let breaker = CircuitBreaker::builder("upstream").consecutive_failures(2).build().unwrap();
+    let breaker = CircuitBreaker::builder("upstream")
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     // Exactly the first composition a user writes: no `.timeout()`, no `map_err`.
     let mut svc = CircuitBreakerLayer::new(breaker.clone())
         .classify(HttpClassifier::default())
         .layer(client);
 
-    let res = svc.ready().await.unwrap().call(get(server.uri("/"))).await.unwrap();
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(server.uri("/")))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 
     server.script([Fault::Status(500), Fault::Status(503)]);
     for _ in 0..2 {
-        let res = svc.ready().await.unwrap().call(get(server.uri("/"))).await.unwrap();
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get(server.uri("/")))
+            .await
+            .unwrap();
         assert!(res.status().is_server_error());
     }
     assert_eq!(breaker.state(), State::Open, "two 5xx in a row trip it");
@@ -44,8 +59,14 @@ async fn breaker_with_http_classifier_over_a_bare_legacy_client() {
 #[tokio::test]
 async fn a_refused_connection_from_a_bare_client_is_a_failure() {
     // A port with no listener: bind one, note its address, close it.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let breaker = CircuitBreaker::builder("gone").consecutive_failures(1).build().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let breaker = CircuitBreaker::builder("gone")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let svc = CircuitBreakerLayer::new(breaker.clone())
         .classify(HttpClassifier::default())

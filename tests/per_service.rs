@@ -22,7 +22,8 @@ fn names(layer: &CircuitBreakerLayer) -> Vec<String> {
 
 #[test]
 fn default_names_are_base_dash_index_and_clones_of_the_layer_keep_counting() {
-    let layer = CircuitBreakerLayer::per_service(CircuitBreaker::builder("route").consecutive_failures(1)).unwrap();
+    let layer =
+        CircuitBreakerLayer::per_service(CircuitBreaker::builder("route").consecutive_failures(1)).unwrap();
     let a = layer.layer(ok_service());
     // A router clones the layer for each route: the clone continues the count.
     let b = layer.clone().layer(ok_service());
@@ -63,31 +64,50 @@ async fn map_builder_adjusts_each_builder_but_not_its_rules() {
     assert_eq!(*seen.lock().unwrap(), [0, 1]);
 
     let _ = svc.ready().await.unwrap().call(1).await;
-    assert_eq!(svc.breaker().state(), State::Closed, "the template's 2 failures, not 1");
+    assert_eq!(
+        svc.breaker().state(),
+        State::Closed,
+        "the template's 2 failures, not 1"
+    );
     let _ = svc.ready().await.unwrap().call(1).await;
     assert_eq!(svc.breaker().state(), State::Open);
-    assert!(events.load(Ordering::Relaxed) > 0, "the listener added in map_builder runs");
+    assert!(
+        events.load(Ordering::Relaxed) > 0,
+        "the listener added in map_builder runs"
+    );
 }
 
 #[test]
 fn breakers_lists_only_the_breakers_in_use() {
-    let layer = CircuitBreakerLayer::per_service(CircuitBreaker::builder("ep").consecutive_failures(1)).unwrap();
+    let layer =
+        CircuitBreakerLayer::per_service(CircuitBreaker::builder("ep").consecutive_failures(1)).unwrap();
     let a = layer.layer(ok_service());
     let b = layer.layer(ok_service());
     let c = layer.layer(ok_service());
     assert_eq!(names(&layer), ["ep-0", "ep-1", "ep-2"]);
     drop(b);
-    assert_eq!(names(&layer), ["ep-0", "ep-2"], "a dropped service's breaker is gone");
+    assert_eq!(
+        names(&layer),
+        ["ep-0", "ep-2"],
+        "a dropped service's breaker is gone"
+    );
     let handle = a.breaker().clone();
     drop(a);
-    assert_eq!(names(&layer), ["ep-0", "ep-2"], "a handle held elsewhere keeps it listed");
+    assert_eq!(
+        names(&layer),
+        ["ep-0", "ep-2"],
+        "a handle held elsewhere keeps it listed"
+    );
     drop((handle, c));
     assert!(layer.breakers().is_empty());
 }
 
 #[test]
 fn a_shared_layer_lists_its_one_breaker_and_keeps_its_name() {
-    let breaker = CircuitBreaker::builder("shared").consecutive_failures(1).build().unwrap();
+    let breaker = CircuitBreaker::builder("shared")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     let layer = CircuitBreakerLayer::new(breaker).name_with(|_, i| format!("ignored-{i}"));
     let a = layer.layer(ok_service());
     assert_eq!(a.breaker().name(), "shared");
@@ -96,14 +116,22 @@ fn a_shared_layer_lists_its_one_breaker_and_keeps_its_name() {
 
 #[tokio::test]
 async fn health_report_has_an_entry_per_service() {
-    let layer = CircuitBreakerLayer::per_service(CircuitBreaker::builder("ep").consecutive_failures(1)).unwrap();
+    let layer =
+        CircuitBreakerLayer::per_service(CircuitBreaker::builder("ep").consecutive_failures(1)).unwrap();
     let failing = service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) });
     let svc = layer.layer(failing);
     let _healthy = layer.layer(ok_service());
     let _ = svc.clone().oneshot(1).await; // `svc` stays: its breaker is in use
 
-    let report = layer.breakers().iter().fold(HealthReport::new(), |r, b| r.breaker(b));
-    assert_eq!(report.breakers.len(), 2, "distinct names: no entry overwrites another");
+    let report = layer
+        .breakers()
+        .iter()
+        .fold(HealthReport::new(), |r, b| r.breaker(b));
+    assert_eq!(
+        report.breakers.len(),
+        2,
+        "distinct names: no entry overwrites another"
+    );
     assert_eq!(report.breakers["ep-0"].state, State::Open);
     assert_eq!(report.breakers["ep-1"].state, State::Closed);
 }
@@ -131,8 +159,20 @@ async fn prometheus_series_per_service_through_map_builder() {
 
     let mut text = String::new();
     encode(&mut text, &registry).unwrap();
-    assert!(text.contains(r#"circuit_breaker_calls_total{breaker="ep-0",outcome="failure"} 1"#), "{text}");
-    assert!(text.contains(r#"circuit_breaker_calls_total{breaker="ep-1",outcome="success"} 1"#), "{text}");
-    assert!(text.contains(r#"circuit_breaker_state{breaker="ep-0"} 1"#), "{text}");
-    assert!(text.contains(r#"circuit_breaker_state{breaker="ep-1"} 0"#), "{text}");
+    assert!(
+        text.contains(r#"circuit_breaker_calls_total{breaker="ep-0",outcome="failure"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"circuit_breaker_calls_total{breaker="ep-1",outcome="success"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"circuit_breaker_state{breaker="ep-0"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"circuit_breaker_state{breaker="ep-1"} 0"#),
+        "{text}"
+    );
 }

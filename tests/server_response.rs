@@ -8,8 +8,8 @@ use http::{Response, StatusCode, header::RETRY_AFTER};
 use http_body_util::{BodyExt, Full};
 use tower::{ServiceExt, service_fn};
 use tower_breaker::{
-    BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, CircuitOpenResponse, Failover, Layer, Outcome,
-    service::retry_after_secs,
+    BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, CircuitOpenResponse, Failover, Layer,
+    Outcome, service::retry_after_secs,
 };
 
 fn breaker(name: &str, open_for: Duration) -> CircuitBreaker {
@@ -38,10 +38,21 @@ async fn open_answers_503_with_retry_after_rounded_up_and_the_same_wait_in_the_b
     let open = refuse(&b);
     let res: Response<String> = CircuitOpenResponse::new().for_circuit_open(&open);
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(retry_after(&res), Some("30"), "29.001 s rounds up, never down to 29");
+    assert_eq!(
+        retry_after(&res),
+        Some("30"),
+        "29.001 s rounds up, never down to 29"
+    );
     assert_eq!(res.body(), r#"circuit "payments" is open; retry in 30s"#);
-    assert_eq!(res.body(), &open.to_string(), "the same words as the error's message");
-    assert_eq!(res.headers()[http::header::CONTENT_TYPE], "text/plain; charset=utf-8");
+    assert_eq!(
+        res.body(),
+        &open.to_string(),
+        "the same words as the error's message"
+    );
+    assert_eq!(
+        res.headers()[http::header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -55,7 +66,10 @@ async fn header_and_body_agree_at_every_point_of_the_open_period() {
         let secs: u64 = retry_after(&res).unwrap().parse().unwrap();
         let left = Duration::from_secs(5) - elapsed;
         assert_eq!(secs, retry_after_secs(left), "at {elapsed:?}");
-        assert!(Duration::from_secs(secs) >= left, "a client never comes back too early");
+        assert!(
+            Duration::from_secs(secs) >= left,
+            "a client never comes back too early"
+        );
         if secs > 0 {
             assert_eq!(res.body(), &format!(r#"circuit "db" is open; retry in {secs}s"#));
         }
@@ -71,7 +85,10 @@ async fn an_ended_open_period_says_retry_now_with_retry_after_zero() {
     tokio::time::advance(Duration::from_secs(10)).await;
     let res: Response<String> = CircuitOpenResponse::new().for_circuit_open(&open);
     assert_eq!(retry_after(&res), Some("0"));
-    assert_eq!(res.body(), r#"circuit "db" is open; its open period has ended, retry now"#);
+    assert_eq!(
+        res.body(),
+        r#"circuit "db" is open; its open period has ended, retry now"#
+    );
     assert!(!res.body().contains("ms"));
 }
 
@@ -79,7 +96,8 @@ async fn an_ended_open_period_says_retry_now_with_retry_after_zero() {
 async fn an_unknown_wait_sends_no_retry_after() {
     let forced = breaker("forced", Duration::from_secs(10));
     forced.force_open();
-    let res: Response<String> = CircuitOpenResponse::new().for_circuit_open(&forced.try_acquire().unwrap_err());
+    let res: Response<String> =
+        CircuitOpenResponse::new().for_circuit_open(&forced.try_acquire().unwrap_err());
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retry_after(&res), None);
     assert_eq!(res.body(), r#"circuit "forced" is forced open"#);
@@ -89,9 +107,13 @@ async fn an_unknown_wait_sends_no_retry_after() {
     refuse(&probing);
     tokio::time::advance(Duration::from_secs(10)).await;
     let _probe = probing.try_acquire().unwrap();
-    let res: Response<String> = CircuitOpenResponse::new().for_circuit_open(&probing.try_acquire().unwrap_err());
+    let res: Response<String> =
+        CircuitOpenResponse::new().for_circuit_open(&probing.try_acquire().unwrap_err());
     assert_eq!(retry_after(&res), None);
-    assert_eq!(res.body(), r#"circuit "probing" is half-open and its probes are all in flight"#);
+    assert_eq!(
+        res.body(),
+        r#"circuit "probing" is half-open and its probes are all in flight"#
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -115,7 +137,9 @@ async fn for_error_finds_the_refusal_in_a_box_error_from_the_layer() {
         .layer(service_fn(|_: ()| async { Err::<(), BoxError>("boom".into()) }));
     let first = svc.clone().oneshot(()).await.unwrap_err();
     assert!(
-        CircuitOpenResponse::new().for_error::<_, String>(&first).is_none(),
+        CircuitOpenResponse::new()
+            .for_error::<_, String>(&first)
+            .is_none(),
         "the inner service's own error is not a refusal"
     );
     let refused = svc.oneshot(()).await.unwrap_err();

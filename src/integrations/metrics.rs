@@ -54,7 +54,9 @@
 //! The labels are fixed when the builder is instrumented: a builder used as a template for
 //! several breakers (a keyed registry, [`CircuitBreakerLayer::per_service`](crate::CircuitBreakerLayer::per_service))
 //! makes them share one set of series. For per-key series, instrument each key's builder
-//! with [`KeyedRegistryBuilder::map_builder`](crate::keyed::KeyedRegistryBuilder::map_builder)`(`[`instrument_keyed`]`)`.
+//! with [`KeyedRegistryBuilder::map_builder`](crate::keyed::KeyedRegistryBuilder::map_builder)`(`[`instrument_keyed`]`)`;
+//! for one series per service, instrument each named builder with
+//! [`CircuitBreakerLayer::map_builder`](crate::CircuitBreakerLayer::map_builder)`(|b, _| `[`instrument`]`(b))`.
 
 use std::{fmt, sync::Mutex};
 

@@ -52,7 +52,10 @@
     not(feature = "retry"),
     doc = concat!("[`retry::RetryPolicy`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/struct.RetryPolicy.html")
 )]
-#![cfg_attr(feature = "reqwest-middleware", doc = "[`CircuitBreakerMiddleware`]: reqwest_middleware::CircuitBreakerMiddleware")]
+#![cfg_attr(
+    feature = "reqwest-middleware",
+    doc = "[`CircuitBreakerMiddleware`]: reqwest_middleware::CircuitBreakerMiddleware"
+)]
 #![cfg_attr(
     not(feature = "reqwest-middleware"),
     doc = concat!("[`CircuitBreakerMiddleware`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/reqwest_middleware/struct.CircuitBreakerMiddleware.html")

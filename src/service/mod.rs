@@ -56,8 +56,8 @@ pub use error::{BoxError, CircuitOpen, is_circuit_open};
 pub use future::ResponseFuture;
 pub(crate) use gate::Gate;
 pub use layer::CircuitBreakerLayer;
-pub use response::{CircuitOpenResponse, retry_after_secs};
 pub(crate) use layer::Source;
+pub use response::{CircuitOpenResponse, retry_after_secs};
 
 use crate::{
     breaker::CircuitBreaker,
