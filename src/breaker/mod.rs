@@ -69,7 +69,7 @@ use tokio::time::Instant;
 
 pub use backoff::Backoff;
 pub use builder::Builder;
-pub use error::{BoxError, CircuitOpen, ConfigError, is_circuit_open};
+pub use error::{BoxError, CircuitOpen, ConfigError};
 pub use event::{Event, Reason};
 pub(crate) use lane::Lanes;
 pub use permit::Permit;
@@ -144,6 +144,8 @@ struct Locked {
     last_decision: Instant,
     time_window: Option<Box<TimeWindow>>,
     waiters: Vec<Waker>,
+    /// Why the breaker entered its current state (`None` before its first transition).
+    reason: Option<Reason>,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -196,6 +198,7 @@ impl CircuitBreaker {
                 last_decision: epoch,
                 time_window,
                 waiters: Vec::new(),
+                reason: None,
             }),
             epoch,
             config,
@@ -340,6 +343,7 @@ impl CircuitBreaker {
             retry_after: (l.state == State::Open)
                 .then(|| l.open_until(shared).saturating_duration_since(now)),
             open_for: (l.state == State::Open).then_some(l.opened_for),
+            reason: l.reason,
         }
     }
 
@@ -514,6 +518,7 @@ impl Shared {
         let from = l.state;
         l.generation += 1;
         l.state = to;
+        l.reason = Some(reason);
         let mut open_for = None;
         match to {
             State::Open => {

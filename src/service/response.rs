@@ -54,7 +54,7 @@ use crate::{
 /// | refusal | `Retry-After` | body |
 /// |---|---|---|
 /// | open, 29.5 s left | `30` | `circuit "payments" is open; retry in 30s` |
-/// | open, the period just ended | `0` | `circuit "payments" is open; its open period has ended, retry now` |
+/// | open, the period just ended | `0` | `circuit "payments" was open; its open period has ended` |
 /// | half-open, every probe in flight | — | `circuit "payments" is half-open and its probes are all in flight` |
 /// | forced open | — | `circuit "payments" is forced open` |
 ///
@@ -124,16 +124,19 @@ impl CircuitOpenResponse {
 
         let mut body = String::with_capacity(64);
         if self.name {
-            let _ = write!(body, "circuit {:?} is ", open.name());
-            match (state, secs) {
-                (State::ForcedOpen, _) => body.push_str("forced open"),
-                (State::HalfOpen, _) => body.push_str("half-open and its probes are all in flight"),
-                (_, Some(0)) => body.push_str("open; its open period has ended, retry now"),
-                (_, Some(s)) => {
-                    let _ = write!(body, "open; retry in {s}s");
+            let name = open.name();
+            let _ = match (state, secs) {
+                (State::ForcedOpen, _) => write!(body, "circuit {name:?} is forced open"),
+                (State::HalfOpen, _) => {
+                    write!(
+                        body,
+                        "circuit {name:?} is half-open and its probes are all in flight"
+                    )
                 }
-                (_, None) => body.push_str("open"),
-            }
+                (_, Some(0)) => write!(body, "circuit {name:?} was open; its open period has ended"),
+                (_, Some(s)) => write!(body, "circuit {name:?} is open; retry in {s}s"),
+                (_, None) => write!(body, "circuit {name:?} is open"),
+            };
         } else {
             body.push_str("temporarily unavailable");
             match secs {
