@@ -134,7 +134,8 @@ impl fmt::Debug for PerService {
             .field("builder", &self.builder)
             .field("name_with", &self.name_with.as_ref().map(|_| "Fn"))
             .field("map_builder", &self.map_builder.as_ref().map(|_| "Fn"))
-            .field("made", &lock(&self.made).next)
+            // `try_lock`: a hook that prints the layer must not deadlock.
+            .field("made", &self.made.try_lock().map(|m| m.next).ok())
             .finish_non_exhaustive()
     }
 }
