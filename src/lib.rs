@@ -106,6 +106,9 @@
 //! - [`streaming`]: record the outcome when a streamed response body ends.
 //! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
 //!   and honours `Retry-After`.
+//! - [`llm`] (feature `llm`): OpenAI, Azure OpenAI and Anthropic failures by kind
+//!   (rate limit, quota, overload, auth, context window, content policy, ...) from their error
+//!   bodies, and their rate-limit headers.
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
 //!   `prometheus-client`, Redis (sharing trips among replicas), and a health report.
 //!
@@ -192,6 +195,7 @@
 //! | `prometheus-client` | | [`integrations::prometheus`]: the same families in a `prometheus_client` registry |
 //! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint) |
 //! | `redis` | | [`integrations::redis`]: the replicas of an application share trips through Redis |
+//! | `llm` | | [`llm`]: classifying OpenAI, Azure OpenAI and Anthropic failures by kind, from their rate-limit headers and JSON error bodies (`LlmErrorLayer`, `LlmClassifier`) |
 //!
 //! The docs on docs.rs are built with every feature; items that need one say which.
 //!
@@ -326,6 +330,11 @@
 //!
 // Links to items behind a feature: to the item when the feature is on, else to its page on
 // docs.rs (built with every feature), so that `cargo doc` has no broken link in any build.
+#![cfg_attr(feature = "llm", doc = "[`llm`]: crate::llm")]
+#![cfg_attr(
+    not(feature = "llm"),
+    doc = concat!("[`llm`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/llm/index.html")
+)]
 #![cfg_attr(feature = "retry", doc = "[`retry`]: crate::retry")]
 #![cfg_attr(
     not(feature = "retry"),
@@ -398,6 +407,9 @@ pub use service::{CircuitBreakerLayer, CircuitBreakerService, CircuitOpenRespons
 #[doc(no_inline)]
 pub use tower_layer::Layer;
 pub mod integrations;
+#[cfg(feature = "llm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "llm")))]
+pub mod llm;
 #[cfg(feature = "retry")]
 pub mod retry;
 pub mod streaming;

@@ -247,6 +247,13 @@ impl HttpClassifier {
         }
     }
 
+    /// Whether `status` is one of the [`retry_after_statuses`](Self::retry_after_statuses)
+    /// (shared with the `llm` classifier, which reads the providers' wait headers on them).
+    #[cfg_attr(not(feature = "llm"), allow(dead_code))]
+    pub(crate) const fn waits_on(&self, status: StatusCode) -> bool {
+        self.retry_after.contains(status.as_u16())
+    }
+
     /// Classifies an error: the hook first, then the row of its [`ErrorClass`].
     pub fn classify_error(&self, err: &(dyn Error + 'static)) -> Outcome {
         if let Some(hook) = &self.hook {
