@@ -196,6 +196,7 @@
 //! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint) |
 //! | `redis` | | [`integrations::redis`]: the replicas of an application share trips through Redis |
 //! | `llm` | | [`llm`]: classifying OpenAI, Azure OpenAI and Anthropic failures by kind, from their rate-limit headers and JSON error bodies (`LlmErrorLayer`, `LlmClassifier`) |
+//! | `dashboard` | | [`integrations::dashboard`]: a live status page (HTML, a JSON snapshot, a live stream) as a tower service; turns on `serde` |
 //!
 //! The docs on docs.rs are built with every feature; items that need one say which.
 //!
@@ -384,6 +385,14 @@
 #![cfg_attr(
     not(feature = "redis"),
     doc = concat!("[`integrations::redis`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/redis/index.html")
+)]
+#![cfg_attr(
+    feature = "dashboard",
+    doc = "[`integrations::dashboard`]: crate::integrations::dashboard"
+)]
+#![cfg_attr(
+    not(feature = "dashboard"),
+    doc = concat!("[`integrations::dashboard`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/dashboard/index.html")
 )]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
