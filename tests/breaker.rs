@@ -718,7 +718,10 @@ async fn try_probe_early_keeps_a_servers_wait_and_an_operators_choice() {
     // A server's wait (Retry-After, a quota error) is kept ...
     b.try_acquire().unwrap().record(Outcome::Trip(5 * S));
     let refused = b.try_probe_early().unwrap_err();
-    assert_eq!((refused.state(), refused.retry_after()), (State::Open, Some(5 * S)));
+    assert_eq!(
+        (refused.state(), refused.retry_after()),
+        (State::Open, Some(5 * S))
+    );
     // ... and ends when it says, as always.
     advance(5 * S).await;
     b.try_probe_early().unwrap().record(Outcome::Failure);

@@ -828,7 +828,13 @@ impl Shared {
 
     /// Ends an open period early (to `HalfOpen`, [`Reason::EarlyProbe`]) when the breaker is
     /// `Open` (in `generation`, if given) until a deadline of its own, not a server's wait.
-    fn end_open_early(&self, l: &mut Locked, generation: Option<u64>, now: Instant, pending: &mut Pending) -> bool {
+    fn end_open_early(
+        &self,
+        l: &mut Locked,
+        generation: Option<u64>,
+        now: Instant,
+        pending: &mut Pending,
+    ) -> bool {
         if l.state != State::Open || l.server_wait || generation.is_some_and(|g| g != l.generation) {
             return false;
         }

@@ -186,6 +186,7 @@
 //! `RejectOnCall` only falls back with an `on_failure` policy, and `Wait` makes an open member
 //! look busy (waited for, or passed over with `spill_over`).
 
+mod all_open;
 mod error;
 mod failover;
 mod future;
@@ -194,10 +195,11 @@ mod policy;
 mod provenance;
 mod service;
 
+pub use all_open::AllOpen;
 pub use error::{AllUnavailable, FallbackError, SkipReason, Skipped};
 pub use failover::Failover;
 pub use future::{FailoverFuture, ResponseFuture};
 pub use layer::FallbackLayer;
-pub use policy::{CloneRequest, CloneWith, OnFailure, OnOpen, Policy};
+pub use policy::{CloneRequest, CloneWith, OnFailure, OnOpen, Policy, Route};
 pub use provenance::{Provenance, RecordProvenance};
 pub use service::Fallback;
