@@ -97,6 +97,7 @@ mod future;
 mod headers;
 mod kind;
 mod layer;
+mod routing;
 
 pub use body::LlmBody;
 pub use classifier::{LlmClassifier, Reaction};
@@ -104,3 +105,4 @@ pub use future::ResponseFuture;
 pub use headers::{parse_go_duration, parse_rfc3339, server_wait};
 pub use kind::{LlmErrorKind, ProviderError};
 pub use layer::{DEFAULT_MAX_BODY, LlmErrorLayer, LlmErrorService};
+pub use routing::{KindRoute, LlmRouting};
