@@ -165,7 +165,12 @@ impl LlmRouting {
 
     /// Where a response with this status and these extensions (a [`ProviderError`] among
     /// them) sends the request.
-    pub fn route_response(&self, status: StatusCode, headers: &HeaderMap, extensions: &Extensions) -> Route<'_> {
+    pub fn route_response(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Route<'_> {
         let Some(err) = extensions.get::<ProviderError>() else {
             return match self.http.classify_status(status, headers) {
                 Outcome::Failure | Outcome::Trip(_) => {
@@ -309,7 +314,11 @@ mod tests {
 
     /// The member a request goes to from "small" in the chain small, mid, large (`None`: the
     /// caller), and the route's label.
-    fn route(r: &LlmRouting, status: u16, kind: Option<LlmErrorKind>) -> (Option<usize>, Option<&'static str>) {
+    fn route(
+        r: &LlmRouting,
+        status: u16,
+        kind: Option<LlmErrorKind>,
+    ) -> (Option<usize>, Option<&'static str>) {
         let status = StatusCode::from_u16(status).unwrap();
         let mut ext = Extensions::new();
         if let Some(kind) = kind {
@@ -330,9 +339,17 @@ mod tests {
             (401, Auth),
             (500, Server),
         ] {
-            assert_eq!(route(&r, status, Some(kind)), (Some(1), Some(kind.as_str())), "{kind}");
+            assert_eq!(
+                route(&r, status, Some(kind)),
+                (Some(1), Some(kind.as_str())),
+                "{kind}"
+            );
         }
-        for (status, kind) in [(400, ContextWindowExceeded), (400, ContentPolicy), (404, InvalidRequest)] {
+        for (status, kind) in [
+            (400, ContextWindowExceeded),
+            (400, ContentPolicy),
+            (404, InvalidRequest),
+        ] {
             assert_eq!(route(&r, status, Some(kind)), (None, None), "{kind}");
         }
         assert_eq!(route(&r, 502, Some(Other)), (Some(1), Some("other")));
@@ -354,11 +371,17 @@ mod tests {
             route(&r, 400, Some(ContextWindowExceeded)),
             (Some(2), Some("context_window_exceeded"))
         );
-        assert_eq!(route(&r, 400, Some(ContentPolicy)), (Some(1), Some("content_policy")));
+        assert_eq!(
+            route(&r, 400, Some(ContentPolicy)),
+            (Some(1), Some("content_policy"))
+        );
         assert_eq!(route(&r, 401, Some(Auth)), (None, None));
         assert_eq!(r.route_of(ContextWindowExceeded), &KindRoute::to(["large"]));
         let dbg = format!("{r:?}");
-        assert!(dbg.contains(r#""context_window_exceeded": To(["large"])"#), "{dbg}");
+        assert!(
+            dbg.contains(r#""context_window_exceeded": To(["large"])"#),
+            "{dbg}"
+        );
     }
 
     #[test]
