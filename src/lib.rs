@@ -104,9 +104,9 @@
 //! - [`streaming`]: record the outcome when a streamed response body ends.
 //! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
 //!   and honours `Retry-After`.
-//! - [`llm`] (feature `llm`): OpenAI, Azure OpenAI and Anthropic failures by kind
-//!   (rate limit, quota, overload, auth, context window, content policy, ...) from their error
-//!   bodies, and their rate-limit headers.
+//! - [`llm`] (feature `llm`, on by default): OpenAI, Azure OpenAI and Anthropic failures by
+//!   kind (rate limit, quota, overload, auth, context window, content policy, ...) from their
+//!   error bodies, their rate-limit headers, and failover routing by kind (`on_llm_failure`).
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
 //!   `prometheus-client`, Redis (sharing trips among replicas), and a health report.
 //!
@@ -179,7 +179,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | *(default)* | the core, the tower layer, fallback and failover, keyed breakers, streaming, `Outcome`/`Classify`, `HttpClassifier` (with `tower::timeout` errors), the health report |
+//! | *(always)* | the core, the tower layer, fallback and failover, keyed breakers, streaming, `Outcome`/`Classify`, `HttpClassifier` (with `tower::timeout` errors), the health report |
 //! | `serde` | `Serialize` for [`Snapshot`], [`State`] and the health report |
 //! | `hyper-util` | `HttpClassifier` understands hyper and hyper-util client errors |
 //! | `reqwest` | `HttpClassifier` for `reqwest::Response` and `reqwest::Error` |
@@ -189,7 +189,7 @@
 //! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
-//! | `llm` | [`llm`]: LLM providers' rate-limit headers and error kinds (`LlmErrorLayer`, `LlmClassifier`) |
+//! | `llm` (default) | [`llm`]: LLM providers' rate-limit headers, error kinds and routing by kind (`LlmErrorLayer`, `LlmClassifier`, `LlmRouting`); it needs only `serde_json` |
 //!
 //! # Layering
 //!

@@ -423,15 +423,20 @@ fn print_summary(runs: &[Summary]) {
     }
 }
 
+/// A summary row: its label, and its value in a run.
+type Row<'a> = &'a mut dyn FnMut(String, &dyn Fn(&Summary) -> String);
+/// A count by kind in a run.
+type ByKind<'a> = &'a dyn Fn(&Summary, tower_breaker::llm::LlmErrorKind) -> u64;
+
 /// The rows by kind of provider error: answers of each kind, requests moved on by each, and
 /// refusals returned to the caller (kinds no run saw are left out).
-fn kind_rows(runs: &[Summary], row: &mut dyn FnMut(String, &dyn Fn(&Summary) -> String)) {
+fn kind_rows(runs: &[Summary], row: Row<'_>) {
     use tower_breaker::llm::LlmErrorKind;
-    let seen = |f: &dyn Fn(&Summary, LlmErrorKind) -> u64, kind| runs.iter().any(|r| f(r, kind) > 0);
+    let seen = |f: ByKind<'_>, kind| runs.iter().any(|r| f(r, kind) > 0);
     let answers = |r: &Summary, kind| r.answers_of(kind);
     let moved = |r: &Summary, kind| r.moved[scenario::kind_index(kind)];
     let refused = |r: &Summary, kind| r.refused[scenario::kind_index(kind)];
-    let tables: [(&str, &dyn Fn(&Summary, LlmErrorKind) -> u64); 3] = [
+    let tables: [(&str, ByKind<'_>); 3] = [
         ("provider errors, by kind", &answers),
         ("requests moved on, by kind", &moved),
         ("refusals returned to the caller", &refused),
