@@ -17,11 +17,11 @@
 //!   the timing: each content refusal comes from `azure` and goes back to the caller (none
 //!   moves on), each context-window error moves its request on (none comes back), the
 //!   provider out of quota opens once and stays open;
-//! - the primary's breaker closes within one open duration plus one probe after the primary
-//!   recovers. A probe is bounded by the primary's timeout; 500 ms of slack covers a loaded
-//!   scheduler, and the run goes on for 1.7 s after the recovery, more than that bound.
+//! - azure's breaker closes within one open duration plus one probe after azure recovers. A
+//!   probe is bounded by azure's timeout; 500 ms of slack covers a loaded scheduler, and the
+//!   run goes on for 1.7 s after the recovery, more than that bound.
 //!
-//! The phases themselves are wall-clock (the primary is down from 0.5 s to 1.5 s of the run),
+//! The phases themselves are wall-clock (azure is down from 0.5 s to 1.5 s of the run),
 //! which none of the assertions depends on beyond the margins above.
 
 #[path = "../examples/llm_failover/config.rs"]
@@ -115,10 +115,10 @@ async fn breakers_bound_waste_and_keep_every_request_served() {
     assert!(on.answers_of(QuotaExhausted) <= 1 + in_flight_at_trip);
     assert!(on.answers_of(QuotaExhausted) < off.answers_of(QuotaExhausted));
 
-    // The primary's breaker closes within one open duration plus one probe of its recovery.
+    // Azure's breaker closes within one open duration plus one probe of its recovery.
     let lag = on
         .recovery_to_close
-        .expect("the primary's breaker closed after its recovery");
+        .expect("azure's breaker closed after its recovery");
     let probe = scenario.sims[0].timeout;
     let slack = Duration::from_millis(500);
     assert!(
@@ -126,14 +126,14 @@ async fn breakers_bound_waste_and_keep_every_request_served() {
         "closed {lag:?} after the recovery"
     );
 
-    // The baseline calls the primary for every request while it is down.
+    // The baseline calls azure for every request while it is down.
     assert!(
         off.providers
             .iter()
             .all(|p| p.fast_fails == 0 && p.open_periods == 0)
     );
     assert!(off.recovery_to_close.is_none());
-    // Fewer wasted calls with breakers (not by a ratio: how many requests reach the dead primary
+    // Fewer wasted calls with breakers (not by a ratio: how many requests reach the dead provider
     // without breakers depends on how fast this machine drains the queue).
     assert!(
         on.wasted() < off.wasted(),
