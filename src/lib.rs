@@ -190,6 +190,7 @@
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
 //! | `llm` (default) | [`llm`]: LLM providers' rate-limit headers, error kinds and routing by kind (`LlmErrorLayer`, `LlmClassifier`, `LlmRouting`); it needs only `serde_json` |
+//! | `dashboard` | a live status page as a tower service (`integrations::dashboard`; implies `serde`) |
 //!
 //! # Layering
 //!

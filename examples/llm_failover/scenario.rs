@@ -434,6 +434,18 @@ pub enum FaultKind {
     },
 }
 
+impl FaultKind {
+    /// What the provider answers, in a few characters (for a chart's label).
+    pub const fn short(&self) -> &'static str {
+        match self {
+            FaultKind::ServerError { .. } => "500s",
+            FaultKind::Overloaded { .. } => "529s",
+            FaultKind::QuotaExhausted { .. } => "out of quota",
+            FaultKind::RateLimited { .. } => "429s",
+        }
+    }
+}
+
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
