@@ -4,7 +4,10 @@ use std::{error::Error, fmt, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{NO_DEADLINE, State, clock::nanos, name::Name};
+use super::{GEN_MASK, NO_DEADLINE, State, clock::nanos, ids, name::Name};
+
+/// A breaker id's bits, as a refusal carries it (1.1 trillion breakers before they repeat).
+pub(crate) const ID_MASK: u64 = (1 << 40) - 1;
 
 /// A builder was given a value it cannot work with. Names the setting and says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +70,9 @@ pub struct CircuitOpen {
     /// Nanoseconds since the breaker's epoch at which it lets a probe through, or
     /// `NO_DEADLINE`.
     pub(crate) until: u64,
-    /// `breaker id (24 bits) << 40 | state << 32 | generation (32 bits)`: which breaker refused
-    /// (for `PartialEq`), in which state, and the generation that refused (a waiter re-checks
+    /// `breaker id (40 bits) << 24 | state << 16 | generation (16 bits)`: which breaker refused
+    /// (for `PartialEq`, and for a failover that ends its open period early: see `ids.rs`), in
+    /// which state, and the generation that refused (its `GEN_MASK` bits: a waiter re-checks
     /// as soon as it changes). One word: a refusal is moved (into a `Box`, out of a `Result`)
     /// in as few pieces as it can be.
     pub(crate) meta: u64,
@@ -82,7 +86,7 @@ impl CircuitOpen {
 
     /// The state that refused it: `Open`, `ForcedOpen` or `HalfOpen` (probes all in flight).
     pub const fn state(&self) -> State {
-        State::from_tag((self.meta >> 32) & 0xff)
+        State::from_tag((self.meta >> 16) & 0xff)
     }
 
     pub(crate) const fn new(
@@ -97,13 +101,26 @@ impl CircuitOpen {
             name,
             epoch,
             until,
-            meta: (breaker & 0xff_ffff) << 40 | state.tag() << 32 | (generation & 0xffff_ffff),
+            meta: (breaker & ID_MASK) << 24 | state.tag() << 16 | (generation & GEN_MASK),
         }
     }
 
-    /// The low 32 bits of the generation that refused.
-    pub(crate) const fn generation(&self) -> u32 {
-        self.meta as u32
+    /// The generation that refused (its `GEN_MASK` bits).
+    pub(crate) const fn generation(&self) -> u64 {
+        self.meta & 0xffff
+    }
+
+    /// The id of the breaker that refused.
+    const fn breaker(&self) -> u64 {
+        self.meta >> 24
+    }
+
+    /// Ends the open period that refused this call, if the breaker is still in it and chose it
+    /// itself (see [`CircuitBreaker::try_probe_early`](super::CircuitBreaker::try_probe_early)):
+    /// the breaker's next admission is a half-open probe. Whether it did.
+    pub(crate) fn end_open_period(&self) -> bool {
+        self.state() == State::Open
+            && ids::find(self.breaker()).is_some_and(|shared| shared.open_early(self.generation()))
     }
 
     /// How long from now until the breaker lets a probe through, when it is known (`None`
@@ -159,7 +176,7 @@ impl fmt::Debug for CircuitOpen {
 impl PartialEq for CircuitOpen {
     /// Equal when from the same breaker, state and deadline.
     fn eq(&self, other: &Self) -> bool {
-        self.meta >> 32 == other.meta >> 32
+        self.meta >> 16 == other.meta >> 16
             && self.until == other.until
             && self.epoch == other.epoch
             && self.name.as_str() == other.name.as_str()

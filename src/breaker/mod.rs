@@ -61,6 +61,7 @@ mod builder;
 mod clock;
 mod error;
 mod event;
+mod ids;
 mod lane;
 mod name;
 mod permit;
@@ -165,6 +166,9 @@ struct Locked {
     waiters: Waiters,
     /// Why the breaker entered its current state (`None` before its first transition).
     reason: Option<Reason>,
+    /// Whether the open deadline is a server's wait (a `Trip`, a remote trip), which
+    /// `try_probe_early` keeps; cleared by every transition.
+    server_wait: bool,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -221,6 +225,7 @@ impl CircuitBreaker {
                 probe_successes: 0,
                 waiters: Waiters::default(),
                 reason: None,
+                server_wait: false,
             }),
             clock,
             config,
@@ -229,8 +234,11 @@ impl CircuitBreaker {
             id: next_id(),
             name,
         };
+        let id = shared.id;
+        let shared = Arc::new(shared);
+        ids::register(id, &shared);
         let mut root = Arc::new(Lane {
-            shared: Arc::new(shared),
+            shared,
             lanes: Box::default(),
         });
         lane::spread(&mut root, lanes);
@@ -473,6 +481,59 @@ impl CircuitBreaker {
         self.shared().trip_for(wait, Reason::Remote);
     }
 
+    /// Like [`try_acquire`](Self::try_acquire), but an open breaker lets this call through
+    /// now, as its half-open probe, instead of refusing it until its open period ends.
+    ///
+    /// For a caller with nowhere else to go (every provider of a failover chain open, say):
+    /// the breaker moves to `HalfOpen` at once (the transition's reason is
+    /// [`Reason::EarlyProbe`]) and the permit is its probe, recorded as any probe is: a
+    /// success closes the breaker (with `half_open_successes(1)`), a failure opens it again
+    /// with the backoff's next period.
+    ///
+    /// Only an open period the breaker chose itself is cut short (a trip rule, a failed or
+    /// timed-out probe). An open period a server asked for, or extended ([`Outcome::Trip`],
+    /// e.g. a `Retry-After`, a quota error; or a trip from another replica,
+    /// [`Reason::Remote`]), is kept, and so are [`force_open`](Self::force_open) and
+    /// [`disable`](Self::disable): in those states, and in `Closed` and `HalfOpen`, this is
+    /// `try_acquire`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_breaker::{CircuitBreaker, Outcome, State};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let breaker = CircuitBreaker::builder("openai").consecutive_failures(1).build().unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure); // open for 30 s
+    /// assert!(breaker.try_acquire().is_err());
+    ///
+    /// let probe = breaker.try_probe_early().unwrap(); // now, not in 30 s
+    /// assert!(probe.is_probe());
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// probe.record(Outcome::Success);
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// # }
+    /// ```
+    pub fn try_probe_early(&self) -> Result<Permit, CircuitOpen> {
+        let shared = &**self.shared();
+        let now = shared.clock.now();
+        let mut pending = None;
+        let probe = {
+            let mut l = shared.locked.lock();
+            // Half-open starts with no probe in flight and at least one permit: this is one.
+            // A probe's start stamp is its admission, which its release removes.
+            shared.end_open_early(&mut l, None, now, &mut pending).then(|| {
+                l.probes.admit(now);
+                Permit::new(self.lane(), l.generation, true, now)
+            })
+        };
+        shared.publish(pending);
+        match probe {
+            Some(permit) => Ok(permit),
+            None => self.try_acquire(),
+        }
+    }
+
     /// For a waiting service: registers `waker` in the service's slot (`key`, taken on the
     /// first wait) to be woken when the breaker may admit again (a transition or a released
     /// probe). Returns `false` when the breaker may admit already, so the caller must try
@@ -485,7 +546,7 @@ impl CircuitBreaker {
     ) -> bool {
         let shared = &**self.shared();
         let mut l = shared.locked.lock();
-        let may_admit = l.generation as u32 != refused.generation()
+        let may_admit = l.generation & GEN_MASK != refused.generation()
             || (l.state == State::HalfOpen && l.probes.len() < shared.config.half_open_permits)
             || (l.state == State::Open
                 && shared.clock.now() >= shared.hot.open_until.load(Ordering::Acquire));
@@ -532,7 +593,7 @@ impl CircuitBreaker {
 fn next_id() -> u64 {
     // Plain `std`: an identity, not part of the protocol loom checks.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & error::ID_MASK
 }
 
 const fn consecutive_word(generation: u64, count: u32) -> u64 {
@@ -601,6 +662,7 @@ impl Shared {
         l.generation += 1;
         l.state = to;
         l.reason = Some(reason);
+        l.server_wait = false;
         let mut open_for = None;
         match to {
             State::Open => {
@@ -840,15 +902,48 @@ impl Shared {
                     if until > self.hot.open_until.load(Ordering::Acquire) {
                         self.hot.open_until.store(until, Ordering::Release);
                         l.opened_for = wait;
+                        l.server_wait = true;
                     }
                 }
                 State::Closed | State::HalfOpen => {
                     l.opened_for = wait;
                     self.transition(&mut l, State::Open, reason, now, &mut pending);
+                    l.server_wait = true;
                 }
             }
         }
         self.publish(pending);
+    }
+
+    /// Ends an open period early (to `HalfOpen`, [`Reason::EarlyProbe`]) when the breaker is
+    /// `Open` (in `generation`, if given) until a deadline of its own, not a server's wait.
+    fn end_open_early(
+        &self,
+        l: &mut Locked,
+        generation: Option<u64>,
+        now: u64,
+        pending: &mut Pending,
+    ) -> bool {
+        // A refusal carries the generation's low bits (`GEN_MASK`).
+        if l.state != State::Open || l.server_wait || generation.is_some_and(|g| g != l.generation & GEN_MASK)
+        {
+            return false;
+        }
+        self.transition(l, State::HalfOpen, Reason::EarlyProbe, now, pending);
+        true
+    }
+
+    /// For a refusal's holder: ends the open period that refused in `generation` early, so the
+    /// next `try_acquire` is admitted as a probe (see [`CircuitBreaker::try_probe_early`]).
+    /// Whether it did.
+    pub(crate) fn open_early(&self, generation: u64) -> bool {
+        let mut pending = None;
+        let ended = {
+            let mut l = self.locked.lock();
+            self.end_open_early(&mut l, Some(generation), self.clock.now(), &mut pending)
+        };
+        self.publish(pending);
+        ended
     }
 
     /// Records the outcome of a half-open probe admitted at `admitted` (nanoseconds since the
@@ -900,6 +995,12 @@ impl Shared {
             }
         }
         self.publish(pending);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        ids::unregister(self.id);
     }
 }
 
