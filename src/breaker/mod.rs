@@ -157,7 +157,7 @@ type Pending = Option<(State, State, Reason, Option<Duration>)>;
 const FIRST_GENERATION: u64 = 1;
 
 /// Permits, the consecutive run and the count window's slots carry the generation's low 23
-/// bits (a permit is two words). An outcome is stale when its tag differs from the current
+/// bits (in a permit's 32-bit tag, beside the probe bit). An outcome is stale when its tag differs from the current
 /// generation's; a permit held across exactly a multiple of 2^23 (8.4 million) transitions
 /// would pass for current.
 pub(crate) const GEN_MASK: u64 = (1 << 23) - 1;
