@@ -156,11 +156,14 @@ type Pending = Option<(State, State, Reason, Option<Duration>)>;
 
 const FIRST_GENERATION: u64 = 1;
 
-/// Permits, the consecutive run and the count window's slots carry the generation's low 23
-/// bits (in a permit's 32-bit tag, beside the probe bit). An outcome is stale when its tag differs from the current
-/// generation's; a permit held across exactly a multiple of 2^23 (8.4 million) transitions
-/// would pass for current.
-pub(crate) const GEN_MASK: u64 = (1 << 23) - 1;
+/// Permits, the consecutive run, the count window's slots and its counts carry the
+/// generation's low 16 bits. An outcome is stale when its tag differs from the current
+/// generation's; a permit held across exactly a multiple of 2^16 (65,536) transitions would
+/// pass for current (each transition out of closed lasts at least an open period).
+pub(crate) const GEN_MASK: u64 = (1 << 16) - 1;
+
+/// Start stamps are nanoseconds modulo 2^47 (39 hours): a call longer than that reads short.
+pub(crate) const STAMP_MASK: u64 = (1 << 47) - 1;
 
 impl CircuitBreaker {
     /// Starts a builder. `name` shows in errors, events and metrics.
@@ -507,8 +510,8 @@ impl Shared {
             .filter(|&at| at <= LAST_DEADLINE)
     }
 
-    /// A closed permit's start stamp: nanoseconds since the epoch, or 0 when no rule needs
-    /// call durations (no clock read then).
+    /// A closed permit's start stamp: nanoseconds since the epoch (the permit keeps them
+    /// modulo 2^47), or 0 when no rule needs call durations (no clock read then).
     #[inline]
     fn call_start(&self) -> u64 {
         if self.config.times_calls() {
@@ -518,16 +521,16 @@ impl Shared {
         }
     }
 
-    /// The call's duration from its permit's start stamp, to the nanosecond (the resolution
-    /// of the clock the breaker reads); `None` when calls are not timed.
+    /// The call's duration from its permit's start stamp (nanoseconds modulo 2^47), to the
+    /// nanosecond, the resolution of the clock the breaker reads; `None` when calls are not
+    /// timed. A call longer than 2^47 ns (39 hours) reads short.
     #[inline]
     fn elapsed_since(&self, start: u64) -> Option<Duration> {
         if !self.config.times_calls() {
             return None;
         }
-        Some(Duration::from_nanos(
-            self.nanos(Instant::now()).saturating_sub(start),
-        ))
+        let now = self.nanos(Instant::now());
+        Some(Duration::from_nanos(now.wrapping_sub(start) & STAMP_MASK))
     }
 
     /// The time until `until` (nanoseconds since the epoch), read now.
@@ -789,7 +792,7 @@ impl Shared {
     }
 
     /// Records the outcome of a half-open probe admitted at `admitted` (nanoseconds since the
-    /// epoch); `None`: dropped unrecorded, released.
+    /// epoch modulo 2^47); `None`: dropped unrecorded, released.
     fn record_probe(
         &self,
         generation: u64,
@@ -816,7 +819,7 @@ impl Shared {
             if l.generation & GEN_MASK != generation || l.state != State::HalfOpen {
                 return; // the probe's half-open period is over; its slot went with it
             }
-            l.probes.release(admitted);
+            l.probes.release(admitted, self.nanos(now));
             match outcome {
                 Some((Outcome::Success, false)) => {
                     l.probe_successes += 1;
