@@ -1,15 +1,16 @@
-//! Keyed lookups at 10, 10,000 and 100,000 keys, and the cost of an unused listener hook.
+//! Keyed lookups at 10, 10,000 and 100,000 keys, a new key that does not fit a registry full
+//! of open breakers, and the cost of an unused listener hook.
 //!
 //! ```sh
 //! cargo bench --bench keyed --features metrics
 //! ```
 
-use std::hint::black_box;
+use std::{hint::black_box, time::Duration};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tower_breaker::{
     CircuitBreaker, Outcome,
-    keyed::{Authority, ExtractKey, KeyedRegistry},
+    keyed::{Authority, ExtractKey, KeyedRegistry, WhenFull},
 };
 
 fn template() -> tower_breaker::Builder {
@@ -71,6 +72,43 @@ fn keyed(c: &mut Criterion) {
                     .record(Outcome::Success);
             })
         });
+    }
+    // A registry full of open breakers (an outage that tripped every key): what a call for a
+    // key that does not fit costs, refused (`WhenFull::Reject`) or sent to the overflow
+    // breaker, against a known key's refusal.
+    for policy in [WhenFull::Reject, WhenFull::Overflow] {
+        let registry = KeyedRegistry::<String>::builder(template())
+            .max_keys(1_024)
+            .idle_timeout(Duration::from_secs(1))
+            .when_full(policy)
+            .build()
+            .unwrap();
+        for i in 0..1_024 {
+            registry
+                .get(format!("host-{i}").as_str())
+                .unwrap()
+                .trip(Duration::from_secs(3_600));
+        }
+        assert_eq!(registry.len(), 1_024);
+        // One idle period later a sweep has passed: nobody called these keys since (their
+        // "used" bits are clear), as in an outage where clients gave up on them.
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert_eq!(registry.evict_idle(), 0, "open breakers are never evicted");
+        let fresh: Vec<String> = (0..1_024).map(|i| format!("new-{i}")).collect();
+        let name = format!("new_key_when_full_of_open/{policy:?}");
+        group.bench_function(&name, |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i += 1;
+                let refused = registry.try_acquire(black_box(fresh[i % fresh.len()].as_str()));
+                black_box(refused.is_err());
+            })
+        });
+        if policy == WhenFull::Reject {
+            group.bench_function("known_open_key_refused", |b| {
+                b.iter(|| black_box(registry.try_acquire(black_box("host-7")).is_err()))
+            });
+        }
     }
     // The extractor on top of a lookup: Authority borrows the key from the request.
     let registry = KeyedRegistry::<String>::new(template()).unwrap();

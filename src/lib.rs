@@ -5,6 +5,62 @@
 //! typed [`CircuitOpen`] error instead of waiting on a dead upstream; after the open period it
 //! lets a few probes through and closes by itself once they succeed.
 //!
+//! The stack most HTTP clients want: one breaker per upstream, and a [`Failover`] that sends a
+//! request to the next upstream when one is open, **or when its call fails** (a 5xx, a 429, a
+//! timeout, a connect error):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Failover, HttpClassifier, State};
+//! use tower_breaker::fallback::Provenance;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! // One member per upstream: breaker → timeout → client. The clients here are stand-ins
+//! // (openai is down and answers 503); the README builds the same stack over hyper-util.
+//! let member = |name: &'static str, status: u16| -> Result<_, BoxError> {
+//!     let breaker = CircuitBreaker::builder(name)
+//!         .consecutive_failures(5) // trip on the 5th consecutive failure
+//!         .open_duration(Duration::from_secs(30))
+//!         .build()?;
+//!     let client = service_fn(move |_: http::Request<String>| async move {
+//!         Ok::<_, BoxError>(http::Response::builder().status(status).body(format!("{name}: {status}"))?)
+//!     });
+//!     let svc = ServiceBuilder::new()
+//!         .layer(CircuitBreakerLayer::new(breaker.clone()).classify(HttpClassifier::default()))
+//!         .timeout(Duration::from_secs(20)) // per attempt, inside the breaker
+//!         .service(client);
+//!     Ok((breaker, svc))
+//! };
+//! let (openai, primary) = member("openai", 503)?;
+//! let (_, secondary) = member("anthropic", 200)?;
+//!
+//! // Fails over on an open circuit (without calling it), and after a failed call (with a copy
+//! // of the request: `http::Request<B>` with a buffered body is `Clone`).
+//! let llm = Failover::new([("openai", primary), ("anthropic", secondary)]).on_http_failure();
+//! let request = || http::Request::post("/v1/chat/completions").body("{}".to_owned());
+//!
+//! for _ in 0..5 {
+//!     let response = llm.clone().oneshot(request()?).await?;
+//!     assert_eq!(response.body(), "anthropic: 200"); // each 503 moved on to anthropic
+//! }
+//! assert_eq!(openai.state(), State::Open); // five 503s in a row: openai's breaker opened
+//!
+//! let response = llm.oneshot(request()?).await?;
+//! let provenance = response.extensions().get::<Provenance>().unwrap();
+//! assert_eq!(provenance.served_by(), "anthropic");
+//! assert!(provenance.skipped()[0].circuit_open().is_some()); // openai skipped, not called
+//! # Ok(()) }
+//! ```
+//!
+//! Without [`on_http_failure`](Failover::on_http_failure), a `Failover` moves on only when a
+//! member's circuit is already open (the default: the request is never copied, so it needs
+//! no `Clone`); a failed call's answer goes to the caller. A streaming request body cannot be
+//! replayed: see [`on_failure`](Failover::on_failure) and [`fallback::CloneWith`].
+//!
+//! A breaker on its own fails fast while open, and the request stays in the caller's hands:
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -42,11 +98,15 @@
 //!   configurable.
 //! - [`service`]: [`CircuitBreakerLayer`] and its three [`Readiness`] modes.
 //! - [`fallback`]: [`Fallback`], [`FallbackLayer`] and [`Failover`]: when a member is open, the
-//!   request goes to the next one at once, without being cloned.
+//!   request goes to the next one at once, without being cloned; with `on_http_failure` (or
+//!   `on_failure` and a policy), a failed call sends a copy on too.
 //! - [`keyed`]: one breaker per key (host, model, endpoint) in a bounded registry.
 //! - [`streaming`]: record the outcome when a streamed response body ends.
 //! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
 //!   and honours `Retry-After`.
+//! - [`llm`] (feature `llm`): OpenAI, Azure OpenAI and Anthropic failures by kind
+//!   (rate limit, quota, overload, auth, context window, content policy, ...) from their error
+//!   bodies, and their rate-limit headers.
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
 //!   `prometheus-client`, Redis (sharing trips among replicas), and a health report.
 //!
@@ -129,6 +189,8 @@
 //! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
 //! | `prometheus-client` | the same families in a `prometheus_client` registry |
 //! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
+//! | `llm` | [`llm`]: LLM providers' rate-limit headers and error kinds (`LlmErrorLayer`, `LlmClassifier`) |
+//! | `dashboard` | a live status page as a tower service (`integrations::dashboard`; implies `serde`) |
 //!
 //! # Layering
 //!
@@ -147,9 +209,13 @@
 //!   hand should not retry [`is_circuit_open`] errors either.
 //! - **`Fallback` outermost**: it sees the primary's `CircuitOpen` at readiness, before the
 //!   request is handed over, and routes the request to the secondary without cloning it.
-//! - **`Buffer`**: its worker treats a `poll_ready` error as final and stops. Put the breaker
-//!   above it, `breaker(buffer(client))`, in `FailFast` mode; or, when the `Buffer` must sit
-//!   above the breaker, use [`Readiness::RejectOnCall`], whose readiness never fails.
+//! - **`Buffer`**: its worker treats a `poll_ready` error as final and stops **for good**. Put
+//!   the breaker above it, `breaker(buffer(client))`, in `FailFast` mode; or, when the `Buffer`
+//!   must sit above the breaker, use [`Readiness::RejectOnCall`], whose readiness never fails.
+//!   `buffer(breaker(client))` in `FailFast` mode dies at the first open circuit: its error
+//!   is a dead buffer ([`is_dead_buffer`]), not an open circuit ([`is_circuit_open`] is false:
+//!   retrying it, or routing around it, would never end), and the crate logs one ERROR naming
+//!   the fix the first time it sees one. [`CircuitBreakerLayer`] shows both stacks.
 //! - **`balance`**: give each endpoint its own breaker ([`CircuitBreakerLayer::per_service`])
 //!   in [`Readiness::Wait`] mode: a tripped endpoint is simply not ready, so `p2c` routes
 //!   around it until its half-open deadline, when it rejoins.
@@ -168,6 +234,22 @@
 //! readiness errors: the same service instance, and every clone, checks the breaker again on
 //! its next `poll_ready`.
 //!
+//! ## Why `FailFast` is the default
+//!
+//! [`Readiness::FailFast`] answers `poll_ready` with the refusal while the circuit is open.
+//! The request has not been handed over, so a [`Fallback`] routes it to the next member
+//! without cloning it, tower's `Retry` stops at once instead of spending its budget, and a
+//! direct caller still holds it. The price is the one composition above: a combinator that
+//! takes a readiness error as final (tower's `Buffer`) must sit *below* the breaker, or the
+//! breaker under it must be `RejectOnCall`. Refusing at call time by default would make every
+//! fallback clone every request and every retry loop run to its limit against an open
+//! circuit; the crate keeps the fast path and makes the wrong stack loud instead (above).
+//!
+//! Every function that looks for a refusal in an error, [`is_circuit_open`],
+//! [`CircuitOpen::find`] and [`is_dead_buffer`], takes any error [`AsError`] covers:
+//! `BoxError`, `&dyn Error`, `reqwest_middleware::Error` (feature `reqwest-middleware`), your
+//! own types.
+//!
 //! [tower]: https://docs.rs/tower
 
 #![forbid(unsafe_code)]
@@ -182,14 +264,19 @@ pub mod service;
 
 pub use breaker::{
     Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Permit, Reason, Snapshot,
-    State, is_circuit_open,
+    State,
 };
-pub use classify::{AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome};
+pub use classify::{
+    AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome, is_circuit_open, is_dead_buffer,
+};
 pub use fallback::{AllUnavailable, Failover, Fallback, FallbackLayer};
 pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
 pub mod integrations;
+#[cfg(feature = "llm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "llm")))]
+pub mod llm;
 #[cfg(feature = "retry")]
 pub mod retry;
 pub mod streaming;

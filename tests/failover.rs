@@ -19,7 +19,7 @@ use tower::{
 };
 use tower_breaker::{
     AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Failover, Fallback, Layer,
-    Outcome, State,
+    Outcome, Readiness, State,
     fallback::{CloneRequest, FallbackError, Provenance, SkipReason, Skipped},
     is_circuit_open,
 };
@@ -61,6 +61,18 @@ fn breaker(name: &'static str) -> CircuitBreaker {
 
 fn guarded(breaker: &CircuitBreaker, inner: Svc) -> Svc {
     BoxCloneService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner))
+}
+
+/// `inner` behind `breaker` in `RejectOnCall` mode: ready while open, refused at call time.
+fn rejecting<Res: Send + 'static>(
+    breaker: &CircuitBreaker,
+    inner: BoxCloneService<String, Res, BoxError>,
+) -> BoxCloneService<String, Res, BoxError> {
+    BoxCloneService::new(
+        CircuitBreakerLayer::new(breaker.clone())
+            .readiness(Readiness::RejectOnCall)
+            .layer(inner),
+    )
 }
 
 async fn poll_ready_now<S: Service<String>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
@@ -322,6 +334,91 @@ async fn a_failure_answer_stands_when_no_other_member_can_take_the_request() {
     assert_eq!(p.served_by(), "openai");
     assert_eq!(p.skipped()[0].member(), "anthropic");
     assert!(p.skipped()[0].circuit_open().is_some());
+}
+
+/// Issue 14 point 5: later members in `RejectOnCall` mode with open circuits say ready and
+/// refuse the call; the answer of the member that was called stands, never `AllUnavailable`.
+#[tokio::test(start_paused = true)]
+async fn a_failure_answer_stands_when_the_next_members_reject_on_call() {
+    let answer = |status: u16| {
+        BoxCloneService::new(service_fn(move |_: String| async move {
+            Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+        }))
+    };
+    let is_5xx = |r: Result<&http::Response<()>, &BoxError>| match r {
+        Ok(res) if res.status().is_server_error() => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    let (b, c) = (breaker("anthropic"), breaker("mistral"));
+    b.trip(Duration::from_secs(20));
+    c.force_open();
+
+    let chain = Failover::new([
+        ("openai", answer(500)),
+        ("anthropic", rejecting(&b, answer(200))),
+        ("mistral", rejecting(&c, answer(200))),
+    ])
+    .on_failure(CloneRequest::new().classify(is_5xx));
+    let res = chain
+        .oneshot("q".into())
+        .await
+        .expect("the 500 stands, not AllUnavailable");
+    assert_eq!(res.status(), 500);
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "openai");
+    let skipped: Vec<_> = p
+        .skipped()
+        .iter()
+        .map(|s| (s.member(), s.circuit_open().is_some()))
+        .collect();
+    assert_eq!(skipped, [("anthropic", true), ("mistral", true)]);
+
+    // The last member rejecting on call (no copy is made for it): same.
+    let chain = Failover::new([("openai", answer(503)), ("anthropic", rejecting(&b, answer(200)))])
+        .on_failure(CloneRequest::new().classify(is_5xx));
+    assert_eq!(chain.oneshot("q".into()).await.unwrap().status(), 503);
+
+    // A failed call (an error) stands too, as a `FallbackError`, not an open circuit.
+    let (calls_a, sa) = upstream("openai", true);
+    let (calls_b, sb) = upstream("anthropic", false);
+    let (calls_c, sc) = upstream("mistral", false);
+    let chain = Failover::new([
+        ("openai", sa),
+        ("anthropic", rejecting(&b, sb)),
+        ("mistral", rejecting(&c, sc)),
+    ])
+    .on_failure(CloneRequest::new());
+    let err = chain.oneshot("q".into()).await.unwrap_err();
+    assert!(
+        !err.is::<AllUnavailable>(),
+        "a member was called and answered: {err}"
+    );
+    let failed = err
+        .downcast_ref::<FallbackError>()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(failed.member(), "openai");
+    assert!(failed.error().is::<Upstream>());
+    let skipped: Vec<_> = failed.skipped().iter().map(Skipped::member).collect();
+    assert_eq!(skipped, ["anthropic", "mistral"]);
+    assert!(!is_circuit_open(&err), "{err}");
+    assert!(CircuitOpen::find(&*err).is_none());
+    let counts: Vec<_> = [calls_a, calls_b, calls_c]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(counts, [1, 0, 0]);
+
+    // An answer after a refusal: the refusal is recorded, the next member serves.
+    let (_, sa) = upstream("openai", true);
+    let (_, sc) = upstream("mistral", false);
+    let chain = Failover::new([
+        ("openai", sa),
+        ("anthropic", rejecting(&b, upstream("anthropic", false).1)),
+        ("mistral", sc),
+    ])
+    .on_failure(CloneRequest::new());
+    assert_eq!(chain.oneshot("q".into()).await.unwrap(), "mistral: q");
 }
 
 #[tokio::test(start_paused = true)]

@@ -71,6 +71,18 @@ fn guarded(breaker: &CircuitBreaker, inner: Svc) -> Svc {
     BoxCloneService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner))
 }
 
+/// `inner` behind `breaker` in `RejectOnCall` mode: ready while open, refused at call time.
+fn rejecting<Res: Send + 'static>(
+    breaker: &CircuitBreaker,
+    inner: BoxCloneService<String, Res, BoxError>,
+) -> BoxCloneService<String, Res, BoxError> {
+    BoxCloneService::new(
+        CircuitBreakerLayer::new(breaker.clone())
+            .readiness(Readiness::RejectOnCall)
+            .layer(inner),
+    )
+}
+
 async fn poll_ready_now<S: Service<String>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
     poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await
 }
@@ -289,6 +301,87 @@ async fn reject_on_call_primary_falls_back_only_with_a_policy() {
         .unwrap();
     assert_eq!(res, "cache: q");
     assert_eq!(primary_calls.load(Ordering::SeqCst), 0);
+}
+
+/// Issue 14 point 5: the primary answered (a 500, or an error), the policy sends the request
+/// on, and the secondary is a `RejectOnCall` breaker whose circuit is open: its `poll_ready`
+/// says ready, its call is refused. The primary's answer must stand, not the refusal.
+#[tokio::test(start_paused = true)]
+async fn on_failure_keeps_the_failed_answer_when_the_secondary_rejects_on_call() {
+    let answer = |status: u16| {
+        BoxCloneService::new(service_fn(move |_: String| async move {
+            Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+        }))
+    };
+    let is_5xx = |r: Result<&http::Response<()>, &BoxError>| match r {
+        Ok(res) if res.status().is_server_error() => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    let b = breaker("anthropic");
+    b.trip(Duration::from_secs(20));
+
+    // A response classified as a failure: returned as is.
+    let res = Fallback::new(answer(500), rejecting(&b, answer(200)))
+        .names("openai", "anthropic")
+        .on_failure(CloneRequest::new().classify(is_5xx))
+        .oneshot("q".into())
+        .await
+        .expect("the primary's 500 stands, not the secondary's CircuitOpen");
+    assert_eq!(res.status(), 500);
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "openai");
+    assert_eq!(p.skipped().len(), 1);
+    assert_eq!(p.skipped()[0].member(), "anthropic");
+    assert_eq!(p.skipped()[0].circuit_open().unwrap().name(), "anthropic");
+
+    // An error: the caller gets it (with the secondary's refusal alongside), and it is not
+    // an open circuit: the request was sent and failed.
+    let (primary_calls, primary) = upstream("openai", true);
+    let (secondary_calls, secondary) = upstream("anthropic", false);
+    let err = Fallback::new(primary, rejecting(&b, secondary))
+        .names("openai", "anthropic")
+        .on_failure(CloneRequest::new())
+        .oneshot("q".into())
+        .await
+        .unwrap_err();
+    let failed = err
+        .downcast_ref::<FallbackError>()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(failed.member(), "openai");
+    assert!(failed.error().is::<Upstream>(), "{err}");
+    assert_eq!(failed.skipped()[0].circuit_open().unwrap().name(), "anthropic");
+    assert!(
+        !is_circuit_open(&err),
+        "the primary was called and answered: {err}"
+    );
+    assert!(CircuitOpen::find(&*err).is_none());
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(secondary_calls.load(Ordering::SeqCst), 0);
+}
+
+/// Issue 15 point 1: a `Buffer` above a `FailFast` breaker dies at the first refusal. Its
+/// error is not an open circuit: the fallback reports the dead member instead of routing
+/// around it forever as if its circuit were open.
+#[tokio::test(start_paused = true)]
+async fn a_dead_buffer_is_reported_not_routed_around_forever() {
+    let b = breaker("openai");
+    let (primary_calls, primary) = upstream("openai", false);
+    let buffered: Svc = BoxCloneService::new(tower::buffer::Buffer::new(guarded(&b, primary), 8));
+    let (secondary_calls, secondary) = upstream("cache", false);
+    let svc = Fallback::new(buffered, secondary).names("openai", "cache");
+    b.force_open();
+
+    // The buffer's worker polls the breaker, is refused, and stops.
+    let err = svc.clone().oneshot("q".into()).await.unwrap_err();
+    assert!(tower_breaker::is_dead_buffer(&err), "{err}");
+    b.reset(); // the upstream is back; the dead buffer is not
+
+    let err = svc.oneshot("q".into()).await.unwrap_err();
+    assert!(tower_breaker::is_dead_buffer(&err), "{err}");
+    assert!(!is_circuit_open(&err), "{err}");
+    assert_eq!(primary_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(secondary_calls.load(Ordering::SeqCst), 0, "not routed as if open");
 }
 
 #[tokio::test(start_paused = true)]

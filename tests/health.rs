@@ -75,17 +75,85 @@ async fn the_report_serialises_with_durations_in_seconds() {
                     "name": "anthropic", "state": "closed", "consecutive_failures": 0,
                     "calls": 1, "failures": 0, "slow_calls": 0,
                     "failure_rate": 0.0, "slow_call_rate": 0.0, "probes_in_flight": 0,
-                    "retry_after_secs": null, "open_for_secs": null
+                    "retry_after_secs": null, "open_for_secs": null, "reason": null
                 },
                 "openai": {
                     // The window and the run keep the calls that tripped it until it closes.
                     "name": "openai", "state": "open", "consecutive_failures": 1,
                     "calls": 1, "failures": 1, "slow_calls": 0,
                     "failure_rate": 1.0, "slow_call_rate": 0.0, "probes_in_flight": 0,
-                    "retry_after_secs": 17.5, "open_for_secs": 30.0
+                    "retry_after_secs": 17.5, "open_for_secs": 30.0,
+                    "reason": "consecutive_failures"
                 }
             },
             "overall": "degraded"
         })
     );
+}
+
+/// Issue 15 point 7: a consecutive-only breaker has no window, so its counts stay zero while
+/// it is open; the report shows what opened it: the run of failures and the reason.
+#[tokio::test(start_paused = true)]
+async fn an_open_consecutive_only_breaker_shows_what_tripped_it() {
+    use tower_breaker::Reason;
+
+    let openai = CircuitBreaker::builder("openai")
+        .consecutive_failures(5)
+        .open_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        openai.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    let report = HealthReport::new().breaker(&openai);
+    let snapshot = &report.breakers["openai"];
+    assert_eq!(snapshot.state, State::Open);
+    assert_eq!(
+        (snapshot.calls, snapshot.failures),
+        (0, 0),
+        "no window configured"
+    );
+    assert_eq!(snapshot.consecutive_failures, 5);
+    assert_eq!(snapshot.reason, Some(Reason::ConsecutiveFailures));
+
+    // Half-open, the probe fails: open again, for that reason; the run still shows.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    openai.try_acquire().unwrap().record(Outcome::Failure);
+    let snapshot = openai.snapshot();
+    assert_eq!(
+        (snapshot.state, snapshot.reason),
+        (State::Open, Some(Reason::ProbeFailed))
+    );
+    assert_eq!(snapshot.consecutive_failures, 5);
+
+    // Closed again after a good probe: the run restarts, the reason says why it closed.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    openai.try_acquire().unwrap().record(Outcome::Success);
+    let snapshot = openai.snapshot();
+    assert_eq!(snapshot.state, State::Closed);
+    assert_eq!(snapshot.consecutive_failures, 0);
+    assert_eq!(snapshot.reason, Some(Reason::ProbesSucceeded));
+
+    openai.force_open();
+    assert_eq!(openai.snapshot().reason, Some(Reason::Forced));
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn the_json_of_an_open_consecutive_only_breaker_says_what_tripped_it() {
+    let openai = CircuitBreaker::builder("openai")
+        .consecutive_failures(5)
+        .open_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        openai.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    let json = serde_json::to_value(HealthReport::new().breaker(&openai)).unwrap();
+    let openai = &json["breakers"]["openai"];
+    assert_eq!(openai["state"], "open");
+    assert_eq!(openai["calls"], 0);
+    assert_eq!(openai["consecutive_failures"], 5);
+    assert_eq!(openai["reason"], "consecutive_failures");
+    assert_eq!(json["overall"], "critical");
 }

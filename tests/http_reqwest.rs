@@ -67,6 +67,11 @@ async fn an_already_open_circuit_is_not_retried_and_still_found() {
     let err = client.get(server.uri("/").to_string()).send().await.unwrap_err();
     assert!(is_circuit_open(&err), "{err:#}");
     assert_eq!(server.hits(), 0);
+    // What users print shows the open circuit, at the top of reqwest-retry's wrapper too.
+    assert_eq!(err.to_string(), r#"circuit "api" is forced open"#);
+    // The crate-root helpers take this error type as well.
+    assert!(tower_breaker::is_circuit_open(&err));
+    assert_eq!(CircuitOpen::find(&err).unwrap().name(), "api");
 }
 
 #[tokio::test]
@@ -87,9 +92,38 @@ async fn the_rejection_is_an_anyhow_error_around_circuit_open() {
         .downcast_ref::<CircuitOpen>()
         .expect("downcasts to CircuitOpen");
     assert_eq!(open.name(), "api");
-    assert!(
-        format!("{err:#}").contains(r#"circuit "api" is forced open"#),
-        "{err:#}"
+    // Issue 15 point 7: the top-level message names the open circuit (it used to be only
+    // "request not sent"); the chain adds that the request was not sent, without repeating.
+    assert_eq!(err.to_string(), r#"circuit "api" is forced open"#);
+    assert_eq!(
+        format!("{err:#}"),
+        r#"circuit "api" is forced open: request not sent"#
+    );
+    // One function for every integration: the crate root's, on a `reqwest_middleware::Error`
+    // and on a `&dyn Error` view of it.
+    assert!(tower_breaker::is_circuit_open(&err));
+    let dyn_error: &(dyn std::error::Error + Send + Sync + 'static) = inner.as_ref();
+    assert!(tower_breaker::is_circuit_open(dyn_error));
+    assert_eq!(CircuitOpen::find(&err).unwrap().name(), "api");
+    assert!(find_circuit_open(&err).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_shows_its_wait_at_the_top() {
+    let breaker = CircuitBreaker::builder("api")
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    breaker.trip(Duration::from_secs(30));
+    let client = ClientBuilder::new(reqwest_client())
+        .with(CircuitBreakerMiddleware::new(breaker))
+        .build();
+    let err = client.get("http://127.0.0.1:1/").send().await.unwrap_err();
+    assert_eq!(err.to_string(), r#"circuit "api" is open; retry in 30s"#);
+    assert_eq!(
+        format!("{err:#}"),
+        r#"circuit "api" is open; retry in 30s: request not sent"#
     );
 }
 

@@ -45,6 +45,97 @@ async fn a_stream_that_ends_is_a_success_recorded_at_its_end() {
     assert_eq!(*seen.lock().unwrap(), [Outcome::Success]);
 }
 
+/// A hyper server on 127.0.0.1 that answers every request by calling `svc` (the streaming
+/// breaker over a client) for `upstream` and serving the response, body and all, back: a
+/// proxy, as axum or the showcase's `--serve` mode would be. hyper stops polling a body once
+/// `is_end_stream()` is true after a data frame, and drops it.
+async fn proxy(
+    svc: tower_breaker::streaming::StreamingBreakerService<
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            http_body_util::Full<bytes::Bytes>,
+        >,
+        HttpClassifier,
+    >,
+    upstream: http::Uri,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (svc, upstream) = (svc.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let handler =
+                    hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                        let (svc, upstream) = (svc.clone(), upstream.clone());
+                        async move { svc.oneshot(get(upstream)).await.map_err(std::io::Error::other) }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), handler)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn behind_a_hyper_server_a_sized_body_is_recorded_when_it_reports_its_end() {
+    // 20 answers of 200 with a sized body, then 4 of 500.
+    let upstream = FaultServer::start(Fault::Status(500)).await;
+    upstream.script((0..20).map(|_| Fault::Body(200, r#"{"choices":[]}"#)));
+    let (builder, seen) = record_outcomes(CircuitBreaker::builder("llm").failure_rate(0.5).min_calls(4));
+    let breaker = builder.build().unwrap();
+    let svc = ServiceBuilder::new().layer(streaming(&breaker)).service(client());
+    let front = proxy(svc, upstream.uri("/v1/chat")).await;
+
+    let real_client = client();
+    for i in 0..24 {
+        let res = real_client
+            .get(format!("http://{front}/").parse().unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        if i < 20 {
+            assert_eq!(status, 200);
+            assert_eq!(&body[..], br#"{"choices":[]}"#);
+        } else {
+            assert_eq!(status, 500);
+        }
+    }
+    // Every success was recorded (once) when its body reported its end, before hyper wrote
+    // the last bytes to the client.
+    let outcomes = seen.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), 24, "{outcomes:?}");
+    assert!(outcomes[..20].iter().all(|o| *o == Outcome::Success));
+    assert!(outcomes[20..].iter().all(|o| *o == Outcome::Failure));
+    let snapshot = breaker.snapshot();
+    assert_eq!((snapshot.calls, snapshot.failures), (24, 4));
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test]
+async fn a_body_read_to_its_last_frame_is_recorded_once() {
+    let server = FaultServer::start(Fault::Body(200, "data: all\n\n")).await;
+    let (builder, seen) = record_outcomes(CircuitBreaker::builder("llm").consecutive_failures(1));
+    let breaker = builder.build().unwrap();
+    let svc = ServiceBuilder::new().layer(streaming(&breaker)).service(client());
+    let res = svc.oneshot(get(server.uri("/"))).await.unwrap();
+    let mut body = res.into_body();
+    assert!(body.is_pending());
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(&frame.into_data().unwrap()[..], b"data: all\n\n");
+    // The last data frame: the body says it ended, and that is the outcome.
+    assert!(http_body::Body::is_end_stream(&body));
+    assert!(!body.is_pending());
+    assert_eq!(*seen.lock().unwrap(), [Outcome::Success]);
+    // Polled on to `None` (as `collect` would), nothing more is recorded.
+    assert!(body.frame().await.is_none());
+    drop(body);
+    assert_eq!(*seen.lock().unwrap(), [Outcome::Success]);
+}
+
 #[tokio::test]
 async fn a_reset_mid_body_is_a_failure() {
     let server = FaultServer::start(Fault::ResetMidBody {
@@ -198,6 +289,30 @@ mod readiness {
             .unwrap();
         b.try_acquire().unwrap().record(Outcome::Failure);
         b
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_body_is_recorded_with_its_only_frame_and_an_empty_one_at_the_headers() {
+        let (builder, seen) = record_outcomes(CircuitBreaker::builder("s").consecutive_failures(1));
+        let breaker = builder.build().unwrap();
+        let svc = streaming(&breaker).layer(upstream());
+        let mut body = svc.oneshot(()).await.unwrap().into_body();
+        assert!(
+            body.is_pending(),
+            "a body with data is not at its end before a poll"
+        );
+        assert_eq!(
+            &body.frame().await.unwrap().unwrap().into_data().unwrap()[..],
+            b"ok"
+        );
+        assert_eq!(*seen.lock().unwrap(), [Outcome::Success]);
+
+        let empty = service_fn(|_: ()| async {
+            Ok::<_, std::io::Error>(http::Response::new(Full::new(Bytes::new())))
+        });
+        let res = streaming(&breaker).layer(empty).oneshot(()).await.unwrap();
+        assert!(!res.body().is_pending(), "recorded at the headers");
+        assert_eq!(*seen.lock().unwrap(), [Outcome::Success, Outcome::Success]);
     }
 
     #[tokio::test(start_paused = true)]

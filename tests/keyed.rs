@@ -328,6 +328,7 @@ async fn an_open_breaker_is_never_evicted_before_its_deadline() {
     let down = registry.get("down").unwrap();
     assert_eq!(down.state(), State::Open, "still the same open breaker");
     assert_eq!(down.snapshot().retry_after, Some(Duration::from_secs(20)));
+    drop(down); // a breaker held outside the registry is never evicted
     assert_eq!(registry.get("forced").unwrap().state(), State::ForcedOpen);
     assert_eq!(registry.get("off").unwrap().state(), State::Disabled);
     assert!(registry.len() <= 4);
@@ -523,4 +524,216 @@ async fn a_half_open_breaker_nobody_probes_may_go_but_not_while_a_probe_is_out()
     assert_eq!(registry.evict_idle(), 1);
     assert_eq!(keys(&registry), ["probing"], "the breaker with a probe out stays");
     probe.record(Outcome::Success);
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_in_a_uri_never_reach_a_key_a_name_a_message_or_a_log() {
+    const SECRET: &str = "s3cr3t";
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let a = Authority::new();
+    let req = |uri: &str| http::Request::get(uri).body(()).unwrap();
+    assert_eq!(
+        a.extract(&req("https://alice:s3cr3t@api.example.com/v1")),
+        "api.example.com"
+    );
+    assert_eq!(
+        a.extract(&req("https://alice:s3cr3t@API.example.com:8443/")),
+        "api.example.com:8443"
+    );
+    assert_eq!(
+        a.extract(&req("https://alice@api.example.com/")),
+        "api.example.com"
+    );
+    // A malformed Host header with userinfo: the same rule.
+    let host = http::Request::get("/")
+        .header("host", "bob:s3cr3t@h.example")
+        .body(())
+        .unwrap();
+    assert_eq!(a.extract(&host), "h.example");
+
+    let registry = KeyedRegistry::<String>::new(template()).unwrap();
+    let inner =
+        service_fn(|_: http::Request<()>| async { Err::<http::Response<()>, BoxError>("503".into()) });
+    let mut svc = KeyedCircuitBreakerLayer::new(registry.clone(), Authority::new()).layer(inner);
+    let with_credentials = || req("https://alice:s3cr3t@api.example.com/v1/chat");
+    assert!(svc.ready().await.unwrap().call(with_credentials()).await.is_err());
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(with_credentials())
+        .await
+        .unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().expect("a CircuitOpen");
+    assert_eq!(open.name(), "up:api.example.com");
+    for text in [err.to_string(), format!("{err:?}"), format!("{registry:?}")] {
+        assert!(!text.contains(SECRET), "{text}");
+    }
+    let snapshot = registry.snapshot();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].0, "api.example.com");
+    assert_eq!(snapshot[0].1.name, "up:api.example.com");
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("up:api.example.com"), "the breaker logged: {logs}");
+    assert!(!logs.contains(SECRET), "{logs}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_that_cannot_fit_is_refused_until_a_protected_breakers_deadline_passes() {
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(1)
+        .idle_timeout(Duration::from_secs(10))
+        .when_full(WhenFull::Reject)
+        .build()
+        .unwrap();
+    registry.get("a").unwrap().trip(Duration::from_secs(15));
+    advance(Duration::from_secs(10)).await;
+    // A sweep clears "a"'s used bit (nobody called it since): it may go once its open period
+    // ends, not before.
+    for i in 0..1_000 {
+        let refused = registry.try_acquire(format!("new-{i}").as_str()).unwrap_err();
+        assert!(matches!(refused, KeyedError::Full(_)), "{refused:?}");
+    }
+    advance(Duration::from_millis(4_999)).await;
+    assert!(matches!(registry.try_acquire("b"), Err(KeyedError::Full(_))));
+    advance(Duration::from_millis(1)).await;
+    drop(
+        registry
+            .try_acquire("b")
+            .expect("the open period of \"a\" ended: \"b\" takes its place"),
+    );
+    assert_eq!(keys(&registry), ["b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_shard_without_deadlines_looks_again_a_moment_later() {
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(1)
+        .when_full(WhenFull::Reject)
+        .build()
+        .unwrap();
+    registry.get("a").unwrap().force_open();
+    assert!(matches!(registry.try_acquire("b"), Err(KeyedError::Full(_))));
+    // The operator resets "a": nothing tells the registry, which looks again after 100 ms.
+    registry.get("a").unwrap().reset();
+    assert!(matches!(registry.try_acquire("b"), Err(KeyedError::Full(_))));
+    advance(Duration::from_millis(100)).await;
+    drop(registry.try_acquire("b").unwrap());
+    assert_eq!(keys(&registry), ["b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_with_a_call_in_flight_is_not_evicted_so_its_outcome_reaches_the_key() {
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(1)
+        .build()
+        .unwrap();
+    let (answer, answered) = tokio::sync::oneshot::channel::<Outcome>();
+    let answered = Arc::new(std::sync::Mutex::new(Some(answered)));
+    // "a" answers when the test says so (a 429 with Retry-After: 60); "b" answers at once.
+    let inner = service_fn(move |key: String| {
+        let answered = answered.clone();
+        async move {
+            if key == "a" {
+                let rx = answered.lock().unwrap().take().unwrap();
+                Ok::<_, BoxError>(rx.await.unwrap())
+            } else {
+                Ok(Outcome::Success)
+            }
+        }
+    });
+    let mut svc = KeyedCircuitBreakerLayer::new(registry.clone(), |k: &String| k.clone())
+        .classify(|r: Result<&Outcome, &BoxError>| r.map_or(Outcome::Failure, |o| *o))
+        .layer(inner);
+    let in_flight = tokio::spawn(svc.ready().await.unwrap().call("a".to_string()));
+    tokio::task::yield_now().await;
+    // "b" arrives while "a"'s call is in flight: "a" is not evicted, "b" shares the overflow
+    // breaker.
+    svc.ready().await.unwrap().call("b".to_string()).await.unwrap();
+    assert_eq!(keys(&registry), ["a"]);
+    assert!(registry.overflow().is_some(), "b went to the overflow breaker");
+    // "a"'s call ends with a server's wait: it lands on the key's breaker.
+    answer.send(Outcome::Trip(Duration::from_secs(60))).unwrap();
+    in_flight.await.unwrap().unwrap();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call("a".to_string())
+        .await
+        .unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().expect("\"a\" is open");
+    assert_eq!(open.name(), "up:a");
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(60)));
+
+    // Once no call holds it, a closed breaker may make room again (looked at again 100 ms
+    // after the shard was found full).
+    let registry = KeyedRegistry::<String>::builder(template())
+        .max_keys(1)
+        .build()
+        .unwrap();
+    let permit = registry.try_acquire("a").unwrap();
+    assert_eq!(registry.get("b").unwrap().name(), "up:<overflow>");
+    permit.record(Outcome::Success);
+    assert_eq!(registry.get("b").unwrap().name(), "up:<overflow>");
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(registry.get("b").unwrap().name(), "up:b");
+    assert_eq!(keys(&registry), ["b"]);
+}
+
+#[test]
+fn the_extension_extractor_reads_a_typed_value_the_request_builder_put_there() {
+    use tower_breaker::keyed::Extension;
+
+    #[derive(Clone)]
+    struct Model(&'static str);
+    impl AsRef<str> for Model {
+        fn as_ref(&self) -> &str {
+            self.0
+        }
+    }
+    #[derive(Clone)]
+    struct Tenant(String);
+    impl AsRef<str> for Tenant {
+        fn as_ref(&self) -> &str {
+            &self.0
+        }
+    }
+    let req = http::Request::post("/v1/chat/completions")
+        .extension(Model("gpt-4o"))
+        .body(())
+        .unwrap();
+    let by_model = Extension::<Model>::new();
+    assert_eq!(by_model.extract(&req), "gpt-4o");
+    assert!(matches!(by_model.extract(&req), std::borrow::Cow::Borrowed(_)));
+    // Another type's extension is another key; a missing or empty one is the fallback.
+    assert_eq!(Extension::<Tenant>::new().extract(&req), "unknown");
+    assert_eq!(
+        Extension::<Tenant>::new().fallback("anonymous").extract(&req),
+        "anonymous"
+    );
+    let empty = http::Request::get("/").extension(Model("")).body(()).unwrap();
+    assert_eq!(by_model.extract(&empty), "unknown");
+    assert!(format!("{by_model:?}").contains("Model"));
 }

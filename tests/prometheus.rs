@@ -153,3 +153,103 @@ async fn keyed_registries_are_read_key_by_key() {
         Some("2")
     );
 }
+
+/// The distinct `key` labels in a scrape.
+fn keys_in(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| {
+            l.split_once("key=\"")
+                .map(|(_, rest)| rest.split('"').next().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn evicted_keys_take_their_series_with_them_so_key_churn_keeps_a_scrape_bounded() {
+    let mut registry = Registry::default();
+    let metrics = BreakerMetrics::register(&mut registry);
+    let m = metrics.clone();
+    let keyed = KeyedRegistry::<String>::builder(
+        CircuitBreaker::builder("up")
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(10)),
+    )
+    .max_keys(8)
+    .idle_timeout(Duration::from_secs(60))
+    .map_builder(move |b, key| m.instrument_keyed(b, key))
+    .build()
+    .unwrap();
+    metrics.watch_keyed(&keyed);
+
+    // 1,000 hosts come and go; some trip (a transition series) and come back.
+    for i in 0..1_000 {
+        let key = format!("host-{i}");
+        let outcome = if i % 10 == 0 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        if let Ok(permit) = keyed.try_acquire(key.as_str()) {
+            permit.record(outcome);
+        }
+        if i % 100 == 99 {
+            advance(Duration::from_secs(61)).await; // the tripped ones' periods end
+        }
+    }
+    let text = scrape(&registry);
+    let held: std::collections::BTreeSet<String> = keyed.snapshot().into_iter().map(|(k, _)| k).collect();
+    assert!(held.len() <= 8);
+    assert_eq!(keys_in(&text), held, "only the keys held have series");
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(series <= 8 * 12 + 8, "{series} series:\n{text}");
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="up:host-1",key="host-1",outcome="success"}"#
+        ),
+        None,
+        "an evicted key's counters are gone"
+    );
+    assert!(!text.contains(r#"key="host-0""#));
+
+    // A key held by a call in flight keeps its series until the call ends and it is evicted.
+    let last = held.iter().next().unwrap().clone();
+    let permit = keyed.try_acquire(last.as_str()).unwrap();
+    advance(Duration::from_secs(61)).await;
+    for i in 0..16 {
+        let _ = keyed.try_acquire(format!("later-{i}").as_str());
+    }
+    assert!(keys_in(&scrape(&registry)).contains(&last));
+    permit.record(Outcome::Success);
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_in_a_uri_never_reach_a_label() {
+    use tower::{Layer, ServiceExt, service_fn};
+    use tower_breaker::keyed::{Authority, KeyedCircuitBreakerLayer};
+
+    let mut registry = Registry::default();
+    let metrics = BreakerMetrics::register(&mut registry);
+    let m = metrics.clone();
+    let keyed = KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(1))
+        .map_builder(move |b, key| m.instrument_keyed(b, key))
+        .build()
+        .unwrap();
+    metrics.watch_keyed(&keyed);
+    let svc = KeyedCircuitBreakerLayer::new(keyed, Authority::new()).layer(service_fn(
+        |_: http::Request<()>| async { Err::<(), tower_breaker::BoxError>("503".into()) },
+    ));
+    let req = http::Request::get("https://alice:s3cr3t@api.example.com/")
+        .body(())
+        .unwrap();
+    assert!(svc.oneshot(req).await.is_err());
+    let text = scrape(&registry);
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_state{breaker="up:api.example.com",key="api.example.com"}"#
+        ),
+        Some("1.0")
+    );
+    assert!(!text.contains("s3cr3t") && !text.contains("alice"), "{text}");
+}

@@ -396,6 +396,140 @@ async fn a_shorter_trip_never_overwrites_a_longer_one_in_force() {
     assert!(on_a.snapshot().retry_after.unwrap() > Duration::from_secs(28));
 }
 
+#[tokio::test]
+async fn a_saturated_trip_is_clamped_to_what_redis_accepts_and_the_sync_stays_connected() {
+    let server = RedisServer::start();
+    let (a, b) = (sync(&server, "t8"), sync(&server, "t8"));
+    // `max_open_duration(Duration::MAX)` clamps nothing: a saturated `Retry-After` opens the
+    // breaker for `u64::MAX` seconds.
+    let forever = || breaker("forever").max_open_duration(Duration::MAX);
+    let (on_a, on_b) = (a.attach(forever()).unwrap(), b.attach(forever()).unwrap());
+    let (xa, xb) = (a.attach(breaker("x")).unwrap(), b.attach(breaker("x")).unwrap());
+    connected(&[&a, &b]).await;
+
+    on_a.trip(Duration::from_secs(u64::MAX));
+    eventually("B learns the long trip", || on_b.state() == State::Open).await;
+    let centuries = Duration::from_secs(100 * 365 * 86_400);
+    assert!(on_b.snapshot().retry_after.unwrap() > centuries);
+    // Redis holds it, expiring at the clamp (2^53 - 1 ms since 1970: the year 287,396).
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let expires: i64 = redis::cmd("PEXPIRETIME")
+        .arg("t8:trip:forever")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(expires, (1 << 53) - 1);
+
+    // The sync stayed connected, and other trips still propagate.
+    fail(&xa);
+    eventually("B learns x", || xb.try_acquire().is_err()).await;
+    let s = a.status();
+    assert!(s.connected);
+    assert_eq!((s.outages, s.published, s.refused), (0, 2, 0));
+    // A replica started now reads it from the store.
+    let c = sync(&server, "t8");
+    let on_c = c.attach(forever()).unwrap();
+    eventually("C learns the long trip", || on_c.state() == State::Open).await;
+}
+
+#[tokio::test]
+async fn a_trip_redis_refuses_is_dropped_logged_and_the_sync_carries_on() {
+    let capture = Capture::start();
+    let server = RedisServer::start();
+    let (a, b) = (sync(&server, "t9"), sync(&server, "t9"));
+    let (xa, xb) = (a.attach(breaker("x")).unwrap(), b.attach(breaker("x")).unwrap());
+    let (ya, yb) = (a.attach(breaker("y")).unwrap(), b.attach(breaker("y")).unwrap());
+    connected(&[&a, &b]).await;
+
+    // A string where the index's sorted set should be: Redis refuses to store trips
+    // (WRONGTYPE).
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("t9:index")
+        .arg("junk")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    fail(&xa);
+    eventually("A counts the refusal", || a.status().refused == 1).await;
+    assert_eq!(capture.count(Level::WARN, "redis refused to store a trip"), 1);
+    let s = a.status();
+    assert!(s.connected, "{s:?}");
+    assert_eq!((s.outages, s.published), (0, 0));
+    assert!(xb.try_acquire().is_ok(), "the refused trip did not reach B");
+
+    // The session carries on: once Redis accepts trips again, the next one propagates ...
+    let () = redis::cmd("DEL")
+        .arg("t9:index")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    fail(&ya);
+    eventually("B learns y", || yb.try_acquire().is_err()).await;
+    assert_eq!(
+        (a.status().published, a.status().outages, a.status().refused),
+        (1, 0, 1)
+    );
+    // ... and the refused one is not retried at every reconnection.
+    assert!(xb.try_acquire().is_ok());
+}
+
+#[tokio::test]
+async fn credentials_in_a_uri_never_reach_redis() {
+    use futures::StreamExt;
+    use tower::{Layer, ServiceExt, service_fn};
+    use tower_breaker::keyed::{Authority, KeyedCircuitBreakerLayer};
+
+    let server = RedisServer::start();
+    let a = sync(&server, "t10");
+    let registry = a
+        .attach_keyed(KeyedRegistry::<String>::builder(breaker("up")))
+        .unwrap();
+    connected(&[&a]).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("t10:trips").await.unwrap();
+
+    let svc = KeyedCircuitBreakerLayer::new(registry, Authority::new()).layer(service_fn(
+        |_: http::Request<()>| async { Err::<(), tower_breaker::BoxError>("503".into()) },
+    ));
+    let req = http::Request::get("https://alice:s3cr3t@api.example.com/v1/chat")
+        .body(())
+        .unwrap();
+    assert!(svc.oneshot(req).await.is_err()); // the key's breaker trips and publishes
+
+    let message: String = pubsub.on_message().next().await.unwrap().get_payload().unwrap();
+    assert!(message.contains(r#""name":"up:api.example.com""#), "{message}");
+    assert!(message.contains(r#""key":"api.example.com""#), "{message}");
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t10:*")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("t10:trip:up:api.example.com")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let index: Vec<String> = redis::cmd("ZRANGE")
+        .arg("t10:index")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(index, ["up:api.example.com"]);
+    let everything = format!("{message} {keys:?} {stored:?} {index:?}");
+    assert!(stored.is_some(), "{everything}");
+    assert!(
+        !everything.contains("s3cr3t") && !everything.contains("alice"),
+        "{everything}"
+    );
+}
+
 #[cfg(feature = "metrics")]
 #[tokio::test]
 async fn the_connection_state_is_a_metric() {

@@ -17,6 +17,7 @@ use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt};
 use tower_breaker::{
     BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Outcome, Readiness, State, is_circuit_open,
+    is_dead_buffer,
 };
 
 const S: Duration = Duration::from_secs(1);
@@ -518,6 +519,101 @@ async fn fail_fast_above_a_buffer_keeps_serving_too() {
     inner.set_failing(false);
     advance(10 * S).await;
     assert_eq!(svc.ready().await.unwrap().call(3).await.unwrap(), 3);
+}
+
+/// Captures `tracing` events (level and fields).
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = write!(self.0, "{}={:?} ", field.name(), value);
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push((*event.metadata().level(), fields.0));
+    }
+}
+
+/// Issue 15 point 1: `Buffer` above a `FailFast` breaker. The buffer's worker takes the
+/// breaker's `poll_ready` refusal as final and stops for good; the error says so
+/// (`is_dead_buffer`), is not an open circuit (`is_circuit_open` false, `CircuitOpen::find`
+/// `None`), an ERROR names the fix once, and a refusal shown after its open period never says
+/// "retry in 1ms". (The only test of this binary that meets a dead buffer: the ERROR is logged
+/// once per process.)
+#[tokio::test(start_paused = true)]
+async fn buffer_above_fail_fast_is_reported_as_a_dead_buffer() {
+    use tower_breaker::classify::ErrorClass;
+    use tracing_subscriber::prelude::*;
+
+    let capture = Capture::default();
+    let _guard = tracing_subscriber::registry().with(capture.clone()).set_default();
+    let errors = || {
+        let events = capture.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|(level, _)| *level == tracing::Level::ERROR)
+            .map(|(_, fields)| fields.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let inner = Probe::default();
+    let b = breaker(1);
+    let mut buffered =
+        tower::buffer::Buffer::new(CircuitBreakerLayer::new(b.clone()).layer(inner.clone()), 8);
+    inner.set_failing(true);
+    let err = buffered.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(!is_dead_buffer(&err), "a real failure: {err}");
+    assert_eq!(b.state(), State::Open);
+
+    // The worker polls the breaker for the next request: refused, and it stops.
+    let err = buffered.ready().await.unwrap().call(2).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"buffered service failed: circuit "svc" is open; retry in 10s"#
+    );
+    assert!(is_dead_buffer(&err), "{err}");
+    assert!(is_dead_buffer(&*err), "`&dyn Error` too");
+    assert!(
+        !is_circuit_open(&err),
+        "not transient: this buffer never serves again"
+    );
+    assert!(CircuitOpen::find(&*err).is_none());
+    assert_eq!(ErrorClass::of(&*err), ErrorClass::Other);
+    let logged = errors();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains(r#"breaker="svc""#), "{logged:?}");
+    assert!(
+        logged[0].contains("Put the breaker above the buffer"),
+        "{logged:?}"
+    );
+    assert!(logged[0].contains("Readiness::RejectOnCall"), "{logged:?}");
+
+    // The upstream recovers and the open period ends: the buffer is still dead, and its error
+    // says the open period has ended rather than "retry in 1ms".
+    inner.set_failing(false);
+    advance(10 * S).await;
+    let Err(err) = buffered.ready().await.map(|_| ()) else {
+        panic!("a dead buffer is never ready again");
+    };
+    assert!(is_dead_buffer(&err));
+    assert_eq!(
+        err.to_string(),
+        r#"buffered service failed: circuit "svc" was open; its open period has ended"#
+    );
+    assert_eq!(b.state(), State::Open, "no probe ever reaches the breaker");
+    assert_eq!(inner.calls(), 1);
+    assert_eq!(errors().len(), 1, "the ERROR is logged once");
+
+    // The same stack the right way round serves again after the open period.
+    let mut right = CircuitBreakerLayer::new(b.clone()).layer(tower::buffer::Buffer::new(inner.clone(), 8));
+    assert_eq!(right.ready().await.unwrap().call(3).await.unwrap(), 3);
+    assert_eq!(b.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]

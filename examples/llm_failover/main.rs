@@ -6,7 +6,8 @@
 //! cargo run --release --example llm_failover -- --no-breaker  # only the baseline
 //! cargo run --release --example llm_failover -- --config providers.toml   # real providers
 //! cargo run --release --example llm_failover -- --serve 127.0.0.1:8080    # a failover proxy
-//! cargo run --release --example llm_failover --features serde,prometheus-client -- --serve 127.0.0.1:8080
+//! cargo run --release --example llm_failover --features serde,prometheus-client,dashboard -- --serve 127.0.0.1:8080
+//! cargo run --release --example llm_failover -- --plot docs/llm_failover.svg   # both runs as one chart
 //! ```
 //!
 //! # What it shows
@@ -61,11 +62,19 @@
 //! # A proxy: `--serve ADDR`
 //!
 //! The same stack behind an OpenAI-compatible endpoint, with `/health/circuit-breakers` (the
-//! crate's health report) and `/metrics` (the crate's Prometheus integration; both routes in
-//! full with `--features serde,prometheus-client`). Over the simulated providers unless
-//! `--config` is given.
+//! crate's health report), `/metrics` (the crate's Prometheus integration; both routes in
+//! full with `--features serde,prometheus-client`) and `/dashboard/` (the live status page,
+//! with `--features dashboard`). Over the simulated providers unless `--config` is given.
+//!
+//! # A chart: `--plot FILE.svg`
+//!
+//! Runs the scenario with and without breakers (as with no option) and writes one SVG, one
+//! panel per run over the same time axis: requests served per second by each provider,
+//! user-visible failures per second, p99 latency, and each breaker's state as a band (see
+//! `plot.rs`).
 
 mod config;
+mod plot;
 mod scenario;
 mod serve;
 
@@ -84,7 +93,8 @@ use tower_breaker::{BoxError, State};
 
 use scenario::{Load, PRICING, Progress, Provider, Scenario, Summary};
 
-const USAGE: &str = "usage: llm_failover [--no-breaker] [--requests N] [--config FILE] [--serve ADDR]
+const USAGE: &str =
+    "usage: llm_failover [--no-breaker] [--requests N] [--config FILE] [--serve ADDR] [--plot FILE.svg]
 
   (no option)    the simulated scenario, with breakers and without, side by side
   --no-breaker   only the run without breakers (with --serve: a proxy without breakers)
@@ -96,8 +106,10 @@ const USAGE: &str = "usage: llm_failover [--no-breaker] [--requests N] [--config
                    api_key_env = \"OPENAI_API_KEY\"           # the variable's name, not the key
                    model = \"gpt-4o-mini\"
                    price = 0.0004                           # dollars per call
-  --serve ADDR   an OpenAI-compatible failover proxy on ADDR, with /health/circuit-breakers
-                 and /metrics";
+  --serve ADDR   an OpenAI-compatible failover proxy on ADDR, with /health/circuit-breakers,
+                 /metrics and /dashboard/
+  --plot FILE    the simulated scenario, then one SVG of both runs: requests served per
+                 second by each provider, failures, p99 latency, breaker states";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -105,6 +117,7 @@ struct Args {
     config: Option<String>,
     serve: Option<SocketAddr>,
     requests: Option<usize>,
+    plot: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -115,6 +128,7 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--no-breaker" => args.no_breaker = true,
             "--config" => args.config = Some(value("--config")?),
+            "--plot" => args.plot = Some(value("--plot")?),
             "--serve" => args.serve = Some(value("--serve")?.parse().map_err(|e| format!("--serve: {e}"))?),
             "--requests" => {
                 args.requests = Some(
@@ -165,24 +179,42 @@ async fn main() -> Result<(), BoxError> {
     let mut runs = Vec::new();
     if !args.no_breaker {
         println!("\n== run 1: breakers on");
-        runs.push(scenario.run(true, printer(&scenario.load)).await?);
+        runs.push(record(&scenario, true).await?);
         end_live();
     }
     println!(
         "\n== run {}: breakers off (the same stack, every breaker disabled)",
         runs.len() + 1
     );
-    runs.push(scenario.run(false, printer(&scenario.load)).await?);
+    runs.push(record(&scenario, false).await?);
     end_live();
     println!();
-    print_summary(&runs);
+    let summaries: Vec<Summary> = runs.iter().map(|r| r.summary.clone()).collect();
+    print_summary(&summaries);
     println!(
         "\nwasted: calls that failed (500, 429, timeout). refused: calls an open breaker skipped, \
          sending the request on at once. failures: requests not answered within the deadline."
     );
     println!("{PRICING}");
     println!("(took {:.1} s)", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.plot {
+        plot::write(std::path::Path::new(path), &scenario, &runs)?;
+        println!("chart: {path}");
+    }
     Ok(())
+}
+
+/// One run of the scenario, printed as it goes, with its samples kept for `--plot`.
+async fn record(scenario: &Scenario, breakers_on: bool) -> Result<plot::Run, BoxError> {
+    let mut print = printer(&scenario.load);
+    let mut samples = Vec::new();
+    let summary = scenario
+        .run(breakers_on, |p: &Progress| {
+            print(p);
+            samples.push(p.clone());
+        })
+        .await?;
+    Ok(plot::Run { summary, samples })
 }
 
 fn describe(s: &Scenario) {
@@ -446,30 +478,44 @@ async fn serve_mode(
     };
     print_providers(&providers);
 
+    // Operations: Prometheus metrics (feature `prometheus-client`) and the live dashboard
+    // (feature `dashboard`) instrument each breaker's builder and watch the built breaker.
     #[cfg(feature = "prometheus-client")]
-    {
-        use tower_breaker::integrations::prometheus::BreakerMetrics;
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = BreakerMetrics::register(&mut registry);
-        let m = metrics.clone();
-        let stack = scenario::build_stack(&providers, &breaker, breakers_on, &move |b| m.instrument(b))?;
-        for b in &stack.breakers {
-            metrics.watch(b);
+    let mut registry = prometheus_client::registry::Registry::default();
+    #[cfg(feature = "prometheus-client")]
+    let metrics = tower_breaker::integrations::prometheus::BreakerMetrics::register(&mut registry);
+    #[cfg(feature = "dashboard")]
+    let dashboard = tower_breaker::integrations::dashboard::Dashboard::builder()
+        .title("llm_failover: OpenAI-compatible failover proxy")
+        .build()?;
+    let instrument = {
+        #[cfg(feature = "prometheus-client")]
+        let metrics = metrics.clone();
+        #[cfg(feature = "dashboard")]
+        let dashboard = dashboard.clone();
+        move |builder: tower_breaker::Builder| {
+            #[cfg(feature = "prometheus-client")]
+            let builder = metrics.instrument(builder);
+            #[cfg(feature = "dashboard")]
+            let builder = dashboard.instrument(builder);
+            builder
         }
-        let proxy = serve::Proxy {
-            chain: stack.chain,
-            breakers: stack.breakers,
-            registry: std::sync::Arc::new(registry),
-        };
-        serve::serve(addr, proxy).await
+    };
+    let stack = scenario::build_stack(&providers, &breaker, breakers_on, &instrument)?;
+    for b in &stack.breakers {
+        #[cfg(feature = "prometheus-client")]
+        metrics.watch(b);
+        #[cfg(feature = "dashboard")]
+        dashboard.watch(b);
+        let _ = b;
     }
-    #[cfg(not(feature = "prometheus-client"))]
-    {
-        let stack = scenario::build_stack(&providers, &breaker, breakers_on, &|b| b)?;
-        let proxy = serve::Proxy {
-            chain: stack.chain,
-            breakers: stack.breakers,
-        };
-        serve::serve(addr, proxy).await
-    }
+    let proxy = serve::Proxy {
+        chain: stack.chain,
+        breakers: stack.breakers,
+        #[cfg(feature = "prometheus-client")]
+        registry: std::sync::Arc::new(registry),
+        #[cfg(feature = "dashboard")]
+        dashboard,
+    };
+    serve::serve(addr, proxy).await
 }

@@ -7,6 +7,8 @@
 //! - `GET /health/circuit-breakers`: the crate's [`HealthReport`] as JSON (`503` when
 //!   critical).
 //! - `GET /metrics`: the crate's Prometheus families (feature `prometheus-client`).
+//! - `GET /dashboard/`: the crate's live status page, its `snapshot.json` and `events`
+//!   (feature `dashboard`; without it, a `501` that names the feature).
 //!
 //! With features `serde` and `prometheus-client`, the two operations routes are those of
 //! `examples/support/health_routes.rs` (the `health` example's). Without them the health route
@@ -16,7 +18,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -33,7 +35,14 @@ pub struct Proxy {
     /// The registry the breakers' metrics are in.
     #[cfg(feature = "prometheus-client")]
     pub registry: Arc<prometheus_client::registry::Registry>,
+    /// The live status page over the breakers.
+    #[cfg(feature = "dashboard")]
+    pub dashboard: tower_breaker::integrations::dashboard::Dashboard,
 }
+
+/// Every route's body: a whole JSON answer, or the dashboard's (which may be an endless event
+/// stream).
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Serves until the process ends.
 pub async fn serve(addr: SocketAddr, proxy: Proxy) -> Result<(), BoxError> {
@@ -41,6 +50,7 @@ pub async fn serve(addr: SocketAddr, proxy: Proxy) -> Result<(), BoxError> {
     let local = listener.local_addr()?;
     println!("OpenAI-compatible failover proxy on http://{local}/v1/chat/completions");
     println!("breakers: http://{local}/health/circuit-breakers   metrics: http://{local}/metrics");
+    println!("dashboard: http://{local}/dashboard/");
     let proxy = Arc::new(proxy);
     loop {
         let (stream, _) = listener.accept().await?;
@@ -72,13 +82,34 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     )
 }
 
-async fn route(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn route(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    if path == "/dashboard" || path.starts_with("/dashboard/") {
+        return Ok(dashboard(&proxy, req).await);
+    }
     Ok(match (req.method().as_str(), path.as_str()) {
         ("POST", "/v1/chat/completions") => complete(&proxy, req).await,
         ("GET", "/health/circuit-breakers") | ("GET", "/metrics") => operations(&proxy, &path),
         _ => error(StatusCode::NOT_FOUND, "not found"),
-    })
+    }
+    .map(BodyExt::boxed_unsync))
+}
+
+/// `/dashboard/...`: the crate's dashboard service, mounted as it is.
+#[cfg(feature = "dashboard")]
+async fn dashboard(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
+    let res = proxy.dashboard.service().oneshot(req).await;
+    let Ok(res) = res;
+    res.map(BodyExt::boxed_unsync)
+}
+
+#[cfg(not(feature = "dashboard"))]
+async fn dashboard(_: &Proxy, _: Request<Incoming>) -> Response<Body> {
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "run the example with --features dashboard for /dashboard",
+    )
+    .map(BodyExt::boxed_unsync)
 }
 
 async fn complete(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -42,11 +42,18 @@ impl Error for ConfigError {}
 ///
 /// ```
 /// # use tower_breaker::{CircuitBreaker, Outcome};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
 /// let breaker = CircuitBreaker::builder("openai").consecutive_failures(1).build().unwrap();
 /// breaker.try_acquire().unwrap().record(Outcome::Failure);
 /// let err = breaker.try_acquire().unwrap_err();
 /// assert_eq!(err.name(), "openai");
 /// assert_eq!(err.to_string(), r#"circuit "openai" is open; retry in 30s"#);
+///
+/// // Displayed once the open period is over (the next call may go through as a probe):
+/// tokio::time::advance(std::time::Duration::from_secs(30)).await;
+/// assert_eq!(err.to_string(), r#"circuit "openai" was open; its open period has ended"#);
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct CircuitOpen {
@@ -77,33 +84,33 @@ impl CircuitOpen {
     pub fn retry_after(&self) -> Option<Duration> {
         self.lane.shared.remaining(self.until)
     }
-
-    /// Finds a `CircuitOpen` in an error or anywhere in its `source()` chain.
-    pub fn find<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a CircuitOpen> {
-        let mut cur = Some(err);
-        while let Some(e) = cur {
-            if let Some(open) = e.downcast_ref::<CircuitOpen>() {
-                return Some(open);
-            }
-            cur = e.source();
-        }
-        None
-    }
 }
 
 impl fmt::Display for CircuitOpen {
+    /// `circuit "openai" is open; retry in 12s` (whole seconds, rounded up; milliseconds
+    /// below a second), `... is forced open`, `... is half-open and its probes are all in
+    /// flight`; and for a refusal displayed after its open period ended,
+    /// `circuit "openai" was open; its open period has ended`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit {:?} is ", self.name())?;
+        let name = self.name();
         match self.state {
-            State::ForcedOpen => f.write_str("forced open"),
-            State::HalfOpen => f.write_str("half-open and its probes are all in flight"),
+            State::ForcedOpen => write!(f, "circuit {name:?} is forced open"),
+            State::HalfOpen => write!(
+                f,
+                "circuit {name:?} is half-open and its probes are all in flight"
+            ),
             _ => match self.retry_after() {
+                Some(d) if d.is_zero() => write!(f, "circuit {name:?} was open; its open period has ended"),
                 Some(d) if d >= Duration::from_secs(1) => {
                     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-                    write!(f, "open; retry in {secs}s")
+                    write!(f, "circuit {name:?} is open; retry in {secs}s")
                 }
-                Some(d) => write!(f, "open; retry in {}ms", d.as_nanos().div_ceil(1_000_000).max(1)),
-                None => f.write_str("open"),
+                Some(d) => write!(
+                    f,
+                    "circuit {name:?} is open; retry in {}ms",
+                    d.as_nanos().div_ceil(1_000_000)
+                ),
+                None => write!(f, "circuit {name:?} is open"),
             },
         }
     }
@@ -134,11 +141,3 @@ impl Error for CircuitOpen {}
 
 /// The boxed error type of this crate's services (tower's convention).
 pub type BoxError = Box<dyn Error + Send + Sync>;
-
-/// Whether `err`, or any error in its `source()` chain, is a [`CircuitOpen`] rejection
-/// (including a fallback chain whose members were all unavailable).
-///
-/// Retry policies use it to stop retrying an open circuit.
-pub fn is_circuit_open(err: &BoxError) -> bool {
-    CircuitOpen::find(&**err).is_some()
-}

@@ -7,6 +7,8 @@ use crate::classify::Outcome;
 
 /// Why a breaker changed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Reason {
     /// The consecutive-failures rule tripped.

@@ -71,7 +71,7 @@ use tokio::time::Instant;
 
 pub use backoff::Backoff;
 pub use builder::Builder;
-pub use error::{BoxError, CircuitOpen, ConfigError, is_circuit_open};
+pub use error::{BoxError, CircuitOpen, ConfigError};
 pub use event::{Event, Reason};
 pub(crate) use lane::Lanes;
 pub use permit::Permit;
@@ -149,6 +149,8 @@ struct Locked {
     time_window: Option<Box<TimeWindow>>,
     /// `Readiness::Wait` services waiting for a change.
     waiters: Waiters,
+    /// Why the breaker entered its current state (`None` before its first transition).
+    reason: Option<Reason>,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -203,6 +205,7 @@ impl CircuitBreaker {
                 probe_successes: 0,
                 time_window,
                 waiters: Waiters::default(),
+                reason: None,
             }),
             epoch,
             config,
@@ -347,6 +350,7 @@ impl CircuitBreaker {
             retry_after: (l.state == State::Open)
                 .then(|| l.open_until(shared).saturating_duration_since(now)),
             open_for: (l.state == State::Open).then_some(l.opened_for),
+            reason: l.reason,
         }
     }
 
@@ -543,6 +547,7 @@ impl Shared {
         let from = l.state;
         l.generation += 1;
         l.state = to;
+        l.reason = Some(reason);
         let mut open_for = None;
         match to {
             State::Open => {

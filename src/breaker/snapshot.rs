@@ -2,12 +2,30 @@
 
 use std::time::Duration;
 
-use super::State;
+use super::{Reason, State};
 
 /// What a breaker looks like now: from [`CircuitBreaker::snapshot`](super::CircuitBreaker::snapshot).
 ///
 /// Counts and rates cover the configured window (count or time); with no window (only the
-/// consecutive rule) they are zero and `None`.
+/// consecutive rule) they are zero and `None`. What opened a breaker is in
+/// [`reason`](Self::reason) and, for the consecutive rule, [`consecutive_failures`](Self::consecutive_failures):
+/// a consecutive-only breaker that five failures opened shows `calls: 0`, `failures: 0`,
+/// `consecutive_failures: 5`, `reason: ConsecutiveFailures`.
+///
+/// ```
+/// use tower_breaker::{CircuitBreaker, Outcome, Reason, State};
+///
+/// let breaker = CircuitBreaker::builder("openai").consecutive_failures(5).build().unwrap();
+/// assert_eq!(breaker.snapshot().reason, None); // never changed state
+/// for _ in 0..5 {
+///     breaker.try_acquire().unwrap().record(Outcome::Failure);
+/// }
+/// let snapshot = breaker.snapshot();
+/// assert_eq!(snapshot.state, State::Open);
+/// assert_eq!((snapshot.calls, snapshot.failures), (0, 0)); // no window configured
+/// assert_eq!(snapshot.consecutive_failures, 5); // the run that opened it
+/// assert_eq!(snapshot.reason, Some(Reason::ConsecutiveFailures));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
@@ -16,7 +34,8 @@ pub struct Snapshot {
     pub name: String,
     /// Its state.
     pub state: State,
-    /// The current run of consecutive failures.
+    /// The current run of consecutive failures. While open or half-open, the run that was
+    /// counted when the breaker opened (it restarts at zero when the breaker closes).
     pub consecutive_failures: u32,
     /// Outcomes in the window.
     pub calls: u32,
@@ -41,6 +60,10 @@ pub struct Snapshot {
     /// number of seconds.
     #[cfg_attr(feature = "serde", serde(rename = "open_for_secs", serialize_with = "secs"))]
     pub open_for: Option<Duration>,
+    /// Why the breaker is in its current state: the reason of its last transition
+    /// (`consecutive_failures`, `failure_rate`, `server_wait`, `forced`, `probes_succeeded`...),
+    /// `None` if it never changed state. Serialised as its [`as_str`](Reason::as_str) name.
+    pub reason: Option<Reason>,
 }
 
 /// Serialises a duration as fractional seconds (`null` when absent).

@@ -247,6 +247,13 @@ impl HttpClassifier {
         }
     }
 
+    /// Whether `status` is one of the [`retry_after_statuses`](Self::retry_after_statuses)
+    /// (shared with the `llm` classifier, which reads the providers' wait headers on them).
+    #[cfg_attr(not(feature = "llm"), allow(dead_code))]
+    pub(crate) const fn waits_on(&self, status: StatusCode) -> bool {
+        self.retry_after.contains(status.as_u16())
+    }
+
     /// Classifies an error: the hook first, then the row of its [`ErrorClass`].
     pub fn classify_error(&self, err: &(dyn Error + 'static)) -> Outcome {
         if let Some(hook) = &self.hook {
@@ -310,7 +317,9 @@ pub enum ErrorClass {
     /// The connection could not be made: refused, DNS failure, unreachable (an I/O error of
     /// those kinds, or a hyper-util / reqwest connect error with their features).
     Connect,
-    /// A breaker further down refused the call; nothing was sent.
+    /// A breaker further down refused the call; nothing was sent. (Not when the refusal
+    /// killed a `tower::buffer::Buffer` above that breaker: that buffer is dead for good, see
+    /// [`is_dead_buffer`](crate::is_dead_buffer), and the error is `Other`.)
     CircuitOpen,
     /// Anything else: a reset, a protocol error, a body error...
     Other,
@@ -320,11 +329,17 @@ impl ErrorClass {
     /// Classifies `err` by the first telling error in its `source()` chain.
     pub fn of(err: &(dyn Error + 'static)) -> Self {
         let mut class = Self::Other;
+        let mut in_buffer = false;
         let mut cur = Some(err);
         while let Some(e) = cur {
-            if e.is::<CircuitOpen>() {
+            if let Some(open) = e.downcast_ref::<CircuitOpen>() {
+                if in_buffer {
+                    super::dead_buffer_found(open);
+                    return Self::Other;
+                }
                 return Self::CircuitOpen;
             }
+            in_buffer |= e.is::<tower::buffer::error::ServiceError>();
             if e.is::<tower::timeout::error::Elapsed>() {
                 return Self::Timeout;
             }
@@ -360,14 +375,7 @@ impl ErrorClass {
                     class = Self::Connect;
                 }
             }
-            #[cfg(feature = "reqwest-middleware")]
-            {
-                cur = crate::integrations::reqwest_middleware::next_in_chain(e);
-            }
-            #[cfg(not(feature = "reqwest-middleware"))]
-            {
-                cur = e.source();
-            }
+            cur = super::next_in_chain(e);
         }
         class
     }
@@ -376,11 +384,12 @@ impl ErrorClass {
 /// An error [`HttpClassifier`] (and the crate's retry helpers) can look into: a view of it as
 /// `&dyn Error`.
 ///
-/// Implemented for [`BoxError`], `Box<dyn Error>`, `std::io::Error`, `Infallible`,
-/// [`CircuitOpen`], `tower::timeout::error::Elapsed`, and with their features
-/// `hyper::Error`, `hyper_util::client::legacy::Error`, `reqwest::Error` and
-/// `reqwest_middleware::Error`. Implement it for your own error type to use the classifier
-/// with it.
+/// Implemented for [`BoxError`], `Box<dyn Error>`, `dyn Error` (with or without `Send` and
+/// `Sync`), references to any of these, `std::io::Error`, `Infallible`, [`CircuitOpen`],
+/// `tower::timeout::error::Elapsed`, and with their features `hyper::Error`,
+/// `hyper_util::client::legacy::Error`, `reqwest::Error` and `reqwest_middleware::Error`.
+/// Implement it for your own error type to use the classifier, and
+/// [`is_circuit_open`](crate::is_circuit_open), with it.
 pub trait AsError {
     /// This error as a `dyn Error`, whose `source()` chain the classifier walks.
     fn as_error(&self) -> &(dyn Error + 'static);
@@ -395,6 +404,30 @@ impl AsError for BoxError {
 impl AsError for Box<dyn Error> {
     fn as_error(&self) -> &(dyn Error + 'static) {
         &**self
+    }
+}
+
+impl AsError for dyn Error + 'static {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        self
+    }
+}
+
+impl AsError for dyn Error + Send + 'static {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        self
+    }
+}
+
+impl AsError for dyn Error + Send + Sync + 'static {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        self
+    }
+}
+
+impl<E: AsError + ?Sized> AsError for &E {
+    fn as_error(&self) -> &(dyn Error + 'static) {
+        (**self).as_error()
     }
 }
 

@@ -15,11 +15,14 @@
 //! ```
 
 mod http;
+mod open;
 mod retry_after;
 
 use std::{fmt, time::Duration};
 
 pub use http::{AsError, ErrorClass, HttpClassifier};
+pub(crate) use open::{dead_buffer_found, next_in_chain};
+pub use open::{is_circuit_open, is_dead_buffer};
 pub use retry_after::parse_retry_after;
 
 /// What a call's result means for the breaker.

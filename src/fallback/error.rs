@@ -4,7 +4,10 @@
 
 use std::{error::Error, fmt, sync::Arc, time::Duration};
 
-use crate::breaker::{BoxError, CircuitOpen};
+use crate::{
+    breaker::{BoxError, CircuitOpen},
+    classify::{dead_buffer_found, next_in_chain},
+};
 
 /// Why a member of a fallback chain did not serve a request.
 #[derive(Clone, Debug)]
@@ -238,11 +241,12 @@ impl fmt::Display for AllUnavailable {
         }
         f.write_str(")")?;
         match self.retry_after() {
+            Some(d) if d.is_zero() => f.write_str("; an open period has ended since"),
             Some(d) if d >= Duration::from_secs(1) => {
                 let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
                 write!(f, "; retry in {secs}s")
             }
-            Some(d) => write!(f, "; retry in {}ms", d.as_millis().max(1)),
+            Some(d) => write!(f, "; retry in {}ms", d.as_nanos().div_ceil(1_000_000)),
             None => Ok(()),
         }
     }
@@ -258,23 +262,37 @@ impl Error for AllUnavailable {
 /// anywhere in its `source()` chain), and if so the member(s) to record as skipped.
 ///
 /// A nested chain's `AllUnavailable` is flattened into its own members. A `FallbackError`
-/// stops the walk (its source is a [`Skipped`] whose source hides any `CircuitOpen`).
+/// stops the walk (its source is a [`Skipped`] whose source hides any `CircuitOpen`). A
+/// refusal under a `tower::buffer::Buffer`'s error is not an open circuit: that buffer is dead
+/// for good (see [`is_dead_buffer`](crate::is_dead_buffer)), a readiness error like any other.
 pub(crate) fn unavailable(err: &BoxError, member: &Arc<str>) -> Option<Vec<Skipped>> {
+    let mut in_buffer = false;
     let mut cur: Option<&(dyn Error + 'static)> = Some(&**err);
     while let Some(e) = cur {
         if let Some(all) = e.downcast_ref::<AllUnavailable>() {
+            if in_buffer {
+                if let Some(open) = all.soonest() {
+                    dead_buffer_found(open);
+                }
+                return None;
+            }
             if all.members.is_empty() {
                 return None;
             }
             return Some(all.members.clone());
         }
         if let Some(open) = e.downcast_ref::<CircuitOpen>() {
+            if in_buffer {
+                dead_buffer_found(open);
+                return None;
+            }
             return Some(vec![Skipped::new(
                 member.clone(),
                 SkipReason::CircuitOpen(open.clone()),
             )]);
         }
-        cur = e.source();
+        in_buffer |= e.is::<tower::buffer::error::ServiceError>();
+        cur = next_in_chain(e);
     }
     None
 }

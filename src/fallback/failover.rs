@@ -11,10 +11,13 @@ use tower_service::Service;
 use super::{
     error::{SkipReason, Skipped, all_unavailable, chain_error, unavailable},
     future::{FailoverFuture, Next},
-    policy::{OnFailure, OnOpen, Policy},
+    policy::{CloneRequest, OnFailure, OnOpen, Policy},
     provenance::{Provenance, RecordProvenance, Shared},
 };
-use crate::breaker::{BoxError, ConfigError};
+use crate::{
+    breaker::{BoxError, ConfigError},
+    classify::HttpClassifier,
+};
 
 /// An ordered chain of named services of one type (for services of different types, nest
 /// [`Fallback`](super::Fallback)s, or box them: `tower::util::BoxCloneService`).
@@ -26,9 +29,11 @@ use crate::breaker::{BoxError, ConfigError};
 /// `Pending` member is waited for (unless [`spill_over`](Self::spill_over)); any other
 /// readiness error is returned (a `FallbackError` if members were skipped before it).
 ///
-/// With [`on_failure`](Self::on_failure), a request whose call failed goes on to the next
-/// members (ready clones of them, readied in the response future), at most
-/// [`max_attempts`](Self::max_attempts) calls in all.
+/// With [`on_http_failure`](Self::on_http_failure) (the HTTP preset: 5xx, 429, timeouts,
+/// connect errors) or [`on_failure`](Self::on_failure), a request whose call failed goes on
+/// to the next members (ready clones of them, readied in the response future), at most
+/// [`max_attempts`](Self::max_attempts) calls in all; if none of them answers, the last
+/// failed answer stands.
 ///
 /// [`AllUnavailable`]: super::AllUnavailable
 ///
@@ -121,6 +126,64 @@ impl<S, F> Failover<S, F> {
             shared: self.shared,
             route: None,
         }
+    }
+
+    /// Fails over after a failed HTTP call, too: the preset for HTTP members whose requests can
+    /// be sent again.
+    ///
+    /// The same as `.on_failure(CloneRequest::new().classify(HttpClassifier::default()))`
+    /// ([`CloneRequest::http`]). Each request is cloned before a member gets it, so `Req` must
+    /// be `Clone`: an `http::Request<B>` whose body is buffered (`Full<Bytes>`, `Bytes`,
+    /// `String`, `Empty<Bytes>`), or such a body itself. The request goes on to the next
+    /// member when the call
+    ///
+    /// - answered with what [`HttpClassifier`] calls a failure: a 5xx, a 429 (or a 503 with
+    ///   `Retry-After`), a 408;
+    /// - failed: a timeout (tower's `Timeout` inside the member), a refused connection, a
+    ///   reset;
+    /// - was refused by a breaker inside the member (a [keyed](crate::keyed) breaker, or one
+    ///   in `RejectOnCall` mode): nothing was sent.
+    ///
+    /// A member whose circuit is open at readiness is skipped without a copy, as by default;
+    /// if no later member can take the request, the last failed answer stands (a 5xx is
+    /// returned as is). Answers the classifier accepts (2xx, other 4xx) are the caller's.
+    ///
+    /// A call that timed out may have reached the upstream, which may have acted on it: use the
+    /// preset for requests that are safe to send twice (reads, idempotent writes, an LLM
+    /// completion). For a streaming body (hyper's `Incoming`, which cannot be replayed), a
+    /// policy that declines some requests, or another table, call
+    /// [`on_failure`](Self::on_failure) with [`CloneWith`] or your own classifier.
+    ///
+    /// [`CloneRequest::http`]: super::CloneRequest::http
+    /// [`HttpClassifier`]: crate::HttpClassifier
+    /// [`CloneWith`]: super::CloneWith
+    ///
+    /// ```
+    /// use tower::{ServiceExt, service_fn, util::BoxCloneService};
+    /// use tower_breaker::{BoxError, Failover, fallback::Provenance};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// // Stand-ins for real clients: one answers 503, the other 200.
+    /// let answer = |status: u16| {
+    ///     BoxCloneService::new(service_fn(move |_: http::Request<String>| async move {
+    ///         Ok::<_, BoxError>(http::Response::builder().status(status).body(String::new())?)
+    ///     }))
+    /// };
+    /// let chain = Failover::new([("openai", answer(503)), ("anthropic", answer(200))]).on_http_failure();
+    ///
+    /// let res = chain.oneshot(http::Request::new("hello".to_owned())).await?;
+    /// assert_eq!(res.status(), 200);
+    /// let provenance = res.extensions().get::<Provenance>().unwrap();
+    /// assert_eq!(provenance.served_by(), "anthropic");
+    /// assert_eq!(provenance.skipped()[0].member(), "openai"); // it answered 503
+    /// # Ok(()) }
+    /// ```
+    pub fn on_http_failure(self) -> Failover<S, OnFailure<CloneRequest<HttpClassifier>>>
+    where
+        S: Clone,
+    {
+        self.on_failure(CloneRequest::http())
     }
 
     /// The members' names, in order.

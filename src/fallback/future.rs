@@ -94,7 +94,7 @@ pin_project! {
     enum State<PF, SF, S, Req, Pol, Res> {
         Primary { #[pin] future: PF, next: Option<Spare<S, Req, Pol>> },
         Ready { secondary: S, request: Option<Req>, held: Option<Held<Res>> },
-        Secondary { #[pin] future: SF },
+        Secondary { #[pin] future: SF, held: Option<Held<Res>> },
         Done,
     }
 }
@@ -115,7 +115,7 @@ where
 
     pub(crate) fn secondary(future: S::Future, skipped: Vec<Skipped>, shared: Arc<Shared>) -> Self {
         Self {
-            state: State::Secondary { future },
+            state: State::Secondary { future, held: None },
             shared,
             skipped,
         }
@@ -187,14 +187,13 @@ where
                 } => match secondary.poll_ready(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(())) => {
-                        if let Some(held) = held.take() {
-                            // The failed answer is dropped only now that the secondary can
-                            // take the request.
-                            this.skipped.insert(0, skip_for(&this.shared.names[0], held));
-                        }
+                        // The failed answer is kept until the secondary answers: a
+                        // secondary that refuses the call (a `RejectOnCall` or keyed
+                        // breaker) leaves it standing.
+                        let held = held.take();
                         let request = request.take().expect("request taken twice");
                         let future = secondary.call(request);
-                        this.state.set(State::Secondary { future });
+                        this.state.set(State::Secondary { future, held });
                     }
                     Poll::Ready(Err(e)) => {
                         let e = e.into();
@@ -211,11 +210,24 @@ where
                         });
                     }
                 },
-                StateProj::Secondary { future } => {
-                    let result = ready!(future.poll(cx));
+                StateProj::Secondary { future, held } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let held = held.take();
                     this.state.set(State::Done);
-                    let skipped = mem::take(this.skipped);
-                    return Poll::Ready(finish(this.shared, 1, result.map_err(Into::into), skipped));
+                    let mut skipped = mem::take(this.skipped);
+                    let Some(held) = held else {
+                        return Poll::Ready(finish(this.shared, 1, result, skipped));
+                    };
+                    if let Err(e) = &result {
+                        if let Some(open) = unavailable(e, &this.shared.names[1]) {
+                            // Refused at call time: nothing was sent, the primary's answer
+                            // stands.
+                            skipped.extend(open);
+                            return Poll::Ready(finish(this.shared, 0, held, skipped));
+                        }
+                    }
+                    skipped.insert(0, skip_for(&this.shared.names[0], held));
+                    return Poll::Ready(finish(this.shared, 1, result, skipped));
                 }
                 StateProj::Done => panic!("fallback ResponseFuture polled after completion"),
             }
@@ -340,42 +352,51 @@ where
                 FStateProj::Calling { future, member } => {
                     let member = *member;
                     let result = ready!(future.poll(cx));
-                    let next = match this.next {
-                        Some(next) if next.request.is_some() => next,
-                        _ => {
-                            this.state.set(FState::Done);
-                            let skipped = mem::take(this.skipped);
-                            return Poll::Ready(finish(
-                                this.shared,
-                                member,
-                                result.map_err(Into::into),
-                                skipped,
-                            ));
+                    // Whether the request can go on: a copy of it is in hand.
+                    let fall = match this.next {
+                        Some(next) if next.request.is_some() => {
+                            Some(next.policy.0.should_fall_back(result.as_ref()))
                         }
+                        _ => None,
                     };
-                    let fall = next.policy.0.should_fall_back(result.as_ref());
-                    match result {
-                        Ok(mut res) if !fall => {
+                    let result = result.map_err(Into::into);
+                    let refused = match &result {
+                        Err(e) => unavailable(e, &this.shared.names[member]),
+                        Ok(_) => None,
+                    };
+                    if let Some(open) = refused {
+                        // Refused at call time (a `RejectOnCall` or keyed breaker): nothing
+                        // was sent, and an answer held from an earlier member stands.
+                        if fall.is_none() {
                             this.state.set(FState::Done);
-                            this.shared.served(&mut res, member, mem::take(this.skipped));
-                            return Poll::Ready(Ok(res));
-                        }
-                        Ok(res) => *this.held = Some((member, this.skipped.len(), Ok(res))),
-                        Err(e) => {
-                            let e = e.into();
-                            match unavailable(&e, &this.shared.names[member]) {
-                                Some(open) => this.skipped.extend(open),
-                                None if fall => *this.held = Some((member, this.skipped.len(), Err(e))),
-                                None => {
-                                    this.state.set(FState::Done);
-                                    let skipped = mem::take(this.skipped);
-                                    return Poll::Ready(Err(chain_error(
-                                        &this.shared.names[member],
-                                        e,
-                                        skipped,
-                                    )));
+                            let mut skipped = mem::take(this.skipped);
+                            return Poll::Ready(match this.held.take() {
+                                Some((m, _, held)) => {
+                                    skipped.extend(open);
+                                    finish(this.shared, m, held, skipped)
                                 }
+                                None => finish(this.shared, member, result, skipped),
+                            });
+                        }
+                        this.skipped.extend(open);
+                    } else {
+                        // The member answered: an answer held from an earlier member is
+                        // superseded by this one.
+                        if let Some((m, at, held)) = this.held.take() {
+                            this.skipped.insert(at, skip_for(&this.shared.names[m], held));
+                        }
+                        match (result, fall) {
+                            (Ok(mut res), None | Some(false)) => {
+                                this.state.set(FState::Done);
+                                this.shared.served(&mut res, member, mem::take(this.skipped));
+                                return Poll::Ready(Ok(res));
                             }
+                            (Err(e), None | Some(false)) => {
+                                this.state.set(FState::Done);
+                                let skipped = mem::take(this.skipped);
+                                return Poll::Ready(Err(chain_error(&this.shared.names[member], e, skipped)));
+                            }
+                            (result, Some(true)) => *this.held = Some((member, this.skipped.len(), result)),
                         }
                     }
                     member + 1
@@ -385,9 +406,8 @@ where
                     match service.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(())) => {
-                            if let Some((m, at, held)) = this.held.take() {
-                                this.skipped.insert(at, skip_for(&this.shared.names[m], held));
-                            }
+                            // An answer held from an earlier member is kept until this one
+                            // answers: a refusal at call time leaves it standing.
                             let next = this.next.as_mut().expect("failover future lost its policy");
                             let request = next.request.take().expect("request taken twice");
                             next.attempts_left = next.attempts_left.saturating_sub(1);

@@ -6,10 +6,11 @@ use tower_layer::Layer;
 
 use super::{
     Fallback,
-    policy::{OnFailure, OnOpen},
+    policy::{CloneRequest, OnFailure, OnOpen},
     provenance::{Provenance, Shared},
     service::Route,
 };
+use crate::classify::HttpClassifier;
 
 /// Makes each wrapped service the primary of a [`Fallback`] whose secondary is a clone of
 /// `secondary`. Configured like [`Fallback`].
@@ -77,6 +78,11 @@ impl<S, F> FallbackLayer<S, F> {
             spill_over: self.spill_over,
             shared: self.shared,
         }
+    }
+
+    /// See [`Fallback::on_http_failure`].
+    pub fn on_http_failure(self) -> FallbackLayer<S, OnFailure<CloneRequest<HttpClassifier>>> {
+        self.on_failure(CloneRequest::http())
     }
 }
 

@@ -94,10 +94,39 @@
 //! members into the outer `AllUnavailable`). The same instance checks again on its next
 //! `poll_ready`: like `CircuitOpen`, it is transient.
 //!
-//! ## After a call: `on_failure`
+//! ## After a call: `on_http_failure` and `on_failure`
 //!
 //! By default a request that reached a member stays there: its result, failure or not, is the
-//! caller's. [`Fallback::on_failure`] (and [`Failover::on_failure`]) take a [`Policy`] that
+//! caller's. For HTTP members whose requests can be sent again (a buffered body:
+//! `http::Request<Full<Bytes>>`, `Bytes`, `String`), [`Failover::on_http_failure`] (and
+//! [`Fallback::on_http_failure`]) is the preset: a 5xx, a 429, a timeout, a connect error, or
+//! a refusal by a breaker inside the member sends the request to the next member.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Failover, HttpClassifier};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! // Stand-ins for a hyper-util client per provider: one overloaded, one healthy.
+//! let provider = |name: &'static str, status: u16| -> Result<_, BoxError> {
+//!     let breaker = CircuitBreaker::builder(name).consecutive_failures(5).build()?;
+//!     Ok(ServiceBuilder::new()
+//!         .layer(CircuitBreakerLayer::new(breaker).classify(HttpClassifier::default()))
+//!         .timeout(Duration::from_secs(20))
+//!         .service(service_fn(move |_: http::Request<String>| async move {
+//!             Ok::<_, BoxError>(http::Response::builder().status(status).body(name.to_owned())?)
+//!         })))
+//! };
+//! let llm = Failover::new([("openai", provider("openai", 529)?), ("anthropic", provider("anthropic", 200)?)])
+//!     .on_http_failure();
+//! let res = llm.oneshot(http::Request::new("hello".to_owned())).await?;
+//! assert_eq!(res.body(), "anthropic"); // openai answered 529: the request moved on
+//! # Ok(()) }
+//! ```
+//!
+//! In general, [`Fallback::on_failure`] (and [`Failover::on_failure`]) take a [`Policy`] that
 //! copies each request before the member gets it ([`CloneRequest`] for `Req: Clone`,
 //! [`CloneWith`] for a function that may decline) and a classifier that judges the result:
 //! a failed call, or an answer classified [`Outcome::Failure`](crate::Outcome::Failure) or
@@ -109,7 +138,11 @@
 //! The next member is cloned (cheap for breaker services: they share the breaker) and readied
 //! inside the response future, only when it is needed. If no later member can take the
 //! request, the failed answer stands: a response classified as a failure is returned as is,
-//! an error as a [`FallbackError`].
+//! an error as a [`FallbackError`]. "Take" means answer: the failed answer is kept until the
+//! next member has answered, so a member that is ready but refuses the call (a `RejectOnCall`
+//! or keyed breaker whose circuit is open) leaves it standing, and the caller never gets an
+//! open circuit, or an [`AllUnavailable`], for a request that a member answered. (A held
+//! `http::Response` keeps its connection until then; its body is not read.)
 //!
 //! # Errors
 //!

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::classify::{Classify, ErrorIsFailure, Outcome};
+use crate::classify::{Classify, ErrorIsFailure, HttpClassifier, Outcome};
 
 /// Decides whether a request that a member already received may go to the next member.
 ///
@@ -78,6 +78,17 @@ impl CloneRequest {
     pub const fn new() -> Self {
         Self {
             classifier: ErrorIsFailure::new(),
+        }
+    }
+}
+
+impl CloneRequest<HttpClassifier> {
+    /// Copies every request; falls back on what [`HttpClassifier::new`] calls a failure (5xx,
+    /// 429, 408, timeouts, connect errors). The policy of
+    /// [`on_http_failure`](super::Failover::on_http_failure), as a `const fn`.
+    pub const fn http() -> Self {
+        Self {
+            classifier: HttpClassifier::new(),
         }
     }
 }

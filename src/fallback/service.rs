@@ -12,10 +12,10 @@ use tower_service::Service;
 use super::{
     error::{SkipReason, Skipped, chain_error, unavailable},
     future::{ResponseFuture, Spare},
-    policy::{OnFailure, OnOpen, Policy},
+    policy::{CloneRequest, OnFailure, OnOpen, Policy},
     provenance::{Provenance, RecordProvenance, Shared},
 };
-use crate::breaker::BoxError;
+use crate::{breaker::BoxError, classify::HttpClassifier};
 
 /// Routes requests to `primary`, or to `secondary` when the primary is unavailable. See the
 /// [module docs](super).
@@ -100,6 +100,32 @@ impl<P, S, F> Fallback<P, S, F> {
             route: self.route,
             spare: None,
         }
+    }
+
+    /// Falls back after a failed HTTP call, too: the preset for HTTP services whose requests
+    /// can be sent again. The same as
+    /// `.on_failure(CloneRequest::new().classify(HttpClassifier::default()))`; see
+    /// [`Failover::on_http_failure`](super::Failover::on_http_failure) for what fails over
+    /// (5xx, 429, 408, timeouts, connect errors, a refusal at call time) and what `Req` must
+    /// be (`Clone`: a buffered body).
+    ///
+    /// ```
+    /// use tower::{ServiceExt, service_fn};
+    /// use tower_breaker::{BoxError, Fallback};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let answer = |status: u16| {
+    ///     service_fn(move |_: http::Request<String>| async move {
+    ///         Ok::<_, BoxError>(http::Response::builder().status(status).body(String::new())?)
+    ///     })
+    /// };
+    /// let svc = Fallback::new(answer(429), answer(200)).on_http_failure();
+    /// assert_eq!(svc.oneshot(http::Request::new(String::new())).await?.status(), 200);
+    /// # Ok(()) }
+    /// ```
+    pub fn on_http_failure(self) -> Fallback<P, S, OnFailure<CloneRequest<HttpClassifier>>> {
+        self.on_failure(CloneRequest::http())
     }
 
     /// The primary service.

@@ -2,6 +2,16 @@
 //! every breaker's [`Snapshot`] and an overall verdict. With the `serde` feature it
 //! serialises as `{"breakers": {"<name>": {...}}, "overall": "healthy"|"degraded"|"critical"}`.
 //!
+//! Each breaker's entry says what it is doing and why: an open consecutive-only breaker (no
+//! window, so its counts are zero) shows the run of failures that opened it and the reason of
+//! its last transition:
+//!
+//! ```json
+//! {"name": "openai", "state": "open", "consecutive_failures": 5, "calls": 0, "failures": 0,
+//!  "slow_calls": 0, "failure_rate": null, "slow_call_rate": null, "probes_in_flight": 0,
+//!  "retry_after_secs": 27.5, "open_for_secs": 30.0, "reason": "consecutive_failures"}
+//! ```
+//!
 //! ```
 //! use tower_breaker::{CircuitBreaker, Outcome, integrations::health::{HealthReport, Overall}};
 //!

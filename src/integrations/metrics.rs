@@ -55,6 +55,11 @@
 //! several breakers (a keyed registry, [`CircuitBreakerLayer::per_service`](crate::CircuitBreakerLayer::per_service))
 //! makes them share one set of series. For per-key series, instrument each key's builder
 //! with [`KeyedRegistryBuilder::map_builder`](crate::keyed::KeyedRegistryBuilder::map_builder)`(`[`instrument_keyed`]`)`.
+//!
+//! The facade has no way to remove a series: an evicted key's series stay in the recorder
+//! until the exporter drops them. Under key churn, let it expire idle series (for example
+//! `metrics-exporter-prometheus`' `PrometheusBuilder::idle_timeout`), or use the
+//! [`prometheus`](super::prometheus) integration, whose series go with their breakers.
 
 use std::{fmt, sync::Mutex};
 

@@ -3,7 +3,7 @@
 //!
 //! - **metrics** (feature `metrics`, the [`metrics`](https://docs.rs/metrics) facade),
 //!   **prometheus-client** (feature `prometheus-client`) and a [`health`] report (serialisable
-//!   with `serde`).
+//!   with `serde`); a live status page (`integrations::dashboard`, feature `dashboard`).
 //! - **hyper-util** (feature `hyper-util` for its error types; the stack needs nothing else):
 //!   the legacy `Client` is a tower `Service` that is always ready, so the breaker's readiness
 //!   is never masked. Stack it as `Fallback → Retry → CircuitBreaker → Timeout → Client`:
@@ -47,6 +47,8 @@ pub mod reqwest_middleware;
 #[cfg(feature = "tower-http")]
 pub mod tower_http;
 
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod health;
 #[cfg(feature = "metrics")]
 pub mod metrics;

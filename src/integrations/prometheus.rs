@@ -40,9 +40,24 @@
 //! cumulative counts, so the counters come from an event listener ([`instrument`](BreakerMetrics::instrument)),
 //! whose handles are fetched once, when the builder is instrumented: a call costs an atomic
 //! increment and allocates nothing.
+//!
+//! # Series come and go with their breakers
+//!
+//! A scrape holds the series of live breakers only, so key churn (hosts, models, tenants
+//! coming and going through a [`KeyedRegistry`]) cannot grow it without bound: at most
+//! `max_keys` keys' worth, plus the overflow breaker.
+//!
+//! - The gauges list the keys a watched registry holds at scrape time: an evicted key's
+//!   gauges are gone from the next scrape.
+//! - The counters of a label set (`breaker`, `key`) are removed, transitions included, when
+//!   the last listener with those labels is dropped: for a key, once its breaker is evicted
+//!   and no call, streaming body or handle holds it any more. If the key comes back, its
+//!   counters start again from zero, which Prometheus' `rate()` and `increase()` read as a
+//!   counter reset.
 
 use std::{
     borrow::Cow,
+    collections::{HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, Weak},
 };
@@ -73,13 +88,42 @@ struct Watched {
     keyed: Vec<KeyedSource>,
 }
 
+/// The counter series of the live listeners, by their base labels (`breaker`, `key`).
+type Live = HashMap<Labels, LiveSeries>;
+
+#[derive(Default)]
+struct LiveSeries {
+    /// Listeners (instrumented builders and the breakers built from them) with these labels.
+    users: usize,
+    /// The transition series created under these labels.
+    transitions: HashSet<Labels>,
+}
+
+/// The outcome label values of `circuit_breaker_calls_total`.
+const OUTCOMES: [&str; 5] = ["success", "failure", "ignored", "rejected", "cancelled"];
+
 /// The breaker metric families, registered into a [`Registry`]. A cheap `Clone` handle.
 #[derive(Clone)]
 pub struct BreakerMetrics {
+    families: Families,
+    watched: Arc<Mutex<Watched>>,
+}
+
+/// The counter families, and which of their series are in use.
+#[derive(Clone)]
+struct Families {
     calls: Family<Labels, Counter>,
     slow: Family<Labels, Counter>,
     transitions: Family<Labels, Counter>,
-    watched: Arc<Mutex<Watched>>,
+    live: Arc<Mutex<Live>>,
+}
+
+impl Families {
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl fmt::Debug for BreakerMetrics {
@@ -96,25 +140,28 @@ impl BreakerMetrics {
     /// Registers the families into `registry` (see [the module docs](self)).
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
-            calls: Family::default(),
-            slow: Family::default(),
-            transitions: Family::default(),
+            families: Families {
+                calls: Family::default(),
+                slow: Family::default(),
+                transitions: Family::default(),
+                live: Arc::default(),
+            },
             watched: Arc::default(),
         };
         registry.register(
             "circuit_breaker_calls",
             "Calls through a circuit breaker, by outcome",
-            metrics.calls.clone(),
+            metrics.families.calls.clone(),
         );
         registry.register(
             "circuit_breaker_slow_calls",
             "Calls slower than the breaker's slow-call threshold",
-            metrics.slow.clone(),
+            metrics.families.slow.clone(),
         );
         registry.register(
             "circuit_breaker_transitions",
             "Circuit breaker state changes, by from, to and reason",
-            metrics.transitions.clone(),
+            metrics.families.transitions.clone(),
         );
         registry.register_collector(Box::new(GaugeCollector {
             watched: metrics.watched.clone(),
@@ -147,22 +194,28 @@ impl BreakerMetrics {
     }
 
     /// Installs the counting listener with exactly these labels.
+    ///
+    /// The counter series live as long as the listener: once the builder and every breaker
+    /// built from it with these labels are dropped (an evicted key's breaker, once no call
+    /// holds it), their series are removed from the families.
     pub fn instrument_with(&self, builder: Builder, labels: Labels) -> Builder {
-        let calls = |outcome: &'static str| {
-            let mut l = labels.clone();
-            l.push(("outcome", Cow::Borrowed(outcome)));
-            self.calls.get_or_create_owned(&l)
-        };
+        let f = &self.families;
+        // Under the lock that the last user's removal takes: a series is never removed
+        // between its creation here and its first use.
+        let mut live = f.live();
+        live.entry(labels.clone()).or_default().users += 1;
+        let calls = |outcome: &'static str| f.calls.get_or_create_owned(&with(&labels, "outcome", outcome));
         let handles = Handles {
-            success: calls("success"),
-            failure: calls("failure"),
-            ignored: calls("ignored"),
-            rejected: calls("rejected"),
-            cancelled: calls("cancelled"),
-            slow: self.slow.get_or_create_owned(&labels),
-            transitions: self.transitions.clone(),
+            success: calls(OUTCOMES[0]),
+            failure: calls(OUTCOMES[1]),
+            ignored: calls(OUTCOMES[2]),
+            rejected: calls(OUTCOMES[3]),
+            cancelled: calls(OUTCOMES[4]),
+            slow: f.slow.get_or_create_owned(&labels),
+            families: f.clone(),
             labels,
         };
+        drop(live);
         builder.on_event(move |event| handles.on_event(event))
     }
 
@@ -209,6 +262,12 @@ impl BreakerMetrics {
     }
 }
 
+fn with(labels: &Labels, name: &'static str, value: &'static str) -> Labels {
+    let mut l = labels.clone();
+    l.push((name, Cow::Borrowed(value)));
+    l
+}
+
 struct Handles {
     labels: Labels,
     success: Counter,
@@ -217,7 +276,30 @@ struct Handles {
     rejected: Counter,
     cancelled: Counter,
     slow: Counter,
-    transitions: Family<Labels, Counter>,
+    families: Families,
+}
+
+impl Drop for Handles {
+    /// The last listener with these labels takes their series out of the families.
+    fn drop(&mut self) {
+        let f = &self.families;
+        let mut live = f.live();
+        let Some(series) = live.get_mut(&self.labels) else {
+            return;
+        };
+        series.users -= 1;
+        if series.users > 0 {
+            return;
+        }
+        let series = live.remove(&self.labels).unwrap_or_default();
+        for outcome in OUTCOMES {
+            f.calls.remove(&with(&self.labels, "outcome", outcome));
+        }
+        f.slow.remove(&self.labels);
+        for labels in &series.transitions {
+            f.transitions.remove(labels);
+        }
+    }
 }
 
 impl Handles {
@@ -241,10 +323,15 @@ impl Handles {
                 self.cancelled.inc();
             }
             Event::Transition { from, to, reason, .. } => {
-                // Rare: a label set is built here, once per transition.
-                self.transitions
-                    .get_or_create(&transition_labels(&self.labels, from, to, reason))
-                    .inc();
+                // Rare: a label set is built here, once per transition, and noted so that the
+                // series goes with the others.
+                let labels = transition_labels(&self.labels, from, to, reason);
+                let f = &self.families;
+                let mut live = f.live();
+                f.transitions.get_or_create(&labels).inc();
+                if let Some(series) = live.get_mut(&self.labels) {
+                    series.transitions.insert(labels);
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Key extractors: which breaker guards a request. Closures over `&Req`, and ready-made
-//! extractors for `http::Request`: [`Authority`], [`PathPrefix`], [`Header`].
+//! extractors for `http::Request`: [`Authority`], [`PathPrefix`], [`Header`], [`Extension`].
 
-use std::{borrow::Cow, hash::Hash};
+use std::{borrow::Cow, fmt, hash::Hash, marker::PhantomData};
 
 use http::{HeaderName, Request};
 
@@ -39,10 +39,17 @@ pub const UNKNOWN: &str = "unknown";
 /// header, then to [`UNKNOWN`]. ASCII case is folded (an allocation only when the authority
 /// has upper-case letters), so `API.openai.com` and `api.openai.com` share a breaker.
 ///
+/// Credentials never enter the key: the userinfo of `https://user:pass@host/` (everything up
+/// to the last `@`, in the URI or in a malformed `Host` header) is dropped, so no breaker
+/// name, [`CircuitOpen`](crate::CircuitOpen) message, log line, metric label or Redis message
+/// built from the key can carry them.
+///
 /// ```
 /// use tower_breaker::keyed::{Authority, ExtractKey};
 /// let req = http::Request::get("https://API.openai.com/v1/chat/completions").body(()).unwrap();
 /// assert_eq!(Authority::new().extract(&req), "api.openai.com");
+/// let req = http::Request::get("https://alice:s3cr3t@api.example.com:8443/").body(()).unwrap();
+/// assert_eq!(Authority::new().extract(&req), "api.example.com:8443");
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Authority {
@@ -70,6 +77,12 @@ fn fold_case(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// `host[:port]` of an authority: what follows its last `@` (userinfo cannot hold one
+/// unescaped).
+fn without_userinfo(authority: &str) -> &str {
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
+}
+
 impl<B> ExtractKey<Request<B>> for Authority {
     type Key = str;
 
@@ -80,7 +93,7 @@ impl<B> ExtractKey<Request<B>> for Authority {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        match authority {
+        match authority.map(without_userinfo) {
             Some(a) if !a.is_empty() => fold_case(a),
             _ => Cow::Borrowed(self.fallback),
         }
@@ -175,6 +188,93 @@ impl<B> ExtractKey<Request<B>> for Header {
     fn extract<'a>(&'a self, req: &'a Request<B>) -> Cow<'a, str> {
         match req.headers().get(&self.name).and_then(|v| v.to_str().ok()) {
             Some(v) if !v.is_empty() => Cow::Borrowed(v),
+            _ => Cow::Borrowed(self.fallback),
+        }
+    }
+}
+
+/// Keys requests by a value of type `T` in their extensions, which the code building the
+/// request put there: e.g. the model of an LLM call, known to the code that wrote the JSON
+/// body, where no header carries it. The key is `T`'s string form ([`AsRef<str>`]), borrowed
+/// from the request (no allocation for a known key), so the registry is a
+/// `KeyedRegistry<String>`; requests without the extension (or with an empty one) key as
+/// [`UNKNOWN`].
+///
+/// Give the value a type of its own (a newtype over `String`): extensions are a map by type.
+/// See [the module docs](super#keys-from-the-request-body-per-model-breakers) for a model read
+/// from a JSON body with `map_request`.
+///
+/// ```
+/// use tower_breaker::keyed::{ExtractKey, Extension};
+///
+/// #[derive(Clone)]
+/// struct Model(String);
+/// impl AsRef<str> for Model {
+///     fn as_ref(&self) -> &str {
+///         &self.0
+///     }
+/// }
+///
+/// let req = http::Request::post("/v1/chat/completions")
+///     .extension(Model("gpt-4o".into()))
+///     .body(r#"{"model":"gpt-4o","messages":[]}"#)
+///     .unwrap();
+/// assert_eq!(Extension::<Model>::new().extract(&req), "gpt-4o");
+/// ```
+pub struct Extension<T> {
+    fallback: &'static str,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Extension<T> {
+    /// Keys by the extension of type `T`.
+    pub const fn new() -> Self {
+        Self {
+            fallback: UNKNOWN,
+            _type: PhantomData,
+        }
+    }
+
+    /// Uses `key` for requests without the extension.
+    pub const fn fallback(mut self, key: &'static str) -> Self {
+        self.fallback = key;
+        self
+    }
+}
+
+impl<T> Default for Extension<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for Extension<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Extension<T> {}
+
+impl<T> fmt::Debug for Extension<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extension")
+            .field("type", &std::any::type_name::<T>())
+            .field("fallback", &self.fallback)
+            .finish()
+    }
+}
+
+impl<B, T> ExtractKey<Request<B>> for Extension<T>
+where
+    T: AsRef<str> + Send + Sync + 'static,
+{
+    type Key = str;
+
+    #[inline]
+    fn extract<'a>(&'a self, req: &'a Request<B>) -> Cow<'a, str> {
+        match req.extensions().get::<T>().map(AsRef::as_ref) {
+            Some(key) if !key.is_empty() => Cow::Borrowed(key),
             _ => Cow::Borrowed(self.fallback),
         }
     }

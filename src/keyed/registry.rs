@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use super::error::{KeyedError, RegistryFull};
 use crate::breaker::{
-    Builder, CircuitBreaker, Config, ConfigError, Lanes, Permit, Snapshot, State, sync::CachePadded,
+    Builder, CircuitBreaker, Config, ConfigError, Lanes, Permit, Snapshot, State,
+    sync::{Arc as LaneArc, CachePadded},
 };
 
 /// What a full registry does with a new key when every breaker it holds is protected from
@@ -166,6 +167,9 @@ where
                     table: RwLock::new(HashTable::new()),
                     capacity: per + usize::from(i < extra),
                     last_sweep: AtomicU64::new(0),
+                    full_until: AtomicU64::new(0),
+                    #[cfg(test)]
+                    failed_scans: AtomicU64::new(0),
                 })
             })
             .collect::<Vec<_>>()
@@ -231,7 +235,24 @@ struct Shard<K> {
     capacity: usize,
     /// When this shard was last swept for idle keys (ms since the epoch).
     last_sweep: AtomicU64,
+    /// Set when a new key found the shard full of breakers that may not be evicted: until
+    /// this instant (ns since the epoch; [`UNTIL_SWEEP`] for "until the next sweep"), none of
+    /// them can become evictable, so a new key is refused without a lock or a scan. Zero when
+    /// unknown; reset by every removal (a sweep or a make-room pass).
+    full_until: AtomicU64,
+    /// Make-room scans that freed nothing (unit tests count them).
+    #[cfg(test)]
+    failed_scans: AtomicU64,
 }
+
+/// `full_until` of a shard whose protected breakers can only become evictable through a sweep
+/// (they were used since the last one).
+const UNTIL_SWEEP: u64 = u64::MAX;
+
+/// How long a full shard refuses new keys without looking again when what protects its
+/// breakers has no deadline (a call in flight, a probe out, an operator's force-open or
+/// disable): one scan per shard per this period at most.
+const RECHECK_NANOS: u64 = 100_000_000;
 
 impl<K> Shard<K> {
     fn read(&self) -> RwLockReadGuard<'_, Table<K>> {
@@ -261,6 +282,23 @@ struct Inner<K> {
     epoch: Instant,
 }
 
+/// The time, read once per insert or sweep.
+#[derive(Clone, Copy, Debug)]
+struct Now {
+    instant: Instant,
+    /// Since the registry's epoch.
+    nanos: u64,
+    /// Since the registry's epoch.
+    ms: u64,
+}
+
+impl Now {
+    /// When to look again at a breaker whose protection has no deadline.
+    const fn recheck(self) -> u64 {
+        self.nanos.saturating_add(RECHECK_NANOS)
+    }
+}
+
 /// One circuit breaker per key (per host, per model, per endpoint), built on first use from a
 /// template [`Builder`], with per-key overrides and a bound on memory.
 ///
@@ -288,7 +326,18 @@ impl<K> fmt::Debug for KeyedRegistry<K> {
     }
 }
 
-/// Why a key's breaker may (or may not) be evicted, best candidates first.
+/// Whether a key's breaker may be evicted now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verdict {
+    /// It may, in this tier.
+    Evict(Tier),
+    /// It may not, before this instant (ns since the registry's epoch; [`UNTIL_SWEEP`]: not
+    /// before the next sweep). A breaker whose protection has no deadline is looked at again
+    /// after [`RECHECK_NANOS`].
+    Keep(u64),
+}
+
+/// Why a key's breaker may be evicted, best candidates first.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Tier {
     /// Closed, not used since the last sweep.
@@ -324,6 +373,9 @@ where
 
     /// `key`'s breaker, created if it is new. Fails only when the registry is full, nothing
     /// can be evicted and the policy is [`WhenFull::Reject`].
+    ///
+    /// While the returned handle (or a permit or refusal it gives) is alive, the key is not
+    /// evicted: keep it only as long as you need it.
     ///
     /// This is the hot path of the keyed service: one hash, one shared lock of one shard, held
     /// only to clone the breaker's handle (so listeners never run under a registry lock).
@@ -364,23 +416,25 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let inner = &*self.inner;
+        let now = inner.now();
+        // A shard known to be full of breakers that cannot go yet refuses at once: no lock,
+        // no scan (an outage that opened every key of a shard must not make each new key pay
+        // for a scan of it under the write lock).
+        if now.nanos < shard.full_until.load(Ordering::Acquire) && !inner.sweep_due(shard, now) {
+            return inner.when_full();
+        }
         let mut table = shard.write();
         if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
             entry.touch();
             return Ok(entry.breaker.clone());
         }
-        inner.sweep_if_due(shard, &mut table);
+        inner.sweep_if_due(shard, &mut table, now);
         if table.len() >= shard.capacity {
-            inner.make_room(&mut table, shard.capacity);
-        }
-        if table.len() >= shard.capacity {
-            drop(table);
-            return match inner.when_full {
-                WhenFull::Overflow => Ok(inner.overflow().clone()),
-                WhenFull::Reject => Err(RegistryFull {
-                    registry: inner.template.base.clone(),
-                }),
-            };
+            if let Some(until) = inner.make_room(shard, &mut table, now) {
+                shard.full_until.store(until, Ordering::Release);
+                drop(table);
+                return inner.when_full();
+            }
         }
         let key = key.to_owned();
         let breaker = inner.create(&key);
@@ -400,17 +454,20 @@ where
 
     /// Sweeps every shard whose last sweep is at least `idle_timeout` old: removes the
     /// breakers not used since that sweep that may be evicted (closed; open past their
-    /// deadline; half-open with no probe in flight), and starts a new period for the others.
+    /// deadline; half-open with no probe in flight; in each case not held outside the
+    /// registry, see [the module docs](super#bounded-memory)), and starts a new period for the
+    /// others.
     /// Returns how many were removed.
     ///
     /// New keys sweep their shard this way already; call this from an interval task (every
     /// quarter of `idle_timeout`, say) to reclaim memory when no new keys arrive.
     pub fn evict_idle(&self) -> usize {
         let inner = &*self.inner;
+        let now = inner.now();
         inner
             .shards
             .iter()
-            .map(|shard| inner.sweep_if_due(shard, &mut shard.write()))
+            .map(|shard| inner.sweep_if_due(shard, &mut shard.write(), now))
             .sum()
     }
 }
@@ -468,10 +525,30 @@ impl<K> Inner<K>
 where
     K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
 {
+    /// Now, since the epoch. Only the insert path and sweeps read the clock; lookups of known
+    /// keys only set a bit.
     #[inline]
-    fn now_ms(&self) -> u64 {
-        // Only the insert path and sweeps read the clock; lookups only set a bit.
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn now(&self) -> Now {
+        let instant = Instant::now();
+        let since = instant.saturating_duration_since(self.epoch);
+        Now {
+            instant,
+            nanos: u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1),
+            ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn when_full(&self) -> Result<CircuitBreaker, RegistryFull> {
+        match self.when_full {
+            WhenFull::Overflow => Ok(self.overflow().clone()),
+            WhenFull::Reject => Err(RegistryFull {
+                registry: self.template.base.clone(),
+            }),
+        }
     }
 
     fn create(&self, key: &K) -> CircuitBreaker {
@@ -497,33 +574,57 @@ where
         })
     }
 
-    fn tier(entry: &Entry<K>) -> Option<Tier> {
+    /// Whether `entry`'s breaker may be evicted now, and if not, until when it stays
+    /// protected. Reads the state word, and the deadline (a short lock) of an open breaker;
+    /// allocates nothing, but for an unused half-open breaker (its probes in flight).
+    fn verdict(&self, entry: &Entry<K>, now: Now) -> Verdict {
+        let recheck = Verdict::Keep(now.recheck());
+        // Held outside the registry (a permit in flight, a streaming body, a refusal not yet
+        // dropped, a handle from `get`): kept, so that the outcome reaches the key's breaker
+        // and a key never has two breakers. Nobody can take a new hold while the shard's
+        // write lock is held, so the count cannot go up under us.
+        if LaneArc::strong_count(&entry.breaker.root) > 1 {
+            return recheck;
+        }
         let used = entry.used.load(Ordering::Relaxed);
         match entry.breaker.state() {
-            State::Closed if used => Some(Tier::Closed),
-            State::Closed => Some(Tier::ClosedUnused),
-            State::Open if !used && entry.breaker.snapshot().retry_after == Some(Duration::ZERO) => {
-                Some(Tier::ElapsedUnused)
+            State::Closed if used => Verdict::Evict(Tier::Closed),
+            State::Closed => Verdict::Evict(Tier::ClosedUnused),
+            // Used since the last sweep: only a sweep can make it evictable.
+            State::Open | State::HalfOpen if used => Verdict::Keep(UNTIL_SWEEP),
+            State::Open => match entry.breaker.next_deadline() {
+                Some(deadline) if deadline <= now.instant => Verdict::Evict(Tier::ElapsedUnused),
+                Some(deadline) => Verdict::Keep(self.nanos(deadline)),
+                None => recheck, // it changed under us
+            },
+            State::HalfOpen if entry.breaker.snapshot().probes_in_flight == 0 => {
+                Verdict::Evict(Tier::ElapsedUnused)
             }
-            State::HalfOpen if !used && entry.breaker.snapshot().probes_in_flight == 0 => {
-                Some(Tier::ElapsedUnused)
-            }
-            // Open before its deadline, half-open with a probe out, forced open, disabled: kept.
-            _ => None,
+            // A probe out, forced open, disabled: kept, with no deadline to wait for.
+            _ => recheck,
         }
+    }
+
+    /// Whether `shard`'s sweep is due (its last one at least `idle_timeout` ago).
+    fn sweep_due(&self, shard: &Shard<K>, now: Now) -> bool {
+        now.ms.saturating_sub(shard.last_sweep.load(Ordering::Relaxed)) >= self.idle_ms
     }
 
     /// Sweeps `shard` if its last sweep is at least `idle_timeout` old: removes the entries
     /// unused since then that may go, and clears the others' `used` bits.
-    fn sweep_if_due(&self, shard: &Shard<K>, table: &mut Table<K>) -> usize {
-        let now = self.now_ms();
-        if now.saturating_sub(shard.last_sweep.load(Ordering::Relaxed)) < self.idle_ms {
+    fn sweep_if_due(&self, shard: &Shard<K>, table: &mut Table<K>, now: Now) -> usize {
+        if !self.sweep_due(shard, now) {
             return 0;
         }
-        shard.last_sweep.store(now, Ordering::Relaxed);
+        shard.last_sweep.store(now.ms, Ordering::Relaxed);
+        // The sweep changes what may be evicted: the next new key looks again.
+        shard.full_until.store(0, Ordering::Release);
         let before = table.len();
         table.retain(|e| {
-            if matches!(Self::tier(e), Some(Tier::ClosedUnused | Tier::ElapsedUnused)) {
+            if matches!(
+                self.verdict(e, now),
+                Verdict::Evict(Tier::ClosedUnused | Tier::ElapsedUnused)
+            ) {
                 return false;
             }
             e.used.store(false, Ordering::Relaxed);
@@ -533,26 +634,84 @@ where
     }
 
     /// Makes room in a full shard: removes up to an eighth of its capacity (at least one),
-    /// best candidates first, so the scan is paid once per many inserts.
-    fn make_room(&self, table: &mut Table<K>, capacity: usize) {
+    /// best candidates first, so the scan is paid once per many inserts. When nothing may go,
+    /// returns the instant until which nothing can (for `full_until`).
+    fn make_room(&self, shard: &Shard<K>, table: &mut Table<K>, now: Now) -> Option<u64> {
         let mut count = [0usize; 3];
+        let mut until = UNTIL_SWEEP;
         for e in table.iter() {
-            if let Some(t) = Self::tier(e) {
-                count[t as usize] += 1;
+            match self.verdict(e, now) {
+                Verdict::Evict(t) => count[t as usize] += 1,
+                Verdict::Keep(t) => until = until.min(t),
             }
         }
-        let mut budget = (capacity / 8).max(1);
+        if count.iter().all(|&c| c == 0) {
+            #[cfg(test)]
+            shard.failed_scans.fetch_add(1, Ordering::Relaxed);
+            return Some(until);
+        }
+        shard.full_until.store(0, Ordering::Release);
+        let mut budget = (shard.capacity / 8).max(1);
         let mut quota = [0usize; 3];
         for (q, c) in quota.iter_mut().zip(count) {
             *q = c.min(budget);
             budget -= *q;
         }
-        table.retain(|e| match Self::tier(e) {
-            Some(t) if quota[t as usize] > 0 => {
+        table.retain(|e| match self.verdict(e, now) {
+            Verdict::Evict(t) if quota[t as usize] > 0 => {
                 quota[t as usize] -= 1;
                 false
             }
             _ => true,
         });
+        // A breaker counted as evictable may have changed between the two passes.
+        (table.len() >= shard.capacity).then(|| now.recheck())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_shard_is_scanned_once_per_deadline_not_once_per_new_key() {
+        let registry =
+            KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(1))
+                .max_keys(64)
+                .idle_timeout(Duration::from_secs(10))
+                .when_full(WhenFull::Reject)
+                .build()
+                .unwrap();
+        assert_eq!(registry.inner.shards.len(), 1);
+        let shard = &registry.inner.shards[0];
+        let scans = || shard.failed_scans.load(Ordering::Relaxed);
+        for i in 0..64 {
+            registry
+                .get(format!("k{i}").as_str())
+                .unwrap()
+                .trip(Duration::from_secs(20 + i));
+        }
+        advance(Duration::from_secs(10)).await; // the next new key sweeps: nobody used them
+        for i in 0..10_000 {
+            assert!(registry.get(format!("new-{i}").as_str()).is_err());
+        }
+        assert_eq!(scans(), 1, "one scan, then refusals without one");
+        assert_eq!(
+            shard.full_until.load(Ordering::Relaxed),
+            Duration::from_secs(20).as_nanos() as u64,
+            "until the earliest deadline"
+        );
+        advance(Duration::from_secs(10)).await; // k0's open period ends
+        // k0 makes room; the newcomer's upstream is down too.
+        registry
+            .get("x")
+            .expect("k0 made room")
+            .trip(Duration::from_secs(100));
+        for i in 0..10_000 {
+            assert!(registry.get(format!("new-{i}").as_str()).is_err());
+        }
+        assert_eq!(scans(), 2);
+        assert_eq!(registry.len(), 64);
     }
 }

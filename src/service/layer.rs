@@ -27,6 +27,58 @@ use crate::{
 /// assert_eq!(svc.oneshot(1).await?, 2);
 /// # Ok(()) }
 /// ```
+///
+/// # Where a `Buffer` goes
+///
+/// tower's `Buffer` (`ServiceBuilder::buffer`, often added to get a `Clone` service) drives
+/// its inner service from a worker task that stops **for good** at the first `poll_ready`
+/// error, as tower's contract allows. In the default [`Readiness::FailFast`] mode an open
+/// circuit *is* a `poll_ready` error, so a buffer above the breaker dies at the first open
+/// circuit: every later call fails with `buffered service failed: circuit "..." ...`, even
+/// once the upstream is back, and no probe ever reaches the breaker. Put the breaker above the
+/// buffer; or, if the buffer must be on top, use [`Readiness::RejectOnCall`].
+/// [`is_dead_buffer`](crate::is_dead_buffer) recognises the dead buffer's error (it is not an
+/// open circuit for [`is_circuit_open`](crate::is_circuit_open)), and the crate logs one
+/// ERROR naming the fix the first time it meets one.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Readiness, is_dead_buffer};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let breaker = CircuitBreaker::builder("upstream").consecutive_failures(5).build()?;
+/// let client = service_fn(|_: ()| async { Ok::<_, BoxError>("ok") }); // any client
+///
+/// // Wrong: buffer(breaker(client)). The buffer's worker stops at the first refusal.
+/// let wrong = ServiceBuilder::new()
+///     .buffer(64)
+///     .layer(CircuitBreakerLayer::new(breaker.clone()))
+///     .service(client);
+/// // Right: breaker(buffer(client)), the breaker above the buffer ...
+/// let right = ServiceBuilder::new()
+///     .layer(CircuitBreakerLayer::new(breaker.clone()))
+///     .buffer(64)
+///     .service(client);
+/// // ... or, when the buffer must be on top, a breaker whose readiness never fails.
+/// let also_right = ServiceBuilder::new()
+///     .buffer(64)
+///     .layer(CircuitBreakerLayer::new(breaker.clone()).readiness(Readiness::RejectOnCall))
+///     .service(client);
+///
+/// breaker.force_open(); // an outage: every stack refuses
+/// assert!(wrong.clone().oneshot(()).await.is_err());
+/// assert!(right.clone().oneshot(()).await.is_err());
+/// assert!(also_right.clone().oneshot(()).await.is_err());
+///
+/// breaker.reset(); // the upstream is back
+/// assert_eq!(right.oneshot(()).await?, "ok");
+/// assert_eq!(also_right.oneshot(()).await?, "ok");
+/// let err = wrong.oneshot(()).await.unwrap_err(); // dead for good
+/// assert!(is_dead_buffer(&err));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct CircuitBreakerLayer<C = ErrorIsFailure> {
     source: Source,

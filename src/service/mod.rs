@@ -34,7 +34,10 @@
 //! breaker again on its next `poll_ready`. Combinators that honour the contract literally
 //! (`Buffer`'s worker, `balance`'s ready cache) drop a service whose readiness failed: put the
 //! breaker *above* a `Buffer` (`breaker(buffer(client))`) in `FailFast` mode, or use
-//! `RejectOnCall` (below a `Buffer`) or `Wait` (under `balance`).
+//! `RejectOnCall` (below a `Buffer`) or `Wait` (under `balance`). A `Buffer` above a
+//! `FailFast` breaker stops for good at the first open circuit; its error is not an open
+//! circuit ([`is_dead_buffer`] is true for it, [`is_circuit_open`] false), and the crate logs
+//! one ERROR naming the fix the first time it meets one. [`Readiness`] shows both stacks.
 //!
 //! Rules in every mode: the breaker is checked before the inner service is polled; the
 //! admission (a rejection, or a permit) is kept across repeated `poll_ready` calls until `call`
@@ -51,7 +54,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub use error::{BoxError, CircuitOpen, is_circuit_open};
+pub use error::{BoxError, CircuitOpen, is_circuit_open, is_dead_buffer};
 pub use future::ResponseFuture;
 pub(crate) use gate::Gate;
 pub use layer::CircuitBreakerLayer;
@@ -62,16 +65,72 @@ use crate::{
     classify::{Classify, ErrorIsFailure},
 };
 
-/// How a breaker service answers `poll_ready` while its circuit is open.
+/// How a breaker service answers `poll_ready` while its circuit is open. See the
+/// [module docs](self) for the table of modes.
+///
+/// [`FailFast`](Self::FailFast), the default, keeps the request in the caller's hands: a
+/// fallback routes it elsewhere without cloning it, and tower's `Retry` stops at once. Its one
+/// pitfall: a combinator that takes a `poll_ready` error as final *above* the breaker. tower's
+/// `Buffer` is the common one: its worker stops for good at the first open circuit. Put the
+/// breaker above the buffer, or give the breaker under a buffer
+/// [`RejectOnCall`](Self::RejectOnCall):
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Readiness, is_dead_buffer};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let breaker = CircuitBreaker::builder("upstream").consecutive_failures(5).build()?;
+/// let client = service_fn(|_: ()| async { Ok::<_, BoxError>("ok") }); // any client
+///
+/// // Wrong: buffer(breaker(client)). The buffer's worker stops at the first refusal.
+/// let wrong = ServiceBuilder::new()
+///     .buffer(64)
+///     .layer(CircuitBreakerLayer::new(breaker.clone()))
+///     .service(client);
+/// // Right: breaker(buffer(client)), the breaker above the buffer ...
+/// let right = ServiceBuilder::new()
+///     .layer(CircuitBreakerLayer::new(breaker.clone()))
+///     .buffer(64)
+///     .service(client);
+/// // ... or, when the buffer must be on top, a breaker whose readiness never fails.
+/// let also_right = ServiceBuilder::new()
+///     .buffer(64)
+///     .layer(CircuitBreakerLayer::new(breaker.clone()).readiness(Readiness::RejectOnCall))
+///     .service(client);
+///
+/// breaker.force_open(); // an outage: every stack refuses
+/// assert!(wrong.clone().oneshot(()).await.is_err());
+/// assert!(right.clone().oneshot(()).await.is_err());
+/// assert!(also_right.clone().oneshot(()).await.is_err());
+///
+/// breaker.reset(); // the upstream is back
+/// assert_eq!(right.oneshot(()).await?, "ok");
+/// assert_eq!(also_right.oneshot(()).await?, "ok");
+/// let err = wrong.oneshot(()).await.unwrap_err(); // dead for good
+/// assert!(is_dead_buffer(&err));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Readiness {
     /// `poll_ready` returns `Err(CircuitOpen)` at once; the inner service is not polled and the
-    /// request stays with the caller.
+    /// request stays with the caller. The default: direct callers, tower's `Retry` (which
+    /// stops at an open circuit) and this crate's `Fallback` (which routes the request
+    /// without cloning it) want it.
+    ///
+    /// **Not under a `Buffer`** (or any combinator that treats a `poll_ready` error as final):
+    /// `buffer(breaker(client))` dies at the first open circuit and never serves again. Write
+    /// `breaker(buffer(client))`, or use [`RejectOnCall`](Self::RejectOnCall) under the
+    /// buffer; the wrong and right stacks are side by side in the [`Readiness`] and
+    /// [`CircuitBreakerLayer`] docs, and [`is_dead_buffer`] tells the dead buffer's error.
     #[default]
     FailFast,
     /// `poll_ready` returns `Ok`; `call` returns a future that resolves to `Err(CircuitOpen)`
-    /// without touching the inner service.
+    /// without touching the inner service. For a breaker under a `Buffer`: the buffer's worker
+    /// never sees a readiness error.
     RejectOnCall,
     /// `poll_ready` returns `Pending` until the breaker may admit again (the end of the open
     /// period, a released probe, or a manual change). Each waiting service instance holds one

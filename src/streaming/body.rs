@@ -43,9 +43,14 @@ impl<E> ClassifyBody<E> for ErrorIsFailure {
 }
 
 pin_project! {
-    /// A response body that holds its call's permit and records the outcome when the body ends
-    /// ([`ClassifyBody::classify_end`]) or fails ([`ClassifyBody::classify_body_error`]).
-    /// Dropped before either, it releases the permit: neutral. Frames pass through unchanged.
+    /// A response body that holds its call's permit and records the outcome, once, when the
+    /// body ends ([`ClassifyBody::classify_end`]) or fails
+    /// ([`ClassifyBody::classify_body_error`]). The end is the first of: a frame after which
+    /// the inner body's [`is_end_stream`](Body::is_end_stream) is true (a sized body's last
+    /// data frame: hyper's server, and so axum, stops polling there and drops the body), or
+    /// `None`. A body already at its end when the headers arrive is recorded by the response
+    /// future at once. Dropped before its end, it releases the permit: neutral. Frames pass
+    /// through unchanged.
     pub struct RecordBody<B, C> {
         #[pin]
         inner: B,
@@ -88,13 +93,20 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         if this.permit.is_some() {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(trailers) = frame.trailers_ref() {
                         *this.trailers = Some(trailers.clone());
+                    }
+                    // The body says this was its last frame: hyper's server (and so axum)
+                    // polls no further and drops it, so this is where it ends.
+                    if this.inner.is_end_stream() {
+                        if let Some(p) = this.permit.take() {
+                            p.record(this.classifier.classify_end(this.trailers.as_ref()));
+                        }
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -8,7 +8,7 @@
 //! | the response | outcome |
 //! |---|---|
 //! | the call failed, or its headers classify as anything but `Success` (5xx, 429, a `Retry-After` ...) | recorded at once, as with `CircuitBreakerLayer` |
-//! | headers `Success`, then the body ends | `Success`, at the end |
+//! | headers `Success`, then the body ends | `Success`, at the end: with the frame after which the body reports [`is_end_stream`](http_body::Body::is_end_stream) (a sized body's last data frame: hyper's server, and so axum, polls no further), or at `None` |
 //! | headers `Success`, then the body fails (a reset mid-stream) | the body error, classified ([`ClassifyBody`]): `Failure` with [`HttpClassifier`](crate::HttpClassifier) |
 //! | the caller drops the body before its end | nothing: the permit is released, neutral |
 //! | an empty body (`is_end_stream()` at the headers) | `Success`, at once |

@@ -51,6 +51,9 @@ pub enum Fault {
     },
     /// 200 with a chunked body: these chunks, then the connection dies mid-body.
     ResetMidBody { chunks: Vec<&'static str> },
+    /// This status with this body, sized (`content-length`): the client's body reports its
+    /// end (`is_end_stream()`) with its last data frame.
+    Body(u16, &'static str),
 }
 
 impl Fault {
@@ -192,6 +195,11 @@ impl FaultServer {
                 tokio::time::sleep(delay).await;
                 Ok(Response::builder().status(status(code)).body(empty())?)
             }
+            Fault::Body(code, body) => Ok(Response::builder().status(status(code)).body(
+                Full::new(Bytes::from_static(body.as_bytes()))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            )?),
             Fault::Hang => std::future::pending().await,
             Fault::Reset => Err("scripted reset".into()),
             Fault::Stream { chunks, gap } => {
