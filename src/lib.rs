@@ -96,7 +96,9 @@
 //!   [`Classify`] trait; [`HttpClassifier`] for HTTP responses and client errors (5xx and
 //!   timeouts fail, 429/503 with `Retry-After` trip for the server's wait), every row
 //!   configurable.
-//! - [`service`]: [`CircuitBreakerLayer`] and its three [`Readiness`] modes.
+//! - [`service`]: [`CircuitBreakerLayer`] and its three [`Readiness`] modes;
+//!   [`CircuitOpenResponse`], the 503 a server sends for a refused call
+//!   ([server side](#server-side)).
 //! - [`fallback`]: [`Fallback`], [`FallbackLayer`] and [`Failover`]: when a member is open, the
 //!   request goes to the next one at once, without being cloned; with `on_http_failure` (or
 //!   `on_failure` and a policy), a failed call sends a copy on too.
@@ -177,20 +179,26 @@
 //!
 //! # Feature flags
 //!
-//! | feature | what it adds |
-//! |---|---|
-//! | *(default)* | the core, the tower layer, fallback and failover, keyed breakers, streaming, `Outcome`/`Classify`, `HttpClassifier` (with `tower::timeout` errors), the health report |
-//! | `serde` | `Serialize` for [`Snapshot`], [`State`] and the health report |
-//! | `hyper-util` | `HttpClassifier` understands hyper and hyper-util client errors |
-//! | `reqwest` | `HttpClassifier` for `reqwest::Response` and `reqwest::Error` |
-//! | `reqwest-middleware` | `CircuitBreakerMiddleware` for `reqwest_middleware` clients |
-//! | `tower-http` | any tower-http `ClassifyResponse` as a `Classify` |
-//! | `retry` | [`retry::RetryPolicy`](crate::retry) |
-//! | `metrics` | metrics through the `metrics` facade (names in [`integrations::metrics`](crate::integrations)) |
-//! | `prometheus-client` | the same families in a `prometheus_client` registry |
-//! | `redis` | `RedisSync`: replicas share trips through Redis (`integrations::redis`) |
-//! | `llm` | [`llm`]: LLM providers' rate-limit headers and error kinds (`LlmErrorLayer`, `LlmClassifier`) |
-//! | `dashboard` | a live status page as a tower service (`integrations::dashboard`; implies `serde`) |
+//! Everything not in this table needs no feature: the core, the tower layer and its
+//! [`Readiness`] modes, fallback and failover, keyed breakers, streaming, [`HttpClassifier`]
+//! for `http::Response` with [`BoxError`], `std::io::Error` and `tower::timeout` errors, the
+//! [`health`](integrations::health) report, and the server-side [`CircuitOpenResponse`].
+//!
+//! | feature | default | needed for |
+//! |---|---|---|
+//! | `hyper-util` | on | a breaker with [`HttpClassifier`] directly over a hyper-util legacy `Client`: it classifies `hyper_util::client::legacy::Error` and `hyper::Error` (connect errors, timeouts). Without it that stack does not compile (`the method 'oneshot' exists ... but its trait bounds were not satisfied`: the client's error has no [`AsError`] impl); a `Timeout` between the two boxes the error and needs no feature. Costs a dependency on hyper and hyper-util (which such a user has anyway): turn the default features off if you use neither |
+//! | `reqwest` | | [`HttpClassifier`] for `reqwest::Response` and `reqwest::Error` (a breaker around a tower service that calls reqwest) |
+//! | `reqwest-middleware` | | [`CircuitBreakerMiddleware`] for a `reqwest_middleware::ClientWithMiddleware`; turns on `reqwest` |
+//! | `tower-http` | | [`FromClassifyResponse`]: a tower-http `ClassifyResponse` (e.g. `ServerErrorsAsFailures`) as the breaker's classifier |
+//! | `retry` | | [`retry::RetryPolicy`]: a `tower::retry::Policy` that stops at an open circuit and honours `Retry-After`; turns on `tower/retry` |
+//! | `metrics` | | [`integrations::metrics`]: counters and gauges through the `metrics` facade |
+//! | `prometheus-client` | | [`integrations::prometheus`]: the same families in a `prometheus_client` registry |
+//! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint) |
+//! | `redis` | | [`integrations::redis`]: the replicas of an application share trips through Redis |
+//! | `llm` | | [`llm`]: classifying OpenAI, Azure OpenAI and Anthropic failures by kind, from their rate-limit headers and JSON error bodies (`LlmErrorLayer`, `LlmClassifier`) |
+//! | `dashboard` | | [`integrations::dashboard`]: a live status page (HTML, a JSON snapshot, a live stream) as a tower service; turns on `serde` |
+//!
+//! The docs on docs.rs are built with every feature; items that need one say which.
 //!
 //! # Layering
 //!
@@ -224,7 +232,7 @@
 //!   readiness; the [`integrations`] docs run the stack over a real client, and the
 //!   [`retry`] docs (feature `retry`) add the retry policy.
 //! - **reqwest**: with `reqwest-middleware`, put
-//!   [`CircuitBreakerMiddleware`](crate::integrations) *after* `reqwest-retry`'s middleware
+//!   [`CircuitBreakerMiddleware`] *after* `reqwest-retry`'s middleware
 //!   (inner), so each attempt is counted and the retry middleware stops at an open circuit;
 //!   the `integrations::reqwest_middleware` docs (feature `reqwest-middleware`) show it.
 //! - **Keyed**: one breaker per host or model ([`keyed`]) inside the fallback, so one dead
@@ -250,8 +258,142 @@
 //! `BoxError`, `&dyn Error`, `reqwest_middleware::Error` (feature `reqwest-middleware`), your
 //! own types.
 //!
+//! # Server side
+//!
+//! In a server, a breaker guards a route that depends on a flaky upstream (a pricing API, a
+//! database): while the upstream is down, the route answers at once instead of holding a
+//! connection and a worker for each doomed request.
+//!
+//! - **One breaker per route**, on that route: `get(handler).route_layer(..)` in axum. The
+//!   breaker sees that route's responses ([`HttpClassifier`]: a 5xx is a failure, a 4xx is
+//!   the client's business), so the handler answers `502`/`503`/`504` when its upstream fails.
+//! - **Not one breaker under `Router::layer`**: axum applies it to every route *and* to the
+//!   404 fallback, all sharing the breaker, so once the flaky route trips it every route and
+//!   every unknown path answers 503. (`Router::route_layer` spares the fallback but still
+//!   shares the one breaker.)
+//! - **`HandleErrorLayer` outermost**, turning the refusal into a response with
+//!   [`CircuitOpenResponse`]: `503` (or `429`) with `Retry-After` in whole seconds, rounded
+//!   up, and a body that gives the same wait. The default [`Readiness::FailFast`] works here:
+//!   `HandleError` calls a clone of the service for each request, whose `poll_ready` refusal
+//!   it turns into the response.
+//! - **Many routes under one layer**: a [`keyed`] registry keyed by the route that matched
+//!   (axum's `MatchedPath`) under `Router::route_layer` gives each route its own breaker, named
+//!   `"{template}:{route}"` and listed by the registry for health and metrics
+//!   (`tests/axum_server.rs` has the extractor). [`CircuitBreakerLayer::per_service`] is not
+//!   the tool for routes: axum calls a route layer's `layer` once per method endpoint and,
+//!   before the router has its state, once per connection.
+//!
+//! `cargo run --example axum_server` runs a whole app; its test serves it on 127.0.0.1.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, body::Body, error_handling::HandleErrorLayer, http::{Request, StatusCode}};
+//! use axum::{response::IntoResponse, routing::get};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpenResponse, HttpClassifier};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let quotes = CircuitBreaker::builder("quotes")
+//!     .consecutive_failures(3)
+//!     .open_duration(Duration::from_secs(30))
+//!     .build()?;
+//! let guard = ServiceBuilder::new()
+//!     .layer(HandleErrorLayer::new(|err: BoxError| async move {
+//!         CircuitOpenResponse::new()
+//!             .for_error(&err)
+//!             .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+//!     }))
+//!     .layer(CircuitBreakerLayer::new(quotes.clone()).classify(HttpClassifier::default()));
+//!
+//! let app = Router::new()
+//!     // The upstream of /quotes is down: its handler answers 502.
+//!     .route("/quotes", get(|| async { StatusCode::BAD_GATEWAY }).route_layer(guard))
+//!     .route("/orders", get(|| async { "order 7: shipped" }));
+//!
+//! let status = |path: &str| {
+//!     let request = Request::get(path).body(Body::empty()).unwrap();
+//!     let app = app.clone();
+//!     async move { app.oneshot(request).await.unwrap() }
+//! };
+//! for _ in 0..3 {
+//!     assert_eq!(status("/quotes").await.status(), StatusCode::BAD_GATEWAY);
+//! }
+//! let refused = status("/quotes").await; // open: refused at once
+//! assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(refused.headers()["retry-after"], "30");
+//! assert_eq!(status("/orders").await.status(), StatusCode::OK); // other routes are untouched
+//! assert_eq!(status("/nope").await.status(), StatusCode::NOT_FOUND); // and so are 404s
+//! # Ok(()) }
+//! ```
+//!
 //! [tower]: https://docs.rs/tower
-
+//!
+// Links to items behind a feature: to the item when the feature is on, else to its page on
+// docs.rs (built with every feature), so that `cargo doc` has no broken link in any build.
+#![cfg_attr(feature = "llm", doc = "[`llm`]: crate::llm")]
+#![cfg_attr(
+    not(feature = "llm"),
+    doc = concat!("[`llm`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/llm/index.html")
+)]
+#![cfg_attr(feature = "retry", doc = "[`retry`]: crate::retry")]
+#![cfg_attr(
+    not(feature = "retry"),
+    doc = concat!("[`retry`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/index.html")
+)]
+#![cfg_attr(feature = "retry", doc = "[`retry::RetryPolicy`]: crate::retry::RetryPolicy")]
+#![cfg_attr(
+    not(feature = "retry"),
+    doc = concat!("[`retry::RetryPolicy`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/struct.RetryPolicy.html")
+)]
+#![cfg_attr(
+    feature = "reqwest-middleware",
+    doc = "[`CircuitBreakerMiddleware`]: crate::integrations::reqwest_middleware::CircuitBreakerMiddleware"
+)]
+#![cfg_attr(
+    not(feature = "reqwest-middleware"),
+    doc = concat!("[`CircuitBreakerMiddleware`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/reqwest_middleware/struct.CircuitBreakerMiddleware.html")
+)]
+#![cfg_attr(
+    feature = "tower-http",
+    doc = "[`FromClassifyResponse`]: crate::integrations::tower_http::FromClassifyResponse"
+)]
+#![cfg_attr(
+    not(feature = "tower-http"),
+    doc = concat!("[`FromClassifyResponse`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/tower_http/struct.FromClassifyResponse.html")
+)]
+#![cfg_attr(
+    feature = "metrics",
+    doc = "[`integrations::metrics`]: crate::integrations::metrics"
+)]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = concat!("[`integrations::metrics`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/metrics/index.html")
+)]
+#![cfg_attr(
+    feature = "prometheus-client",
+    doc = "[`integrations::prometheus`]: crate::integrations::prometheus"
+)]
+#![cfg_attr(
+    not(feature = "prometheus-client"),
+    doc = concat!("[`integrations::prometheus`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/prometheus/index.html")
+)]
+#![cfg_attr(
+    feature = "redis",
+    doc = "[`integrations::redis`]: crate::integrations::redis"
+)]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = concat!("[`integrations::redis`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/redis/index.html")
+)]
+#![cfg_attr(
+    feature = "dashboard",
+    doc = "[`integrations::dashboard`]: crate::integrations::dashboard"
+)]
+#![cfg_attr(
+    not(feature = "dashboard"),
+    doc = concat!("[`integrations::dashboard`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/dashboard/index.html")
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -270,7 +412,7 @@ pub use classify::{
     AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome, is_circuit_open, is_dead_buffer,
 };
 pub use fallback::{AllUnavailable, Failover, Fallback, FallbackLayer};
-pub use service::{CircuitBreakerLayer, CircuitBreakerService, Readiness};
+pub use service::{CircuitBreakerLayer, CircuitBreakerService, CircuitOpenResponse, Readiness};
 #[doc(no_inline)]
 pub use tower_layer::Layer;
 pub mod integrations;
@@ -280,3 +422,9 @@ pub mod llm;
 #[cfg(feature = "retry")]
 pub mod retry;
 pub mod streaming;
+
+// Every ```rust block of README.md is a doc-test (`cargo test --doc`): the README's code
+// compiles, as users copy it. Blocks that are not Rust are marked `sh` or `text`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

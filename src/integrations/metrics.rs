@@ -54,12 +54,21 @@
 //! The labels are fixed when the builder is instrumented: a builder used as a template for
 //! several breakers (a keyed registry, [`CircuitBreakerLayer::per_service`](crate::CircuitBreakerLayer::per_service))
 //! makes them share one set of series. For per-key series, instrument each key's builder
-//! with [`KeyedRegistryBuilder::map_builder`](crate::keyed::KeyedRegistryBuilder::map_builder)`(`[`instrument_keyed`]`)`.
+//! with [`KeyedRegistryBuilder::map_builder`](crate::keyed::KeyedRegistryBuilder::map_builder)`(`[`instrument_keyed`]`)`;
+//! for one series per service, instrument each named builder with
+//! [`CircuitBreakerLayer::map_builder`](crate::CircuitBreakerLayer::map_builder)`(|b, _| `[`instrument`]`(b))`.
 //!
 //! The facade has no way to remove a series: an evicted key's series stay in the recorder
 //! until the exporter drops them. Under key churn, let it expire idle series (for example
 //! `metrics-exporter-prometheus`' `PrometheusBuilder::idle_timeout`), or use the
-//! [`prometheus`](super::prometheus) integration, whose series go with their breakers.
+//! [`prometheus`] integration, whose series go with their breakers.
+//!
+// The `prometheus` integration is behind its own feature: link to its page on docs.rs without it.
+#![cfg_attr(feature = "prometheus-client", doc = "[`prometheus`]: super::prometheus")]
+#![cfg_attr(
+    not(feature = "prometheus-client"),
+    doc = concat!("[`prometheus`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/prometheus/index.html")
+)]
 
 use std::{fmt, sync::Mutex};
 

@@ -9,12 +9,12 @@
 //!   is never masked. Stack it as `Fallback → Retry → CircuitBreaker → Timeout → Client`:
 //!   `Timeout` inside the breaker so the breaker sees `Elapsed`; `Retry` outside it so every
 //!   attempt asks the breaker and an open breaker ends the retries (with
-//!   [`retry::RetryPolicy`](crate::retry::RetryPolicy), feature `retry`); `Fallback` on top so
+//!   [`retry::RetryPolicy`], feature `retry`); `Fallback` on top so
 //!   the secondary serves when the primary's retries end in an open circuit. The classifier is
-//!   [`HttpClassifier`](crate::HttpClassifier). See the [`retry`](crate::retry) module for a
+//!   [`HttpClassifier`](crate::HttpClassifier). See the [`retry`] module for a
 //!   runnable stack.
 //! - **reqwest-middleware** (feature `reqwest-middleware`):
-//!   [`CircuitBreakerMiddleware`](reqwest_middleware::CircuitBreakerMiddleware).
+//!   [`CircuitBreakerMiddleware`].
 //! - **tower-http** (feature `tower-http`): any `ClassifyResponse` as a
 //!   [`Classify`](crate::Classify).
 //! - **redis** (feature `redis`): `RedisSync` shares trips among the replicas of an
@@ -41,6 +41,25 @@
 //! assert_eq!(breaker.state(), State::Open);
 //! # Ok(()) }
 //! ```
+// Links to items behind a feature: the item when it is on, else its page on docs.rs.
+#![cfg_attr(feature = "retry", doc = "[`retry`]: crate::retry")]
+#![cfg_attr(
+    not(feature = "retry"),
+    doc = concat!("[`retry`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/index.html")
+)]
+#![cfg_attr(feature = "retry", doc = "[`retry::RetryPolicy`]: crate::retry::RetryPolicy")]
+#![cfg_attr(
+    not(feature = "retry"),
+    doc = concat!("[`retry::RetryPolicy`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/retry/struct.RetryPolicy.html")
+)]
+#![cfg_attr(
+    feature = "reqwest-middleware",
+    doc = "[`CircuitBreakerMiddleware`]: reqwest_middleware::CircuitBreakerMiddleware"
+)]
+#![cfg_attr(
+    not(feature = "reqwest-middleware"),
+    doc = concat!("[`CircuitBreakerMiddleware`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/reqwest_middleware/struct.CircuitBreakerMiddleware.html")
+)]
 
 #[cfg(feature = "reqwest-middleware")]
 pub mod reqwest_middleware;

@@ -1,5 +1,5 @@
 //! Prometheus metrics through [`prometheus_client`] (feature `prometheus-client`): the same
-//! families as the [`metrics`](super::metrics) integration, registered into your
+//! families as the [`metrics`] integration, registered into your
 //! [`Registry`].
 //!
 //! ```
@@ -54,6 +54,13 @@
 //!   and no call, streaming body or handle holds it any more. If the key comes back, its
 //!   counters start again from zero, which Prometheus' `rate()` and `increase()` read as a
 //!   counter reset.
+//!
+// The `metrics` integration is behind its own feature: link to its page on docs.rs without it.
+#![cfg_attr(feature = "metrics", doc = "[`metrics`]: super::metrics")]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = concat!("[`metrics`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/metrics/index.html")
+)]
 
 use std::{
     borrow::Cow,

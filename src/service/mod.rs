@@ -49,6 +49,7 @@ mod error;
 mod future;
 mod gate;
 mod layer;
+mod response;
 
 use std::task::{Context, Poll};
 
@@ -59,6 +60,7 @@ pub use future::ResponseFuture;
 pub(crate) use gate::Gate;
 pub use layer::CircuitBreakerLayer;
 pub(crate) use layer::Source;
+pub use response::{CircuitOpenResponse, retry_after_secs};
 
 use crate::{
     breaker::CircuitBreaker,
