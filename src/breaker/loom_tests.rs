@@ -1,7 +1,7 @@
 //! loom models of the core's concurrency: probe admission, transitions racing past a trip or an
 //! open deadline, permit release, stale permits, the lock-free count window.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib --no-default-features --target-dir target/loom loom`
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
