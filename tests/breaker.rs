@@ -873,6 +873,107 @@ async fn trip_from_half_open_and_over_an_open_backoff() {
     assert_eq!(b.try_acquire().unwrap_err().retry_after(), Some(3 * S));
 }
 
+// ---------- try_probe_early ----------
+
+#[tokio::test(start_paused = true)]
+async fn try_probe_early_admits_one_probe_now_and_its_outcome_decides() {
+    let (b, log) = logged(
+        CircuitBreaker::builder("e")
+            .consecutive_failures(1)
+            .open_backoff(Backoff::exponential(10 * S, 2.0, 100 * S)),
+    );
+    fail(&b, 1);
+    assert_eq!(b.try_acquire().unwrap_err().retry_after(), Some(10 * S));
+
+    // A failed early probe reopens with the backoff's next period, as a probe does.
+    let probe = b.try_probe_early().expect("the open period is cut short");
+    assert!(probe.is_probe());
+    assert_eq!(b.state(), State::HalfOpen);
+    let second = b.try_probe_early().unwrap_err();
+    assert_eq!(second.state(), State::HalfOpen, "one probe slot, taken");
+    assert!(b.try_acquire().is_err());
+    probe.record(Outcome::Failure);
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.snapshot().open_for, Some(20 * S));
+
+    // A successful one closes the breaker at once.
+    advance(S).await;
+    b.try_probe_early().unwrap().record(Outcome::Success);
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            (State::Closed, State::Open, Reason::ConsecutiveFailures),
+            (State::Open, State::HalfOpen, Reason::EarlyProbe),
+            (State::HalfOpen, State::Open, Reason::ProbeFailed),
+            (State::Open, State::HalfOpen, Reason::EarlyProbe),
+            (State::HalfOpen, State::Closed, Reason::ProbesSucceeded),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_probe_early_dropped_unrecorded_gives_the_slot_back() {
+    let b = CircuitBreaker::builder("e")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    fail(&b, 1);
+    drop(b.try_probe_early().unwrap());
+    assert_eq!(b.state(), State::HalfOpen);
+    let probe = b.try_acquire().expect("the released slot admits the next caller");
+    assert!(probe.is_probe());
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_probe_early_keeps_a_servers_wait_and_an_operators_choice() {
+    let b = CircuitBreaker::builder("e")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+
+    // Closed: an ordinary permit.
+    let permit = b.try_probe_early().unwrap();
+    assert!(!permit.is_probe());
+    drop(permit);
+
+    // A server's wait (Retry-After, a quota error) is kept ...
+    b.try_acquire().unwrap().record(Outcome::Trip(5 * S));
+    let refused = b.try_probe_early().unwrap_err();
+    assert_eq!(
+        (refused.state(), refused.retry_after()),
+        (State::Open, Some(5 * S))
+    );
+    // ... and ends when it says, as always.
+    advance(5 * S).await;
+    b.try_probe_early().unwrap().record(Outcome::Failure);
+    // The breaker's own open period (a failed probe) may be cut short.
+    assert_eq!(b.state(), State::Open);
+    assert!(b.try_probe_early().unwrap().is_probe());
+    b.reset();
+
+    // A wait that extends the breaker's own open period is a server's wait too.
+    fail(&b, 1);
+    b.trip(60 * S);
+    assert!(b.try_probe_early().is_err());
+    b.reset();
+
+    // A trip shared by another replica: kept.
+    b.trip_remote(5 * S);
+    assert!(b.try_probe_early().is_err());
+    b.reset();
+
+    // Forced open: never bypassed.
+    b.force_open();
+    assert_eq!(b.try_probe_early().unwrap_err().state(), State::ForcedOpen);
+    b.reset();
+
+    // Disabled: admits, records nothing.
+    b.disable();
+    b.try_probe_early().unwrap().record(Outcome::Failure);
+    assert_eq!(b.state(), State::Disabled);
+}
+
 // ---------- forced, disabled, reset ----------
 
 #[tokio::test(start_paused = true)]

@@ -258,3 +258,42 @@ fn loom_a_waiter_is_never_left_asleep_by_a_racing_release() {
         assert_eq!(std::sync::Arc::strong_count(&flag), 1, "no waker kept");
     });
 }
+
+#[test]
+fn loom_an_early_probe_racing_a_caller_admits_one_probe_and_one_transition() {
+    loom::model(|| {
+        let transitions = std::sync::Arc::new(AtomicUsize::new(0));
+        let t = transitions.clone();
+        let b = CircuitBreaker::builder("loom")
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(3600)) // not due: only the early probe ends it
+            .on_event(move |e| {
+                if let Event::Transition {
+                    to: State::HalfOpen, ..
+                } = e
+                {
+                    t.fetch_add(1, SeqCst);
+                }
+            })
+            .build()
+            .unwrap();
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        let early = {
+            let b = b.clone();
+            thread::spawn(move || b.try_probe_early().ok())
+        };
+        let other = {
+            let b = b.clone();
+            thread::spawn(move || b.try_probe_early().ok())
+        };
+        let plain = b.try_acquire().ok();
+        let permits: Vec<_> = [early.join().unwrap(), other.join().unwrap(), plain]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(permits.len(), 1, "one probe slot, one probe");
+        assert!(permits[0].is_probe());
+        assert_eq!(transitions.load(SeqCst), 1, "the open period ended once");
+        assert_eq!(b.state(), State::HalfOpen);
+    });
+}

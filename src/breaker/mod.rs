@@ -151,6 +151,9 @@ struct Locked {
     waiters: Waiters,
     /// Why the breaker entered its current state (`None` before its first transition).
     reason: Option<Reason>,
+    /// Whether the open deadline is a server's wait (a `Trip`, a remote trip), which
+    /// `try_probe_early` keeps; cleared by every transition.
+    server_wait: bool,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -206,6 +209,7 @@ impl CircuitBreaker {
                 time_window,
                 waiters: Waiters::default(),
                 reason: None,
+                server_wait: false,
             }),
             epoch,
             config,
@@ -404,6 +408,59 @@ impl CircuitBreaker {
         self.shared().trip_for(wait, Reason::Remote);
     }
 
+    /// Like [`try_acquire`](Self::try_acquire), but an open breaker lets this call through
+    /// now, as its half-open probe, instead of refusing it until its open period ends.
+    ///
+    /// For a caller with nowhere else to go (every provider of a failover chain open, say):
+    /// the breaker moves to `HalfOpen` at once (the transition's reason is
+    /// [`Reason::EarlyProbe`]) and the permit is its probe, recorded as any probe is: a
+    /// success closes the breaker (with `half_open_successes(1)`), a failure opens it again
+    /// with the backoff's next period.
+    ///
+    /// Only an open period the breaker chose itself is cut short (a trip rule, a failed or
+    /// timed-out probe). An open period a server asked for, or extended ([`Outcome::Trip`],
+    /// e.g. a `Retry-After`, a quota error; or a trip from another replica,
+    /// [`Reason::Remote`]), is kept, and so are [`force_open`](Self::force_open) and
+    /// [`disable`](Self::disable): in those states, and in `Closed` and `HalfOpen`, this is
+    /// `try_acquire`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_breaker::{CircuitBreaker, Outcome, State};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let breaker = CircuitBreaker::builder("openai").consecutive_failures(1).build().unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure); // open for 30 s
+    /// assert!(breaker.try_acquire().is_err());
+    ///
+    /// let probe = breaker.try_probe_early().unwrap(); // now, not in 30 s
+    /// assert!(probe.is_probe());
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// probe.record(Outcome::Success);
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// # }
+    /// ```
+    pub fn try_probe_early(&self) -> Result<Permit, CircuitOpen> {
+        let shared = &**self.shared();
+        let now = Instant::now();
+        let mut pending = None;
+        let probe = {
+            let mut l = shared.locked.lock();
+            // Half-open starts with no probe in flight and at least one permit: this is one.
+            shared.end_open_early(&mut l, None, now, &mut pending).then(|| {
+                let at = shared.nanos(now);
+                l.probes.admit(at);
+                Permit::new(self.lane(), l.generation, true, at)
+            })
+        };
+        shared.publish(pending);
+        match probe {
+            Some(permit) => Ok(permit),
+            None => self.try_acquire(),
+        }
+    }
+
     /// For a waiting service: registers `waker` in the service's slot (`key`, taken on the
     /// first wait) to be woken when the breaker may admit again (a transition or a released
     /// probe). Returns `false` when the breaker may admit already, so the caller must try
@@ -548,6 +605,7 @@ impl Shared {
         l.generation += 1;
         l.state = to;
         l.reason = Some(reason);
+        l.server_wait = false;
         let mut open_for = None;
         match to {
             State::Open => {
@@ -785,15 +843,46 @@ impl Shared {
                     if until > self.hot.open_until.load(Ordering::Acquire) {
                         self.hot.open_until.store(until, Ordering::Release);
                         l.opened_for = wait;
+                        l.server_wait = true;
                     }
                 }
                 State::Closed | State::HalfOpen => {
                     l.opened_for = wait;
                     self.transition(&mut l, State::Open, reason, now, &mut pending);
+                    l.server_wait = true;
                 }
             }
         }
         self.publish(pending);
+    }
+
+    /// Ends an open period early (to `HalfOpen`, [`Reason::EarlyProbe`]) when the breaker is
+    /// `Open` (in `generation`, if given) until a deadline of its own, not a server's wait.
+    fn end_open_early(
+        &self,
+        l: &mut Locked,
+        generation: Option<u64>,
+        now: Instant,
+        pending: &mut Pending,
+    ) -> bool {
+        if l.state != State::Open || l.server_wait || generation.is_some_and(|g| g != l.generation) {
+            return false;
+        }
+        self.transition(l, State::HalfOpen, Reason::EarlyProbe, now, pending);
+        true
+    }
+
+    /// For a refusal's holder: ends the open period that refused in `generation` early, so the
+    /// next `try_acquire` is admitted as a probe (see [`CircuitBreaker::try_probe_early`]).
+    /// Whether it did.
+    pub(crate) fn open_early(&self, generation: u64) -> bool {
+        let mut pending = None;
+        let ended = {
+            let mut l = self.locked.lock();
+            self.end_open_early(&mut l, Some(generation), Instant::now(), &mut pending)
+        };
+        self.publish(pending);
+        ended
     }
 
     /// Records the outcome of a half-open probe admitted at `admitted` (nanoseconds since the
