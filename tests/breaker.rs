@@ -438,19 +438,27 @@ async fn slow_calls_are_timed_to_the_nanosecond() {
     }
 }
 
-/// A call longer than the 12.7 days a 40-bit microsecond stamp held is still slow.
+/// Long calls: nanosecond stamps reach 2^47 ns (39 hours); a call of 18.3 min + 1 s (past
+/// 2^40 ns) or of 30 hours is slow, however long the breaker has lived.
 #[tokio::test(start_paused = true)]
-async fn a_call_of_weeks_is_slow() {
-    let b = CircuitBreaker::builder("long")
-        .slow_calls(Duration::from_secs(60), 1.0)
-        .count_window(1)
-        .min_calls(1)
-        .build()
-        .unwrap();
-    let p = b.try_acquire().unwrap();
-    advance(Duration::from_micros(1 << 40) + Duration::from_secs(1)).await;
-    p.record(Outcome::Success);
-    assert_eq!(b.state(), State::Open);
+async fn long_calls_are_slow() {
+    for (age, call) in [
+        (Duration::ZERO, Duration::from_nanos(1 << 40) + S),
+        (Duration::ZERO, Duration::from_secs(30 * 3600)),
+        (Duration::from_nanos(3 << 47) - S, Duration::from_secs(600)),
+    ] {
+        let b = CircuitBreaker::builder("long")
+            .slow_calls(Duration::from_secs(60), 1.0)
+            .count_window(1)
+            .min_calls(1)
+            .build()
+            .unwrap();
+        advance(age).await;
+        let p = b.try_acquire().unwrap();
+        advance(call).await;
+        p.record(Outcome::Success);
+        assert_eq!(b.snapshot().slow_calls, 1, "a call of {call:?} at {age:?}");
+    }
 }
 
 // ---------- open → half-open ----------
@@ -736,6 +744,26 @@ async fn outcomes_from_before_a_change_never_cause_a_transition() {
     }
     assert_eq!(b.state(), State::Closed);
     assert_eq!(b.snapshot().consecutive_failures, 0);
+}
+
+/// Permits carry 16 bits of the generation (beside a nanosecond start stamp, in two words):
+/// held across 65,535 changes, a permit is still stale.
+#[tokio::test(start_paused = true)]
+async fn a_permit_held_across_65535_changes_is_still_stale() {
+    let b = CircuitBreaker::builder("g")
+        .consecutive_failures(1)
+        .failure_rate(0.5)
+        .count_window(2)
+        .min_calls(1)
+        .build()
+        .unwrap();
+    let stale = b.try_acquire().unwrap();
+    for _ in 0..65_535 {
+        b.reset(); // a fresh start: a new generation each time
+    }
+    stale.record(Outcome::Failure);
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.snapshot().calls, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1088,8 +1116,8 @@ fn breaker_is_send_sync_clone_and_small() {
         std::mem::size_of::<CircuitBreaker>(),
         std::mem::size_of::<usize>()
     );
-    // Two words: a permit moves in registers (a third word, a full 64-bit start stamp, cost
-    // the closed path through the layer 50% in store-forwarding stalls).
+    // Two words: a permit moves in registers (the nanosecond start stamp shares a word with
+    // the generation and the probe bit).
     assert_eq!(
         std::mem::size_of::<tower_breaker::Permit>(),
         2 * std::mem::size_of::<usize>()

@@ -30,7 +30,7 @@ pub enum Reason {
     ProbesSucceeded,
     /// A half-open probe failed.
     ProbeFailed,
-    /// Half-open saw no decision for `half_open_max_wait` while probes were in flight.
+    /// A half-open probe brought no decision within `half_open_max_wait` of its admission.
     ProbeTimedOut,
     /// [`force_open`](super::CircuitBreaker::force_open) was called.
     Forced,

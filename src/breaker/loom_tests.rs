@@ -1,7 +1,7 @@
 //! loom models of the core's concurrency: probe admission, transitions racing past a trip or an
 //! open deadline, permit release, stale permits, the lock-free count window.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib --no-default-features --target-dir target/loom loom`
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
@@ -217,6 +217,45 @@ fn loom_count_window_counts_stay_exact() {
             "the window holds exactly the last two outcomes"
         );
         assert_eq!(b.state(), State::Closed, "a rate of 0.5 does not reach 1.0");
+    });
+}
+
+/// A `Wait`-mode waiter registering while a probe is released: either it sees the free slot
+/// (and registers nothing), or its waker is woken; never asleep with a slot free. Its slot is
+/// then freed, waker and all.
+#[test]
+fn loom_a_waiter_is_never_left_asleep_by_a_racing_release() {
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Wake, Waker};
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, SeqCst);
+        }
+    }
+
+    loom::model(|| {
+        let b = opened_then_due(1);
+        let probe = b.try_acquire().unwrap();
+        let refused = b.try_acquire().unwrap_err(); // half-open is full
+        let flag = std::sync::Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let h = thread::spawn(move || drop(probe));
+        let mut key = None;
+        let waiting = b.wait_for_change(&refused, &mut key, &waker);
+        h.join().unwrap();
+        if waiting {
+            assert!(flag.0.load(SeqCst), "registered before the release: woken by it");
+        } else {
+            assert!(key.is_none(), "no slot kept when the breaker may admit");
+        }
+        if let Some(key) = key {
+            b.stop_waiting(key);
+        }
+        assert_eq!(b.waiting(), (0, 0));
+        drop(waker);
+        assert_eq!(std::sync::Arc::strong_count(&flag), 1, "no waker kept");
     });
 }
 

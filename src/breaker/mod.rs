@@ -176,11 +176,14 @@ type Pending = Option<(State, State, Reason, Option<Duration>)>;
 
 const FIRST_GENERATION: u64 = 1;
 
-/// Permits, the consecutive run and the windows carry the generation's low 15 bits (a permit
-/// is two words: its lane, and a word with the generation, the probe flag and 48 bits of start
-/// stamp). An outcome is stale when its tag differs from the current generation's; a permit
-/// held across exactly a multiple of 2^15 (32,768) transitions would pass for current.
-pub(crate) const GEN_MASK: u64 = (1 << 15) - 1;
+/// Permits, the consecutive run, the count window's slots and its counts carry the
+/// generation's low 16 bits. An outcome is stale when its tag differs from the current
+/// generation's; a permit held across exactly a multiple of 2^16 (65,536) transitions would
+/// pass for current (each transition out of closed lasts at least an open period).
+pub(crate) const GEN_MASK: u64 = (1 << 16) - 1;
+
+/// Start stamps are nanoseconds modulo 2^47 (39 hours): a call longer than that reads short.
+pub(crate) const STAMP_MASK: u64 = (1 << 47) - 1;
 
 impl CircuitBreaker {
     /// Starts a builder. `name` shows in errors, events and metrics.
@@ -628,8 +631,8 @@ impl Shared {
             .filter(|&at| at <= LAST_DEADLINE)
     }
 
-    /// A closed permit's start stamp: nanoseconds since the epoch, or 0 when no rule needs
-    /// call durations (no clock read then).
+    /// A closed permit's start stamp: nanoseconds since the epoch (the permit keeps them
+    /// modulo 2^47), or 0 when no rule needs call durations (no clock read then).
     #[inline]
     fn call_start(&self) -> u64 {
         if self.config.times_calls() {
@@ -639,21 +642,17 @@ impl Shared {
         }
     }
 
-    /// The call's duration from its permit's start stamp (48 bits), to the nanosecond (the
-    /// resolution of the clock the breaker reads), modulo 2^48 ns (78 hours); `None` when
-    /// calls are not timed. A stamp up to 73 minutes ahead of the clock (the breaker moved to
-    /// tokio's paused clock, which lags, while the call was out) reads zero.
+    /// The call's duration from its permit's start stamp (nanoseconds modulo 2^47), to the
+    /// nanosecond, the resolution of the clock the breaker reads; `None` when calls are not
+    /// timed. A call longer than 2^47 ns (39 hours) reads short.
     #[inline]
     fn elapsed_since(&self, start: u64) -> Option<Duration> {
         if !self.config.times_calls() {
             return None;
         }
-        let d = self.clock.now().wrapping_sub(start) & permit::STAMP_MASK;
-        Some(Duration::from_nanos(if d > permit::STAMP_MASK - (1 << 42) {
-            0
-        } else {
-            d
-        }))
+        Some(Duration::from_nanos(
+            self.clock.now().wrapping_sub(start) & STAMP_MASK,
+        ))
     }
 
     /// Moves to `to` under the lock: new generation, fresh per-state bookkeeping, waiters woken.
@@ -947,7 +946,7 @@ impl Shared {
     }
 
     /// Records the outcome of a half-open probe admitted at `admitted` (nanoseconds since the
-    /// epoch); `None`: dropped unrecorded, released.
+    /// epoch modulo 2^47); `None`: dropped unrecorded, released.
     fn record_probe(
         &self,
         generation: u64,
@@ -974,7 +973,7 @@ impl Shared {
             if l.generation & GEN_MASK != generation || l.state != State::HalfOpen {
                 return; // the probe's half-open period is over; its slot went with it
             }
-            l.probes.release(admitted);
+            l.probes.release(admitted, now);
             match outcome {
                 Some((Outcome::Success, false)) => {
                     l.probe_successes += 1;

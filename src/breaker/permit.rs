@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{GEN_MASK, Lane, sync::Arc};
+use super::{GEN_MASK, Lane, STAMP_MASK, sync::Arc};
 use crate::classify::Outcome;
 
 /// Permission to make one call, from [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire).
@@ -14,53 +14,43 @@ use crate::classify::Outcome;
 pub struct Permit {
     /// The lane of the thread that took it (see `lane.rs`), which holds the breaker.
     lane: Option<Arc<Lane>>,
-    /// `start << 16 | generation (15 bits) << 1 | probe`, where `start` is when the call was
-    /// admitted: the low 48 bits of nanoseconds since the breaker's epoch (0 for a closed
-    /// permit when no rule times calls: no clock read then). A probe's stamp also names its
-    /// entry among the probes in flight. Two words in all, so that a permit moves in
-    /// registers: a third word (a full 64-bit stamp) made the closed path 50% slower through
-    /// the layer (23.8 -> 36.5 ns here), in store-forwarding stalls as the permit is moved.
-    /// Durations are measured to the nanosecond, modulo 2^48 ns (78 hours).
-    word: u64,
+    /// `start (47 bits) << 17 | generation (16 bits) << 1 | probe`. The start stamp is the
+    /// admission in nanoseconds since the breaker's epoch, modulo 2^47 (39 hours), or 0 for a
+    /// closed permit when no rule times calls (no clock read then); a probe's stamp also names
+    /// its entry among the probes in flight. Two words in all, so that a permit moves in
+    /// registers: a third word (a full start stamp) put the permit through the stack and cost
+    /// about half again the closed path (store-forwarding stalls).
+    tag: u64,
 }
-
-/// Where the start stamp sits in a permit's word.
-const START_SHIFT: u32 = 16;
-/// The start stamp's bits: 48 bits of nanoseconds, 78 hours.
-pub(crate) const STAMP_MASK: u64 = (1 << (64 - START_SHIFT)) - 1;
-
-const _: () = assert!(
-    GEN_MASK < 1 << (START_SHIFT - 1),
-    "the generation fits below the stamp"
-);
 
 impl Permit {
     #[inline(always)]
     pub(crate) fn new(lane: Arc<Lane>, generation: u64, probe: bool, start: u64) -> Self {
+        let tag = ((start & STAMP_MASK) << 17) | ((generation & GEN_MASK) << 1) | u64::from(probe);
         Self {
             lane: Some(lane),
-            word: (start << START_SHIFT) | ((generation & GEN_MASK) << 1) | u64::from(probe),
+            tag,
         }
     }
 
     /// A permit from a disabled breaker: records nothing.
     pub(crate) const fn passthrough() -> Self {
-        Self { lane: None, word: 0 }
+        Self { lane: None, tag: 0 }
     }
 
     /// Whether this permit is a half-open probe.
     pub const fn is_probe(&self) -> bool {
-        self.word & 1 == 1
+        self.tag & 1 == 1
     }
 
-    /// The low bits of the generation it was issued in (`GEN_MASK`).
+    /// The low 16 bits of the generation it was issued in.
     const fn generation(&self) -> u64 {
-        (self.word >> 1) & GEN_MASK
+        (self.tag >> 1) & GEN_MASK
     }
 
-    /// The low 48 bits of its admission time, in nanoseconds since the breaker's epoch.
+    /// The start stamp (nanoseconds modulo 2^47).
     const fn start(&self) -> u64 {
-        self.word >> START_SHIFT
+        self.tag >> 17
     }
 
     /// Records the call's outcome and gives the permit back.

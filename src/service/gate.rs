@@ -36,8 +36,8 @@ pub(crate) struct Gate {
 impl Drop for Gate {
     #[inline]
     fn drop(&mut self) {
-        if let Some(key) = self.waiting.take() {
-            self.breaker.stop_waiting(key);
+        if self.waiting.is_some() {
+            self.stop_waiting(); // dropped while waiting: the caller gave up
         }
     }
 }
@@ -76,8 +76,8 @@ impl Gate {
             match self.breaker.try_acquire_boxed() {
                 Ok(permit) => {
                     self.admission = Admission::Admitted(permit);
-                    if let Some(key) = self.waiting.take() {
-                        self.breaker.stop_waiting(key);
+                    if self.waiting.is_some() {
+                        self.stop_waiting(); // it waited: its slot goes (not on the closed path)
                     }
                 }
                 Err(refused) => match self.readiness {
@@ -118,6 +118,13 @@ impl Gate {
             Admission::Admitted(permit) => Ok(permit),
             Admission::Rejected(refused) => Err(refused),
             Admission::None => panic!("a circuit breaker service was called without a successful poll_ready"),
+        }
+    }
+
+    #[cold]
+    fn stop_waiting(&mut self) {
+        if let Some(key) = self.waiting.take() {
+            self.breaker.stop_waiting(key);
         }
     }
 
