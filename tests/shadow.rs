@@ -11,13 +11,19 @@ use std::{
 
 use tower::{Layer, ServiceExt, service_fn, util::BoxCloneService};
 use tower_breaker::{
-    BoxError, CircuitBreaker, CircuitBreakerLayer, Event, Failover, Fallback, Outcome, Readiness, Reason, State,
+    BoxError, CircuitBreaker, CircuitBreakerLayer, Event, Failover, Fallback, Outcome, Readiness, Reason,
+    State,
 };
 
 /// What listeners saw, owned.
 #[derive(Clone, Debug, PartialEq)]
 enum Seen {
-    Transition { from: State, to: State, reason: Reason, shadow: bool },
+    Transition {
+        from: State,
+        to: State,
+        reason: Reason,
+        shadow: bool,
+    },
     Rejected(State),
     WouldReject(State),
     Recorded(Outcome),
@@ -174,7 +180,11 @@ async fn a_failed_probe_reopens_notionally_with_the_next_backoff() {
     let (_, listener) = recorder();
     let breaker = CircuitBreaker::builder("openai")
         .consecutive_failures(1)
-        .open_backoff(tower_breaker::Backoff::exponential(Duration::from_secs(10), 2.0, Duration::from_secs(600)))
+        .open_backoff(tower_breaker::Backoff::exponential(
+            Duration::from_secs(10),
+            2.0,
+            Duration::from_secs(600),
+        ))
         .shadow(true)
         .on_event(listener)
         .build()
@@ -200,7 +210,9 @@ async fn switching_to_enforce_while_notionally_open_refuses_at_once_and_back_pas
     breaker.set_shadow(false);
     assert!(!breaker.is_shadow());
     assert!(!breaker.snapshot().shadow);
-    let refused = breaker.try_acquire().expect_err("enforcing: the open breaker refuses");
+    let refused = breaker
+        .try_acquire()
+        .expect_err("enforcing: the open breaker refuses");
     assert_eq!(refused.retry_after(), Some(Duration::from_secs(30)));
     assert_eq!(breaker.state(), State::Open); // the state and deadline were kept
     assert_eq!(seen.lock().unwrap().last(), Some(&Seen::Rejected(State::Open)));
@@ -223,13 +235,19 @@ async fn switching_to_enforce_while_notionally_open_refuses_at_once_and_back_pas
         })
     );
     let _second = breaker.try_acquire().unwrap();
-    assert!(breaker.try_acquire().is_err(), "enforcing: the third call finds the probes full");
+    assert!(
+        breaker.try_acquire().is_err(),
+        "enforcing: the third call finds the probes full"
+    );
     drop(probe);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_breaker_switched_to_shadow_at_runtime_passes_forced_open_and_server_waits() {
-    let breaker = CircuitBreaker::builder("openai").consecutive_failures(1).build().unwrap();
+    let breaker = CircuitBreaker::builder("openai")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
     assert!(!breaker.snapshot().shadow);
     breaker.force_open();
     assert!(breaker.try_acquire().is_err());
