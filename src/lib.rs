@@ -400,6 +400,9 @@
 
 pub mod breaker;
 pub mod classify;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 pub mod fallback;
 pub mod keyed;
 pub mod service;

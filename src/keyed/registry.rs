@@ -26,8 +26,11 @@ use crate::breaker::{
 /// What a full registry does with a new key when every breaker it holds is protected from
 /// eviction (open before its deadline, forced open, disabled or half-open).
 ///
-/// See [the module docs](super#bounded-memory) for the eviction order.
+/// See [the module docs](super#bounded-memory) for the eviction order. In a configuration
+/// file (feature `serde`): `"overflow"` or `"reject"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum WhenFull {
     /// The new key shares one *overflow* breaker (built from the template and named
@@ -145,11 +148,12 @@ where
 
     /// Validates the template, the overrides and the bounds, and builds the registry.
     pub fn build(self) -> Result<KeyedRegistry<K>, ConfigError> {
+        let name = self.template.name_ref();
         if self.max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
+            return Err(ConfigError::new("max_keys", "must be at least 1").in_breaker(name));
         }
         if self.idle_timeout.is_zero() {
-            return Err(ConfigError::new("idle_timeout", "must be greater than zero"));
+            return Err(ConfigError::new("idle_timeout", "must be greater than zero").in_breaker(name));
         }
         let template = Template::new(self.template)?;
         let mut overrides = HashMap::with_capacity(self.overrides.len());
@@ -201,7 +205,7 @@ struct Template {
 
 impl Template {
     fn new(builder: Builder) -> Result<Self, ConfigError> {
-        let config = builder.config()?;
+        let config = builder.validated()?;
         let base = builder.name_ref().clone();
         Ok(Self {
             builder,
