@@ -134,7 +134,7 @@ where
 
     /// Like [`map_builder`](Self::map_builder), but runs `f` after the adjustment already set
     /// (if any) instead of replacing it: for integrations that add their own listener.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "webhook"))]
     pub(crate) fn and_map_builder(
         mut self,
         f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static,
@@ -476,7 +476,24 @@ where
     }
 }
 
+/// A handle that does not keep a registry alive: for the listeners of its own breakers, which
+/// the registry holds.
+#[cfg(feature = "webhook")]
+pub(crate) struct WeakRegistry<K>(std::sync::Weak<Inner<K>>);
+
+#[cfg(feature = "webhook")]
+impl<K> WeakRegistry<K> {
+    pub(crate) fn upgrade(&self) -> Option<KeyedRegistry<K>> {
+        self.0.upgrade().map(|inner| KeyedRegistry { inner })
+    }
+}
+
 impl<K> KeyedRegistry<K> {
+    #[cfg(feature = "webhook")]
+    pub(crate) fn downgrade(&self) -> WeakRegistry<K> {
+        WeakRegistry(Arc::downgrade(&self.inner))
+    }
+
     /// Every key with a snapshot of its breaker, in no particular order. Each shard is read
     /// under its shared lock, one at a time.
     pub fn snapshot(&self) -> Vec<(K, Snapshot)>
