@@ -29,7 +29,7 @@ impl ConfigError {
     }
 
     /// The name of the breaker whose settings are at fault, when known: every error of
-    /// [`Builder::build`](super::Builder::build) and of the [`config`](crate::config) types
+    /// [`Builder::build`](super::Builder::build) and of the `config` types (feature `serde`)
     /// names it (a keyed registry's override names the key's breaker, e.g. `"openai:gpt-4o"`).
     pub fn breaker(&self) -> Option<&str> {
         self.breaker.as_deref()

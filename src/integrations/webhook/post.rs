@@ -36,7 +36,7 @@ pub(super) fn client() -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
     let connector = HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
         // ring's provider supports rustls' safe default protocol versions: never an error.
-        .map_or_else(|_| HttpsConnectorBuilder::new().with_webpki_roots(), |b| b)
+        .unwrap_or_else(|_| HttpsConnectorBuilder::new().with_webpki_roots())
         .https_or_http()
         .enable_http1()
         .build();
