@@ -106,9 +106,9 @@
 //! - [`streaming`]: record the outcome when a streamed response body ends.
 //! - [`retry`] (feature `retry`): a `tower::retry::Policy` that never retries an open circuit
 //!   and honours `Retry-After`.
-//! - [`llm`] (feature `llm`): OpenAI, Azure OpenAI and Anthropic failures by kind
-//!   (rate limit, quota, overload, auth, context window, content policy, ...) from their error
-//!   bodies, and their rate-limit headers.
+//! - [`llm`] (feature `llm`, on by default): OpenAI, Azure OpenAI and Anthropic failures by
+//!   kind (rate limit, quota, overload, auth, context window, content policy, ...) from their
+//!   error bodies, their rate-limit headers, and failover routing by kind (`on_llm_failure`).
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
 //!   `prometheus-client`, Redis (sharing trips among replicas), webhook alerts, and a health
 //!   report.
@@ -198,7 +198,7 @@
 //! | `prometheus-client` | | [`integrations::prometheus`]: the same families in a `prometheus_client` registry |
 //! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint); [`config`]: every breaker setting from TOML, YAML or environment variables (`Deserialize`; durations through `humantime`) |
 //! | `redis` | | [`integrations::redis`]: the replicas of an application share trips through Redis |
-//! | `llm` | | [`llm`]: classifying OpenAI, Azure OpenAI and Anthropic failures by kind, from their rate-limit headers and JSON error bodies (`LlmErrorLayer`, `LlmClassifier`) |
+//! | `llm` | on | [`llm`]: classifying OpenAI, Azure OpenAI and Anthropic failures by kind, from their rate-limit headers and JSON error bodies (`LlmErrorLayer`, `LlmClassifier`), and failover routing by kind (`LlmRouting`, `on_llm_failure`). Costs a dependency on `serde_json`, and nothing at run time until its layer is used; the showcase needs it |
 //! | `dashboard` | | [`integrations::dashboard`]: a live status page (HTML, a JSON snapshot, a live stream) as a tower service; turns on `serde` |
 //! | `webhook` | | [`integrations::webhook`]: Slack-compatible or JSON alerts when a breaker opens, reopens and recovers, posted by a background task with retries and a rate limit (https through rustls); turns on `serde` and `hyper-util` |
 //!

@@ -50,6 +50,8 @@ fn builder_rejects_every_invalid_value() {
         ("rate > 1", b().failure_rate(1.5).build()),
         ("rate < 0", b().failure_rate(-0.1).build()),
         ("rate NaN", b().failure_rate(f64::NAN).build()),
+        ("rate 0", b().failure_rate(0.0).build()),
+        ("slow rate 0", b().slow_calls(S, 0.0).build()),
         ("slow rate NaN", b().slow_calls(S, f64::NAN).build()),
         ("slow rate > 1", b().slow_calls(S, 2.0).build()),
         ("count window 0", b().failure_rate(0.5).count_window(0).build()),
@@ -122,6 +124,47 @@ fn builder_rejects_every_invalid_value() {
             "{what}: {err}"
         );
     }
+}
+
+/// Issue 14 ("decide and document"): a zero rate tripped on five successes out of five; it
+/// is refused now (DESIGN), as resilience4j and Polly refuse it.
+#[test]
+fn zero_rates_are_a_config_error() {
+    let b = || CircuitBreaker::builder("zero");
+    for zero in [0.0, -0.0] {
+        let err = b().failure_rate(zero).build().unwrap_err();
+        assert_eq!(err.setting(), "failure_rate");
+        assert_eq!(
+            err.to_string(),
+            "invalid circuit breaker config: failure_rate must be greater than 0 and at most 1"
+        );
+        let err = b().slow_calls(S, zero).build().unwrap_err();
+        assert_eq!(err.setting(), "slow_calls");
+        // Also beside a valid rule.
+        let err = b()
+            .consecutive_failures(3)
+            .failure_rate(zero)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "failure_rate");
+    }
+    assert!(b().failure_rate(f64::MIN_POSITIVE).build().is_ok());
+    assert!(b().slow_calls(S, f64::MIN_POSITIVE).build().is_ok());
+    assert!(b().failure_rate(1.0).slow_calls(S, 1.0).build().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_smallest_rate_trips_on_one_failure_never_on_successes() {
+    let b = CircuitBreaker::builder("tiny")
+        .failure_rate(f64::MIN_POSITIVE)
+        .count_window(5)
+        .min_calls(5)
+        .build()
+        .unwrap();
+    succeed(&b, 50);
+    assert_eq!(b.state(), State::Closed, "successes alone never trip");
+    fail(&b, 1);
+    assert_eq!(b.state(), State::Open);
 }
 
 #[test]
@@ -358,6 +401,66 @@ async fn slow_probe_reopens() {
     assert_eq!(b.state(), State::Open);
 }
 
+/// Issue 14 point 7: durations to the nanosecond (they were whole microseconds, truncated at
+/// both ends).
+#[tokio::test(start_paused = true)]
+async fn slow_calls_are_timed_to_the_nanosecond() {
+    let ns = Duration::from_nanos;
+    // (threshold, call duration, slow?)
+    let cases = [
+        (Duration::from_millis(100), Duration::from_millis(100), false),
+        (
+            Duration::from_millis(100),
+            Duration::from_millis(100) + ns(1),
+            true,
+        ),
+        (ns(10_500), ns(10_400), false),
+        (ns(10_500), ns(10_500), false),
+        (ns(10_500), ns(10_501), true),
+        (ns(1), ns(1), false),
+        (ns(1), ns(2), true),
+    ];
+    for (threshold, call, slow) in cases {
+        let (b, _) = logged(
+            CircuitBreaker::builder("ns")
+                .slow_calls(threshold, 1.0)
+                .count_window(1)
+                .min_calls(1),
+        );
+        // Start 900 ns into a microsecond: truncated stamps read 10.4 µs as 11 µs here.
+        advance(ns(900)).await;
+        let p = b.try_acquire().unwrap();
+        advance(call).await;
+        p.record(Outcome::Success);
+        let what = format!("a call of {call:?} against {threshold:?}");
+        assert_eq!(b.snapshot().slow_calls, u32::from(slow), "{what}");
+        assert_eq!(b.state() == State::Open, slow, "{what}");
+    }
+}
+
+/// Long calls: nanosecond stamps reach 2^47 ns (39 hours); a call of 18.3 min + 1 s (past
+/// 2^40 ns) or of 30 hours is slow, however long the breaker has lived.
+#[tokio::test(start_paused = true)]
+async fn long_calls_are_slow() {
+    for (age, call) in [
+        (Duration::ZERO, Duration::from_nanos(1 << 40) + S),
+        (Duration::ZERO, Duration::from_secs(30 * 3600)),
+        (Duration::from_nanos(3 << 47) - S, Duration::from_secs(600)),
+    ] {
+        let b = CircuitBreaker::builder("long")
+            .slow_calls(Duration::from_secs(60), 1.0)
+            .count_window(1)
+            .min_calls(1)
+            .build()
+            .unwrap();
+        advance(age).await;
+        let p = b.try_acquire().unwrap();
+        advance(call).await;
+        p.record(Outcome::Success);
+        assert_eq!(b.snapshot().slow_calls, 1, "a call of {call:?} at {age:?}");
+    }
+}
+
 // ---------- open → half-open ----------
 
 #[tokio::test(start_paused = true)]
@@ -522,6 +625,105 @@ async fn idle_half_open_does_not_time_out() {
     assert!(b.try_acquire().unwrap().is_probe());
 }
 
+/// Issue 14 point 3: the wait runs from the admission of the oldest probe in flight, not from
+/// the last decision. An idle half-open (its first probe ignored or dropped) admits a new probe
+/// much later; a second caller in the same instant must not declare that probe hung.
+#[tokio::test(start_paused = true)]
+async fn a_probe_admitted_a_moment_ago_is_not_hung() {
+    for dropped in [false, true] {
+        let (b, log) = logged(
+            CircuitBreaker::builder("h")
+                .consecutive_failures(1)
+                .open_duration(10 * S)
+                .half_open_max_wait(60 * S),
+        );
+        fail(&b, 1);
+        advance(10 * S).await;
+        let first = b.try_acquire().unwrap();
+        if dropped {
+            drop(first);
+        } else {
+            first.record(Outcome::Ignore);
+        }
+        advance(120 * S).await;
+        let probe = b.try_acquire().expect("the next caller becomes the probe");
+        let err = b.try_acquire().unwrap_err();
+        assert_eq!(
+            err.state(),
+            State::HalfOpen,
+            "dropped={dropped}: half-open is full, not hung"
+        );
+        assert_eq!(b.state(), State::HalfOpen);
+        probe.record(Outcome::Success);
+        assert_eq!(
+            b.state(),
+            State::Closed,
+            "dropped={dropped}: the probe's success counts"
+        );
+        assert!(
+            !log.lock().unwrap().iter().any(|t| t.2 == Reason::ProbeTimedOut),
+            "dropped={dropped}: {:?}",
+            log.lock().unwrap()
+        );
+        assert_eq!(b.snapshot().open_for, None);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_follows_the_oldest_probe_still_in_flight() {
+    let ns = Duration::from_nanos(1);
+    let (b, log) = logged(
+        CircuitBreaker::builder("h")
+            .consecutive_failures(1)
+            .open_duration(S)
+            .half_open_permits(2)
+            .half_open_successes(3)
+            .half_open_max_wait(60 * S),
+    );
+    fail(&b, 1);
+    advance(S).await;
+    let first = b.try_acquire().unwrap(); // t = 0
+    advance(30 * S).await;
+    let second = b.try_acquire().unwrap(); // t = 30
+    advance(30 * S - ns).await;
+    assert_eq!(b.try_acquire().unwrap_err().state(), State::HalfOpen);
+    first.record(Outcome::Success); // a decision: the oldest in flight is now `second`
+    assert_eq!(b.state(), State::HalfOpen);
+    advance(ns).await; // t = 60: `first`'s wait would be over, `second`'s is not
+    let third = b.try_acquire().expect("a free slot; nothing hung");
+    assert_eq!(b.try_acquire().unwrap_err().state(), State::HalfOpen);
+    advance(30 * S - ns).await; // just before t = 90
+    assert_eq!(b.try_acquire().unwrap_err().state(), State::HalfOpen);
+    advance(ns).await; // t = 90: `second` brought no decision within 60 s
+    assert_eq!(b.try_acquire().unwrap_err().state(), State::Open);
+    assert_eq!(
+        log.lock().unwrap().last(),
+        Some(&(State::HalfOpen, State::Open, Reason::ProbeTimedOut))
+    );
+    drop((second, third));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_of_a_probe_released_out_of_order_follows_the_one_left() {
+    let (b, _) = logged(
+        CircuitBreaker::builder("h")
+            .consecutive_failures(1)
+            .open_duration(S)
+            .half_open_permits(2)
+            .half_open_max_wait(60 * S),
+    );
+    fail(&b, 1);
+    advance(S).await;
+    let first = b.try_acquire().unwrap(); // t = 0
+    advance(30 * S).await;
+    let second = b.try_acquire().unwrap(); // t = 30
+    drop(second); // the younger one leaves; `first` is still the oldest
+    advance(30 * S).await; // t = 60: `first` hung for its whole wait
+    let _ = b.try_acquire().unwrap_err();
+    assert_eq!(b.state(), State::Open, "the oldest probe's wait did not restart");
+    drop(first);
+}
+
 // ---------- generations ----------
 
 #[tokio::test(start_paused = true)]
@@ -542,6 +744,26 @@ async fn outcomes_from_before_a_change_never_cause_a_transition() {
     }
     assert_eq!(b.state(), State::Closed);
     assert_eq!(b.snapshot().consecutive_failures, 0);
+}
+
+/// Permits carry 16 bits of the generation (beside a nanosecond start stamp, in two words):
+/// held across 65,535 changes, a permit is still stale.
+#[tokio::test(start_paused = true)]
+async fn a_permit_held_across_65535_changes_is_still_stale() {
+    let b = CircuitBreaker::builder("g")
+        .consecutive_failures(1)
+        .failure_rate(0.5)
+        .count_window(2)
+        .min_calls(1)
+        .build()
+        .unwrap();
+    let stale = b.try_acquire().unwrap();
+    for _ in 0..65_535 {
+        b.reset(); // a fresh start: a new generation each time
+    }
+    stale.record(Outcome::Failure);
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.snapshot().calls, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -649,6 +871,107 @@ async fn trip_from_half_open_and_over_an_open_backoff() {
     probe.record(Outcome::Trip(3 * S));
     assert_eq!(b.state(), State::Open);
     assert_eq!(b.try_acquire().unwrap_err().retry_after(), Some(3 * S));
+}
+
+// ---------- try_probe_early ----------
+
+#[tokio::test(start_paused = true)]
+async fn try_probe_early_admits_one_probe_now_and_its_outcome_decides() {
+    let (b, log) = logged(
+        CircuitBreaker::builder("e")
+            .consecutive_failures(1)
+            .open_backoff(Backoff::exponential(10 * S, 2.0, 100 * S)),
+    );
+    fail(&b, 1);
+    assert_eq!(b.try_acquire().unwrap_err().retry_after(), Some(10 * S));
+
+    // A failed early probe reopens with the backoff's next period, as a probe does.
+    let probe = b.try_probe_early().expect("the open period is cut short");
+    assert!(probe.is_probe());
+    assert_eq!(b.state(), State::HalfOpen);
+    let second = b.try_probe_early().unwrap_err();
+    assert_eq!(second.state(), State::HalfOpen, "one probe slot, taken");
+    assert!(b.try_acquire().is_err());
+    probe.record(Outcome::Failure);
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.snapshot().open_for, Some(20 * S));
+
+    // A successful one closes the breaker at once.
+    advance(S).await;
+    b.try_probe_early().unwrap().record(Outcome::Success);
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            (State::Closed, State::Open, Reason::ConsecutiveFailures),
+            (State::Open, State::HalfOpen, Reason::EarlyProbe),
+            (State::HalfOpen, State::Open, Reason::ProbeFailed),
+            (State::Open, State::HalfOpen, Reason::EarlyProbe),
+            (State::HalfOpen, State::Closed, Reason::ProbesSucceeded),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_probe_early_dropped_unrecorded_gives_the_slot_back() {
+    let b = CircuitBreaker::builder("e")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    fail(&b, 1);
+    drop(b.try_probe_early().unwrap());
+    assert_eq!(b.state(), State::HalfOpen);
+    let probe = b.try_acquire().expect("the released slot admits the next caller");
+    assert!(probe.is_probe());
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_probe_early_keeps_a_servers_wait_and_an_operators_choice() {
+    let b = CircuitBreaker::builder("e")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+
+    // Closed: an ordinary permit.
+    let permit = b.try_probe_early().unwrap();
+    assert!(!permit.is_probe());
+    drop(permit);
+
+    // A server's wait (Retry-After, a quota error) is kept ...
+    b.try_acquire().unwrap().record(Outcome::Trip(5 * S));
+    let refused = b.try_probe_early().unwrap_err();
+    assert_eq!(
+        (refused.state(), refused.retry_after()),
+        (State::Open, Some(5 * S))
+    );
+    // ... and ends when it says, as always.
+    advance(5 * S).await;
+    b.try_probe_early().unwrap().record(Outcome::Failure);
+    // The breaker's own open period (a failed probe) may be cut short.
+    assert_eq!(b.state(), State::Open);
+    assert!(b.try_probe_early().unwrap().is_probe());
+    b.reset();
+
+    // A wait that extends the breaker's own open period is a server's wait too.
+    fail(&b, 1);
+    b.trip(60 * S);
+    assert!(b.try_probe_early().is_err());
+    b.reset();
+
+    // A trip shared by another replica: kept.
+    b.trip_remote(5 * S);
+    assert!(b.try_probe_early().is_err());
+    b.reset();
+
+    // Forced open: never bypassed.
+    b.force_open();
+    assert_eq!(b.try_probe_early().unwrap_err().state(), State::ForcedOpen);
+    b.reset();
+
+    // Disabled: admits, records nothing.
+    b.disable();
+    b.try_probe_early().unwrap().record(Outcome::Failure);
+    assert_eq!(b.state(), State::Disabled);
 }
 
 // ---------- forced, disabled, reset ----------
@@ -793,7 +1116,8 @@ fn breaker_is_send_sync_clone_and_small() {
         std::mem::size_of::<CircuitBreaker>(),
         std::mem::size_of::<usize>()
     );
-    // Two words: a permit moves in registers.
+    // Two words: a permit moves in registers (the nanosecond start stamp shares a word with
+    // the generation and the probe bit).
     assert_eq!(
         std::mem::size_of::<tower_breaker::Permit>(),
         2 * std::mem::size_of::<usize>()

@@ -20,7 +20,7 @@ use tower::{
 use tower_breaker::{
     AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Failover, Fallback, Layer,
     Outcome, Readiness, State,
-    fallback::{CloneRequest, FallbackError, Provenance, SkipReason, Skipped},
+    fallback::{AllOpen, CloneRequest, FallbackError, Policy, Provenance, Route, SkipReason, Skipped},
     is_circuit_open,
 };
 
@@ -600,4 +600,304 @@ async fn repeated_poll_ready_keeps_one_admission_until_call() {
         (1, 0)
     );
     assert_eq!(a.state(), State::Closed);
+}
+
+// ---------- routes: a policy that says where the request goes ----------
+
+type HttpSvc = BoxCloneService<String, http::Response<&'static str>, BoxError>;
+
+/// A member answering `body`, counting its calls, behind `breaker`.
+fn answering(breaker: &CircuitBreaker, body: &'static str) -> (Arc<AtomicUsize>, HttpSvc) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |_: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, BoxError>(http::Response::new(body)) }
+    });
+    let svc = CircuitBreakerLayer::new(breaker.clone()).layer(svc);
+    (calls, BoxCloneService::new(svc))
+}
+
+/// Routes by the answer: "too long" to the long-context members, "refused" back to the
+/// caller, "busy" to the next member; errors to the next member.
+#[derive(Clone)]
+struct ByAnswer {
+    long: Vec<Arc<str>>,
+}
+
+impl Policy<String, http::Response<&'static str>, BoxError> for ByAnswer {
+    fn clone_request(&mut self, req: &String) -> Option<String> {
+        Some(req.clone())
+    }
+
+    fn should_fall_back(&mut self, result: Result<&http::Response<&'static str>, &BoxError>) -> bool {
+        !self.route(result).is_to_caller()
+    }
+
+    fn route(&mut self, result: Result<&http::Response<&'static str>, &BoxError>) -> Route<'_> {
+        match result.map(|r| *r.body()) {
+            Err(_) => Route::to_next().because("error"),
+            Ok(body) if body.ends_with("too long") => Route::to_any_of(&self.long).because("context"),
+            Ok(body) if body.ends_with("busy") => Route::to_next().because("overloaded"),
+            Ok(_) => Route::to_caller(),
+        }
+    }
+}
+
+fn by_answer(long: &[&str]) -> ByAnswer {
+    ByAnswer {
+        long: long.iter().map(|&n| Arc::from(n)).collect(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_to_named_members_passes_the_others_and_labels_the_provenance() {
+    let (small, mid, large1, large2) = (
+        breaker("small"),
+        breaker("mid"),
+        breaker("large1"),
+        breaker("large2"),
+    );
+    large1.trip(Duration::from_secs(5));
+    let (small_calls, s) = answering(&small, "small: too long");
+    let (mid_calls, m) = answering(&mid, "mid: ok");
+    let (_, l1) = answering(&large1, "large1: ok");
+    let (large2_calls, l2) = answering(&large2, "large2: ok");
+    let chain = Failover::new([("small", s), ("mid", m), ("large1", l1), ("large2", l2)])
+        .on_failure(by_answer(&["large1", "large2"]));
+
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(*res.body(), "large2: ok");
+    assert_eq!(small_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(mid_calls.load(Ordering::SeqCst), 0, "not named: passed over");
+    assert_eq!(large2_calls.load(Ordering::SeqCst), 1);
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "large2");
+    let skipped: Vec<_> = p.skipped().iter().map(|s| (s.member(), s.because())).collect();
+    assert_eq!(skipped, [("small", Some("context")), ("large1", None)]);
+    assert!(matches!(p.skipped()[0].reason(), SkipReason::FailureResponse));
+    assert!(
+        p.skipped()[1].circuit_open().is_some(),
+        "the open named member was skipped"
+    );
+    assert_eq!(
+        p.to_string(),
+        r#"served by "large2" (member "small" answered with a failure (context); member "large1" skipped: circuit "large1" is open; retry in 5s)"#
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_to_the_caller_or_to_no_later_named_member_returns_the_answer() {
+    // "refused": back to the caller, the next member is never called.
+    let (a, b) = (breaker("a"), breaker("b"));
+    let (_, sa) = answering(&a, "a: refused");
+    let (b_calls, sb) = answering(&b, "b: ok");
+    let chain = Failover::new([("a", sa), ("b", sb)]).on_failure(by_answer(&[]));
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(*res.body(), "a: refused");
+    assert_eq!(b_calls.load(Ordering::SeqCst), 0);
+    assert!(!res.extensions().get::<Provenance>().unwrap().fell_back());
+
+    // "too long" with the only long member *before* this one: no loop, the answer stands.
+    let (long, small, mid) = (breaker("long"), breaker("small"), breaker("mid"));
+    long.force_open();
+    let (_, sl) = answering(&long, "long: ok");
+    let (_, ss) = answering(&small, "small: too long");
+    let (mid_calls, sm) = answering(&mid, "mid: ok");
+    let chain = Failover::new([("long", sl), ("small", ss), ("mid", sm)]).on_failure(by_answer(&["long"]));
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(*res.body(), "small: too long");
+    assert_eq!(mid_calls.load(Ordering::SeqCst), 0);
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "small");
+    assert_eq!(p.skipped()[0].member(), "long");
+
+    // The named members all open: the answer that moved stands, with them skipped.
+    let (small, large) = (breaker("small"), breaker("large"));
+    large.trip(Duration::from_secs(5));
+    let (_, ss) = answering(&small, "small: too long");
+    let (_, sl) = answering(&large, "large: ok");
+    let chain = Failover::new([("small", ss), ("large", sl)]).on_failure(by_answer(&["large"]));
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(*res.body(), "small: too long");
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "small");
+    assert_eq!(p.skipped()[0].member(), "large");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_to_the_next_member_labels_each_hop() {
+    let (a, b, c) = (breaker("a"), breaker("b"), breaker("c"));
+    let (_, sa) = answering(&a, "a: busy");
+    let (_, sb) = answering(&b, "b: too long");
+    let (_, sc) = answering(&c, "c: ok");
+    let chain = Failover::new([("a", sa), ("b", sb), ("c", sc)]).on_failure(by_answer(&["c"]));
+    let res = chain.oneshot("q".into()).await.unwrap();
+    assert_eq!(*res.body(), "c: ok");
+    let p = res.extensions().get::<Provenance>().unwrap();
+    let hops: Vec<_> = p.skipped().iter().map(|s| (s.member(), s.because())).collect();
+    assert_eq!(hops, [("a", Some("overloaded")), ("b", Some("context"))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_follows_a_route_to_its_secondary_only_when_it_is_named() {
+    let run = |long: &'static [&'static str]| async move {
+        let (p, s) = (breaker("small"), breaker("large"));
+        let (_, sp) = answering(&p, "small: too long");
+        let (calls, ss) = answering(&s, "large: ok");
+        let svc = Fallback::new(sp, ss)
+            .names("small", "large")
+            .on_failure(by_answer(long));
+        (
+            svc.oneshot("q".into()).await.unwrap(),
+            calls.load(Ordering::SeqCst),
+        )
+    };
+    let (res, calls) = run(&["large"]).await;
+    assert_eq!((*res.body(), calls), ("large: ok", 1));
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.skipped()[0].because(), Some("context"));
+    let (res, calls) = run(&["elsewhere"]).await;
+    assert_eq!((*res.body(), calls), ("small: too long", 0));
+}
+
+// ---------- every member open: AllOpen ----------
+
+/// A member that trips on its first failure, tripped now, open for `open`.
+fn tripped(name: &'static str, open: Duration) -> CircuitBreaker {
+    let b = CircuitBreaker::builder(name)
+        .consecutive_failures(1)
+        .open_duration(open)
+        .build()
+        .unwrap();
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_sends_the_request_to_the_member_whose_open_period_ends_soonest() {
+    let s = Duration::from_secs(1);
+    let breakers = [tripped("a", 20 * s), tripped("b", 5 * s), tripped("c", 10 * s)];
+    let members: Vec<_> = breakers
+        .iter()
+        .map(|b| (b.name().to_owned(), answering(b, "ok").1))
+        .collect();
+    let chain = Failover::new(members.clone()).when_all_open(AllOpen::ProbeSoonest);
+
+    let res = chain.clone().oneshot("q".into()).await.unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "b");
+    assert!(p.probed_early());
+    let others: Vec<_> = p.skipped().iter().map(Skipped::member).collect();
+    assert_eq!(others, ["a", "c"], "the probed member is not listed as skipped");
+    assert!(p.to_string().contains("an early probe"), "{p}");
+    assert_eq!(breakers[1].state(), State::Closed, "the probe succeeded");
+    assert_eq!(breakers[0].state(), State::Open);
+
+    // The default is unchanged: every member open fails fast.
+    let (a, b) = (tripped("a", 20 * s), tripped("b", 5 * s));
+    let chain = Failover::new([("a", answering(&a, "ok").1), ("b", answering(&b, "ok").1)]);
+    let err = chain.oneshot("q".into()).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<AllUnavailable>().unwrap().retry_after(),
+        Some(5 * s)
+    );
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_one_probe_per_member_then_all_unavailable() {
+    let s = Duration::from_secs(1);
+    let (a, b) = (tripped("a", 20 * s), tripped("b", 5 * s));
+    let hang = |breaker: &CircuitBreaker| -> HttpSvc {
+        BoxCloneService::new(
+            CircuitBreakerLayer::new(breaker.clone()).layer(service_fn(|_: String| {
+                std::future::pending::<Result<http::Response<&'static str>, BoxError>>()
+            })),
+        )
+    };
+    let chain = Failover::new([("a", hang(&a)), ("b", hang(&b))]).when_all_open(AllOpen::ProbeSoonest);
+
+    // The first request takes b's probe (soonest), the second a's; both hang.
+    let mut first = chain.clone();
+    let first = first.ready().await.unwrap().call("1".into());
+    assert_eq!(b.state(), State::HalfOpen);
+    let mut second = chain.clone();
+    let second = second.ready().await.unwrap().call("2".into());
+    assert_eq!(a.state(), State::HalfOpen);
+    // Every member is now half-open with its probe in flight: nothing more goes through.
+    let err = chain.clone().oneshot("3".into()).await.unwrap_err();
+    let all = err.downcast_ref::<AllUnavailable>().unwrap();
+    assert!(
+        all.members()
+            .iter()
+            .all(|m| m.circuit_open().unwrap().state() == State::HalfOpen)
+    );
+    // Cancelled probes give their slots back.
+    drop((first, second));
+    assert_eq!(a.snapshot().probes_in_flight + b.snapshot().probes_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_never_bypasses_an_operator_or_a_servers_wait() {
+    let s = Duration::from_secs(1);
+    // Forced open (soonest: it has no deadline at all) and a server's 3 s wait: the member
+    // open for 30 s on its own is the one probed.
+    let forced = tripped("forced", s);
+    forced.force_open();
+    let waited = tripped("waited", 30 * s);
+    waited.reset();
+    waited.trip(3 * s);
+    let own = tripped("own", 30 * s);
+    let (forced_calls, f) = answering(&forced, "ok");
+    let (waited_calls, w) = answering(&waited, "ok");
+    let (_, o) = answering(&own, "ok");
+    let chain =
+        Failover::new([("forced", f), ("waited", w), ("own", o)]).when_all_open(AllOpen::ProbeSoonest);
+    let res = chain.clone().oneshot("q".into()).await.unwrap();
+    assert_eq!(res.extensions().get::<Provenance>().unwrap().served_by(), "own");
+    assert_eq!(
+        forced_calls.load(Ordering::SeqCst) + waited_calls.load(Ordering::SeqCst),
+        0
+    );
+    assert_eq!(forced.state(), State::ForcedOpen);
+
+    // Only a forced member and a server's wait: refused, as without the policy.
+    let chain = Failover::new([
+        ("forced", answering(&forced, "ok").1),
+        ("waited", answering(&waited, "ok").1),
+    ])
+    .when_all_open(AllOpen::ProbeSoonest);
+    let err = chain.oneshot("q".into()).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<AllUnavailable>().unwrap().retry_after(),
+        Some(3 * s)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_reaches_into_a_nested_chain_and_a_failed_probe_reopens() {
+    let s = Duration::from_secs(1);
+    let (a, b, c) = (tripped("a", 20 * s), tripped("b", 5 * s), tripped("c", 10 * s));
+    let (b_calls, failing_b) = upstream("b", true);
+    let (_, sa) = upstream("a", false);
+    let inner = Failover::new([("a", guarded(&a, sa)), ("b", guarded(&b, failing_b))]);
+    let inner: Svc = BoxCloneService::new(inner);
+    let (_, sc) = upstream("c", false);
+    let chain =
+        Failover::new([("inner", inner), ("c", guarded(&c, sc))]).when_all_open(AllOpen::ProbeSoonest);
+
+    // b (inside the inner chain) ends soonest: its probe is the request, and it fails.
+    let err = chain.clone().oneshot("q".into()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"member "inner" failed: member "b" failed: upstream error: b"#
+    );
+    assert_eq!(b_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(b.state(), State::Open, "the failed probe reopened b");
+
+    // Next request: b's new open period (a backoff of 5 s again) is the soonest once more.
+    tokio::time::advance(s).await;
+    let _ = chain.clone().oneshot("q".into()).await;
+    assert_eq!(b_calls.load(Ordering::SeqCst), 2);
 }

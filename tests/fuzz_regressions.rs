@@ -365,6 +365,20 @@ fn builder_refuses_non_finite_and_out_of_range_numbers() {
             "backoff jitter",
         ));
     }
+    // A zero rate (either sign) trips on successes alone: refused, as resilience4j and Polly
+    // refuse it (a zero jitter is fine: it is the default).
+    for zero in [0.0, -0.0] {
+        cases.push((
+            format!("rate {zero}"),
+            b().failure_rate(zero).build(),
+            "failure_rate",
+        ));
+        cases.push((
+            format!("slow {zero}"),
+            b().slow_calls(S, zero).build(),
+            "slow_calls",
+        ));
+    }
     for bad in [
         f64::NAN,
         f64::INFINITY,
@@ -427,7 +441,7 @@ fn builder_accepts_extreme_valid_values_and_the_breaker_works() {
     paused(async {
         let b = CircuitBreaker::builder("extreme")
             .consecutive_failures(u32::MAX)
-            .failure_rate(-0.0) // within 0.0..=1.0: trips as soon as min_calls are in
+            .failure_rate(f64::MIN_POSITIVE) // the smallest rate: one failure in the window trips
             .slow_calls(Duration::MAX, 1.0)
             .time_window(Duration::MAX)
             .min_calls(2)
@@ -439,9 +453,10 @@ fn builder_accepts_extreme_valid_values_and_the_breaker_works() {
             .build()
             .expect("every value is in range");
         b.try_acquire().unwrap().record(Outcome::Success);
-        assert_eq!(b.state(), State::Closed);
         b.try_acquire().unwrap().record(Outcome::Success);
-        assert_eq!(b.state(), State::Open, "a rate of 0 trips at min_calls");
+        assert_eq!(b.state(), State::Closed, "min_calls are in, no failure");
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        assert_eq!(b.state(), State::Open, "1 of 3 is above the smallest rate");
         assert!(refused_for(&b) > Duration::ZERO);
         let s = b.snapshot();
         assert!(s.failures <= s.calls);

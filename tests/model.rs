@@ -12,6 +12,15 @@
 //! fixed and exponential backoff, half-open permits, successes and max wait, generations
 //! (stale outcomes), forced-open, disabled, reset, and cancellation (dropped permits).
 //!
+//! The rate rules as DESIGN and issue 13 pin them: trip iff `bad as f64 / calls as f64 >=
+//! threshold`. Thresholds are drawn as ratios of small integers `k/n` (`n` up to the window;
+//! the `f64` of the decimal a user writes for that ratio, from the model's own long
+//! division), as random floats in `(0, 1]`, and as 1; count windows reach 100 calls, and
+//! batches of calls fill them, so that a rule that rounds differently is caught at the exact
+//! boundary. Slow calls are timed to the nanosecond (time moves by single nanoseconds too).
+//! The half-open wait for a decision runs from the admission of the oldest probe in flight;
+//! with no probe in flight there is none (issue 14 point 3).
+//!
 //! Jitter is random, so the model cannot predict the wait: with jitter on, it checks the wait
 //! the breaker announced (the transition's `open_for`) against the bounds
 //! `wait × (1 ± jitter)`, capped at the backoff's maximum, and then uses it.
@@ -58,9 +67,24 @@ enum Op {
     Record(usize, Outcome),
     Drop(usize),
     Advance(Duration),
+    /// One nanosecond.
+    Nudge,
     AdvanceToDeadline,
     /// To the instant a half-open breaker's wait for a decision runs out (inclusive).
     AdvanceToProbeDeadline,
+    /// A batch of calls, to fill large windows and reach a rate's boundary: the breaker is
+    /// `reset` first or not, `clear` passes (a time window's length empties it); each `fast`
+    /// outcome is a call admitted and recorded at once; then one call is admitted per `held`
+    /// outcome, `hold` passes, and they are recorded in turn.
+    Batch {
+        reset: bool,
+        clear: Duration,
+        fast: Vec<Outcome>,
+        held: Vec<Outcome>,
+        hold: Duration,
+    },
+    /// Records the most recently admitted permit.
+    RecordNewest(Outcome),
     Trip(Duration),
     TripRemote(Duration),
     ForceOpen,
@@ -72,19 +96,51 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// The `f64` a user gets writing the decimal of `k/n`: the model's own long division to 40
+/// digits, parsed (correctly rounded, so the nearest `f64` to `k/n`).
+fn decimal(k: u32, n: u32) -> f64 {
+    let mut s = format!("{}.", k / n);
+    let mut r = k % n;
+    for _ in 0..40 {
+        r *= 10;
+        s.push(char::from(b'0' + (r / n) as u8));
+        r %= n;
+    }
+    s.parse().unwrap()
+}
+
+/// A rate threshold for windows of up to `max_n` calls: mostly a ratio `k/n` with `n` up
+/// to `max_n` (often `n = max_n`, a full count window), else a random float in `(0, 1]`, or 1.
+fn threshold(max_n: u32) -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => (1..=max_n).prop_map(move |k| decimal(k, max_n)),
+        3 => (1..=max_n).prop_flat_map(|n| (1..=n).prop_map(move |k| decimal(k, n))),
+        2 => f64::MIN_POSITIVE..=1.0f64,
+        1 => Just(1.0),
+    ]
+}
+
 fn cfg() -> impl Strategy<Value = Cfg> {
+    prop_oneof![
+        3 => (1u32..8).prop_map(WindowCfg::Count),
+        3 => (8u32..=100).prop_map(WindowCfg::Count),
+        2 => (2u64..10).prop_map(|s| WindowCfg::Time(ms(s * 1000))),
+    ]
+    .prop_flat_map(cfg_for)
+}
+
+fn cfg_for(window: WindowCfg) -> impl Strategy<Value = Cfg> {
+    // Thresholds' denominators reach the window's size (100 for a time window).
+    let max_n = match window {
+        WindowCfg::Count(n) => n,
+        WindowCfg::Time(_) => 100,
+    };
     (
         proptest::option::of(1u32..5),
-        proptest::option::of(prop_oneof![Just(0.25), Just(0.5), Just(1.0)]),
-        proptest::option::of((
-            prop_oneof![Just(ms(500)), Just(ms(1000))],
-            prop_oneof![Just(0.5), Just(1.0)],
-        )),
-        prop_oneof![
-            (1u32..8).prop_map(WindowCfg::Count),
-            (2u64..10).prop_map(|s| WindowCfg::Time(ms(s * 1000)))
-        ],
-        1u32..6,
+        proptest::option::of(threshold(max_n)),
+        proptest::option::of((prop_oneof![Just(ms(500)), Just(ms(1000))], threshold(max_n))),
+        Just(window),
+        prop_oneof![3 => 1u32..6, 1 => 1..=max_n],
         // (backoff without jitter, its maximum, jitter)
         (
             prop_oneof![
@@ -139,6 +195,76 @@ fn cfg() -> impl Strategy<Value = Cfg> {
         )
 }
 
+/// A batch that brings the window to a rate rule's boundary: `m` calls (a full count window,
+/// or up to 100 in an emptied time window) of which `bad` (failures, or slow successes) are
+/// the fewest that reach the rule's threshold, or one fewer.
+fn boundary_batch(cfg: &Cfg) -> BoxedStrategy<Op> {
+    let (sizes, clear) = match cfg.window {
+        Some(WindowCfg::Count(n)) => (n..=n, Duration::ZERO),
+        Some(WindowCfg::Time(w)) => (1..=100, w),
+        None => return Just(Op::Nudge).boxed(),
+    };
+    let rules: Vec<(bool, f64)> = (cfg.rate.map(|r| (false, r)).into_iter())
+        .chain(cfg.slow.map(|(_, r)| (true, r)))
+        .collect();
+    if rules.is_empty() {
+        return Just(Op::Nudge).boxed();
+    }
+    let hold = cfg
+        .slow
+        .map_or(Duration::ZERO, |(t, _)| t + Duration::from_nanos(1));
+    // Failures come last, in runs the consecutive rule does not trip on (where it can).
+    let run = cfg
+        .consecutive
+        .map_or(usize::MAX, |n| (n as usize).saturating_sub(1).max(1));
+    // Mostly from a reset: a breaker that some earlier step opened admits no batch.
+    let reset = prop_oneof![3 => Just(true), 1 => Just(false)];
+    (proptest::sample::select(rules), sizes, any::<bool>(), reset)
+        .prop_map(move |((slow, t), m, at, reset)| {
+            // The boundary, from the pinned rule (the oracle checks the breaker's decision).
+            let least = (0..=m).find(|&j| j as f64 / m as f64 >= t).unwrap_or(m);
+            let bad = if at { least } else { least.saturating_sub(1) } as usize;
+            if slow {
+                Op::Batch {
+                    reset,
+                    clear,
+                    fast: vec![Outcome::Success; m as usize - bad],
+                    held: vec![Outcome::Success; bad],
+                    hold,
+                }
+            } else {
+                let mut tail = Vec::new();
+                let mut spare = m as usize - bad;
+                for i in 1..=bad {
+                    tail.push(Outcome::Failure);
+                    if i % run == 0 && i < bad && spare > 0 {
+                        tail.push(Outcome::Success);
+                        spare -= 1;
+                    }
+                }
+                Op::Batch {
+                    reset,
+                    clear,
+                    fast: [vec![Outcome::Success; spare], tail].concat(),
+                    held: Vec::new(),
+                    hold: Duration::ZERO,
+                }
+            }
+        })
+        .boxed()
+}
+
+fn cfg_and_ops() -> impl Strategy<Value = (Cfg, Vec<Op>)> {
+    cfg().prop_flat_map(|cfg| {
+        let ops = proptest::collection::vec(prop_oneof![20 => op(), 5 => boundary_batch(&cfg)], 1..120);
+        (Just(cfg), ops)
+    })
+}
+
+fn outcome_of_batch() -> impl Strategy<Value = Outcome> {
+    prop_oneof![Just(Outcome::Success), Just(Outcome::Failure)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let outcome = prop_oneof![
         4 => Just(Outcome::Success),
@@ -146,11 +272,34 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Outcome::Ignore),
         1 => (0u64..30).prop_map(|s| Outcome::Trip(ms(s * 500))),
     ];
+    let hold = prop_oneof![
+        Just(Duration::ZERO),
+        Just(ms(1)),
+        Just(ms(500)),
+        Just(ms(500) + Duration::from_nanos(1)),
+        Just(ms(1000)),
+        Just(ms(1000) + Duration::from_nanos(1)),
+    ];
     prop_oneof![
         10 => Just(Op::Acquire),
-        10 => (0usize..8, outcome).prop_map(|(i, o)| Op::Record(i, o)),
+        10 => (0usize..8, outcome.clone()).prop_map(|(i, o)| Op::Record(i, o)),
+        2 => outcome.prop_map(Op::RecordNewest),
         2 => (0usize..8).prop_map(Op::Drop),
         6 => (0u64..3000).prop_map(|n| Op::Advance(ms(n))),
+        1 => Just(Op::Nudge),
+        2 => (
+            prop_oneof![3 => 1usize..10, 1 => 10usize..=100]
+                .prop_flat_map(|n| proptest::collection::vec(outcome_of_batch(), n)),
+            proptest::collection::vec(outcome_of_batch(), 0..10),
+            hold
+        )
+            .prop_map(|(fast, held, hold)| Op::Batch {
+                reset: false,
+                clear: Duration::ZERO,
+                fast,
+                held,
+                hold,
+            }),
         2 => Just(Op::AdvanceToDeadline),
         1 => Just(Op::AdvanceToProbeDeadline),
         1 => (0u64..30).prop_map(|s| Op::Trip(ms(s * 500))),
@@ -207,9 +356,9 @@ struct Model {
     generation: u64,
     open_until: Instant,
     opened: u32,
-    in_flight: u32,
+    /// The admissions of the half-open probes in flight.
+    probes: Vec<Instant>,
     probe_successes: u32,
-    last_decision: Instant,
     consecutive: u32,
     count: VecDeque<(bool, bool)>,
     /// (bucket epoch, failure, slow)
@@ -233,9 +382,8 @@ impl Model {
             generation: 0,
             open_until: now,
             opened: 0,
-            in_flight: 0,
+            probes: Vec::new(),
             probe_successes: 0,
-            last_decision: now,
             consecutive: 0,
             count: VecDeque::new(),
             timed: Vec::new(),
@@ -321,9 +469,8 @@ impl Model {
             }
             State::Open => open_for = Some(self.opened_for),
             State::HalfOpen => {
-                self.in_flight = 0;
+                self.probes.clear();
                 self.probe_successes = 0;
-                self.last_decision = now;
             }
             State::Closed => {
                 self.opened = 0;
@@ -345,10 +492,7 @@ impl Model {
         if self.state == State::Open && now >= self.open_until {
             self.transition(State::HalfOpen, Reason::OpenElapsed, now);
         }
-        if self.state == State::HalfOpen
-            && self.in_flight > 0
-            && now >= self.last_decision + self.cfg.max_wait
-        {
+        if self.state == State::HalfOpen && self.probe_deadline().is_some_and(|due| now >= due) {
             self.transition(State::Open, Reason::ProbeTimedOut, now);
         }
         let permit = |probe, disabled| MPermit {
@@ -360,8 +504,8 @@ impl Model {
         match self.state {
             State::Closed => Ok(permit(false, false)),
             State::Disabled => Ok(permit(false, true)),
-            State::HalfOpen if self.in_flight < self.cfg.permits => {
-                self.in_flight += 1;
+            State::HalfOpen if (self.probes.len() as u32) < self.cfg.permits => {
+                self.probes.push(now);
                 Ok(permit(true, false))
             }
             State::Open => {
@@ -414,11 +558,10 @@ impl Model {
             if p.generation != self.generation || self.state != State::HalfOpen {
                 return;
             }
-            self.in_flight -= 1;
+            self.remove_probe(p.start);
             match (outcome, slow) {
                 (Outcome::Success, false) => {
                     self.probe_successes += 1;
-                    self.last_decision = now;
                     if self.probe_successes >= self.cfg.successes {
                         self.transition(State::Closed, Reason::ProbesSucceeded, now);
                     }
@@ -460,10 +603,11 @@ impl Model {
         if reason.is_none() && self.cfg.window.is_some() {
             let (calls, failures, slow) = self.counts(now);
             if calls >= self.min_calls() {
-                let c = f64::from(calls);
-                if self.cfg.rate.is_some_and(|r| f64::from(failures) >= r * c) {
+                // The pinned rule: the quotient the snapshot reports, against the threshold.
+                let reached = |bad: u32, threshold: f64| bad as f64 / calls as f64 >= threshold;
+                if self.cfg.rate.is_some_and(|r| reached(failures, r)) {
                     reason = Some(Reason::FailureRate);
-                } else if self.cfg.slow.is_some_and(|(_, r)| f64::from(slow) >= r * c) {
+                } else if self.cfg.slow.is_some_and(|(_, r)| reached(slow, r)) {
                     reason = Some(Reason::SlowCalls);
                 }
             }
@@ -483,8 +627,22 @@ impl Model {
 
     fn free_slot(&mut self, p: MPermit) {
         if p.probe && p.generation == self.generation && self.state == State::HalfOpen {
-            self.in_flight -= 1;
+            self.remove_probe(p.start);
         }
+    }
+
+    fn remove_probe(&mut self, admitted: Instant) {
+        let i = self
+            .probes
+            .iter()
+            .position(|&a| a == admitted)
+            .expect("a probe in flight");
+        self.probes.swap_remove(i);
+    }
+
+    /// Half-open gives up `max_wait` after the admission of the oldest probe in flight.
+    fn probe_deadline(&self) -> Option<Instant> {
+        self.probes.iter().min().map(|&oldest| oldest + self.cfg.max_wait)
     }
 
     fn manual(&mut self, to: State, reason: Reason, now: Instant) {
@@ -536,7 +694,29 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let breaker = build(&cfg, log.clone());
         let mut model = Model::new(cfg, Instant::now(), log.clone());
         let mut permits: Vec<(Permit, MPermit)> = Vec::new();
-        for (step, op) in ops.into_iter().enumerate() {
+        // A batch runs as its steps, each checked.
+        let steps = ops.into_iter().flat_map(|op| match op {
+            Op::Batch {
+                reset,
+                clear,
+                fast,
+                held,
+                hold,
+            } => {
+                let mut steps = if reset { vec![Op::Reset] } else { Vec::new() };
+                steps.push(Op::Advance(clear));
+                for o in fast {
+                    steps.extend([Op::Acquire, Op::RecordNewest(o)]);
+                }
+                steps.extend(held.iter().map(|_| Op::Acquire));
+                steps.push(Op::Advance(hold));
+                steps.extend(held.into_iter().map(Op::RecordNewest));
+                steps
+            }
+            op => vec![op],
+        });
+        let mut checked = 0;
+        for (step, op) in steps.enumerate() {
             let now = Instant::now();
             match op {
                 Op::Acquire => {
@@ -570,17 +750,26 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     drop(p);
                     model.release(m);
                 }
+                Op::RecordNewest(outcome) => {
+                    if let Some((p, m)) = permits.pop() {
+                        p.record(outcome);
+                        model.record(m, outcome, now);
+                    }
+                }
                 Op::Record(..) | Op::Drop(_) => {}
+                Op::Batch { .. } => unreachable!("run as its steps"),
                 Op::Advance(d) => tokio::time::advance(d).await,
+                Op::Nudge => tokio::time::advance(Duration::from_nanos(1)).await,
                 Op::AdvanceToDeadline => {
                     if model.state == State::Open && model.open_until > now {
                         tokio::time::advance(model.open_until - now).await;
                     }
                 }
                 Op::AdvanceToProbeDeadline => {
-                    let due = model.last_decision + model.cfg.max_wait;
-                    if model.state == State::HalfOpen && model.in_flight > 0 && due > now {
-                        tokio::time::advance(due - now).await;
+                    if let Some(due) = model.probe_deadline() {
+                        if model.state == State::HalfOpen && due > now {
+                            tokio::time::advance(due - now).await;
+                        }
                     }
                 }
                 Op::Trip(d) => {
@@ -622,7 +811,7 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 (snap.probes_in_flight, snap.retry_after, snap.open_for),
                 (
                     if model.state == State::HalfOpen {
-                        model.in_flight
+                        model.probes.len() as u32
                     } else {
                         0
                     },
@@ -638,7 +827,10 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 step,
                 model.violations
             );
-            prop_assert_eq!(&*log.lock().unwrap(), &model.log, "step {}: events", step);
+            // Events so far agree (those of earlier steps were compared then).
+            let real = log.lock().unwrap();
+            prop_assert_eq!(&real[checked..], &model.log[checked..], "step {}: events", step);
+            checked = real.len();
         }
         Ok(())
     })
@@ -648,7 +840,7 @@ proptest! {
     #![proptest_config(ProptestConfig { max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn breaker_matches_the_reference_model(cfg in cfg(), ops in proptest::collection::vec(op(), 1..120)) {
+    fn breaker_matches_the_reference_model((cfg, ops) in cfg_and_ops()) {
         run(cfg, ops)?;
     }
 }

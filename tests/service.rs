@@ -252,6 +252,82 @@ async fn wait_wakes_when_a_probe_slot_frees() {
     assert_eq!(task.await.unwrap(), 2);
 }
 
+/// A waker that counts its wake-ups; its `Arc`'s strong count tells whether anyone kept it.
+#[derive(Default)]
+struct Counted(AtomicUsize);
+
+impl std::task::Wake for Counted {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Issue 14 point 4: 10,000 waiters that give up (their service instances are dropped) leave
+/// no waker registered, neither in the breaker nor in a timer; the waiters that stay are still
+/// woken, at the half-open deadline and then by the probe's success.
+#[tokio::test(start_paused = true)]
+async fn abandoned_waiters_leave_no_waker_behind() {
+    let b = breaker(3);
+    let svc = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::Wait)
+        .layer(Probe::default());
+    open(&b); // for 10 s: each waiter also arms a sleep until then
+    let stay: Vec<_> = (0..3).map(|i| tokio::spawn(svc.clone().oneshot(i))).collect();
+    tokio::task::yield_now().await;
+    let mut gone = Vec::new();
+    for _ in 0..10_000 {
+        let w = Arc::new(Counted::default());
+        let mut s = svc.clone();
+        let waker = std::task::Waker::from(w.clone());
+        assert!(s.poll_ready(&mut Context::from_waker(&waker)).is_pending());
+        drop((s, waker)); // the caller gives up
+        gone.push(w);
+    }
+    assert!(
+        gone.iter().all(|w| Arc::strong_count(w) == 1),
+        "no waker of an abandoned waiter is kept"
+    );
+    // Waiters that give up through a timeout in tasks of their own.
+    let timed: Vec<_> = (0..1_000)
+        .map(|_| tokio::spawn(tokio::time::timeout(S, svc.clone().oneshot(9))))
+        .collect();
+    advance(S).await;
+    for t in timed {
+        assert!(t.await.unwrap().is_err(), "timed out");
+    }
+    advance(9 * S).await; // the half-open deadline
+    for (i, t) in stay.into_iter().enumerate() {
+        assert_eq!(
+            t.await.unwrap().unwrap(),
+            i as u32,
+            "a remaining waiter is served"
+        );
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert!(gone.iter().all(|w| w.0.load(Ordering::SeqCst) == 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn remaining_waiters_wake_on_a_manual_change_after_others_gave_up() {
+    let b = breaker(3);
+    let svc = CircuitBreakerLayer::new(b.clone())
+        .readiness(Readiness::Wait)
+        .layer(Probe::default());
+    b.force_open();
+    let stay: Vec<_> = (0..3).map(|i| tokio::spawn(svc.clone().oneshot(i))).collect();
+    let timed: Vec<_> = (0..1_000)
+        .map(|_| tokio::spawn(tokio::time::timeout(S, svc.clone().oneshot(9))))
+        .collect();
+    advance(S).await;
+    for t in timed {
+        assert!(t.await.unwrap().is_err(), "timed out");
+    }
+    b.reset();
+    for (i, t) in stay.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap(), i as u32);
+    }
+}
+
 // ---------- admission rules ----------
 
 #[tokio::test(start_paused = true)]

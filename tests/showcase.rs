@@ -13,11 +13,15 @@
 //!   period (the breaker's listener counts the open periods);
 //! - with the backup always healthy, no request fails: the deadline (2 s) is ~30 times a
 //!   request's normal latency, and the breakers keep requests off the down providers;
-//! - the primary's breaker closes within one open duration plus one probe after the primary
-//!   recovers. A probe is bounded by the primary's timeout; 500 ms of slack covers a loaded
-//!   scheduler, and the run goes on for 1.7 s after the recovery, more than that bound.
+//! - the kinds are counted from the providers' answers and the responses' provenance, whatever
+//!   the timing: each content refusal comes from `azure` and goes back to the caller (none
+//!   moves on), each context-window error moves its request on (none comes back), the
+//!   provider out of quota opens once and stays open;
+//! - azure's breaker closes within one open duration plus one probe after azure recovers. A
+//!   probe is bounded by azure's timeout; 500 ms of slack covers a loaded scheduler, and the
+//!   run goes on for 1.7 s after the recovery, more than that bound.
 //!
-//! The phases themselves are wall-clock (the primary is down from 0.5 s to 1.5 s of the run),
+//! The phases themselves are wall-clock (azure is down from 0.5 s to 1.5 s of the run),
 //! which none of the assertions depends on beyond the margins above.
 
 #[path = "../examples/llm_failover/config.rs"]
@@ -28,10 +32,11 @@ mod scenario;
 use std::time::Duration;
 
 use scenario::{Scenario, Summary};
+use tower_breaker::llm::LlmErrorKind::{self, *};
 
 fn check_bookkeeping(s: &Summary, scenario: &Scenario) {
     assert_eq!(s.requests, scenario.load.requests as u64);
-    assert_eq!(s.served + s.failures, s.requests);
+    assert_eq!(s.served + s.failures + s.refusals(), s.requests);
     assert_eq!(s.providers.iter().map(|p| p.served).sum::<u64>(), s.served);
     for p in &s.providers {
         assert!(p.wasted + p.served <= p.calls, "{p:?}");
@@ -74,10 +79,46 @@ async fn breakers_bound_waste_and_keep_every_request_served() {
         assert!(p.fast_fails > 0, "{p:?}");
     }
 
-    // The primary's breaker closes within one open duration plus one probe of its recovery.
+    // Each kind, counted (both runs: the routing by kind does not depend on the breakers).
+    let k = scenario::kind_index;
+    let unsafe_prompts = (scenario.load.requests / 50) as u64;
+    for run in [&on, &off] {
+        let (azure, openai) = (&run.providers[0], &run.providers[1]);
+        // Content refusals: azure's, every one back to the caller, none moved on.
+        assert!(run.refused[k(ContentPolicy)] > 0, "{run:#?}");
+        assert!(run.refused[k(ContentPolicy)] <= unsafe_prompts);
+        assert_eq!(azure.kinds[k(ContentPolicy)], run.refused[k(ContentPolicy)]);
+        assert_eq!(run.answers_of(ContentPolicy), azure.kinds[k(ContentPolicy)]);
+        assert_eq!(run.moved[k(ContentPolicy)], 0);
+        // Long prompts: every context-window error moved its request on to a larger model.
+        assert!(run.answers_of(ContextWindowExceeded) > 0, "{run:#?}");
+        assert_eq!(
+            run.moved[k(ContextWindowExceeded)],
+            run.answers_of(ContextWindowExceeded)
+        );
+        assert_eq!(run.refused[k(ContextWindowExceeded)], 0);
+        assert_eq!(
+            run.providers[3].kinds.iter().sum::<u64>(),
+            0,
+            "the backup reports no error"
+        );
+        // The quota, the 529s and the 500s: each moved its request on.
+        for kind in [QuotaExhausted, Overloaded, LlmErrorKind::Server] {
+            assert!(run.answers_of(kind) > 0, "{kind}: {run:#?}");
+            assert_eq!(run.moved[k(kind)], run.answers_of(kind), "{kind}");
+        }
+        assert_eq!(openai.kinds[k(QuotaExhausted)], run.answers_of(QuotaExhausted));
+        assert_eq!(run.refusals(), run.refused[k(ContentPolicy)]);
+    }
+    // Out of quota: opened for max_open_duration at the first answer, never probed again.
+    assert_eq!(on.providers[1].open_periods, 1, "{:?}", on.providers[1]);
+    assert!(on.answers_of(QuotaExhausted) <= 1 + in_flight_at_trip);
+    assert!(on.answers_of(QuotaExhausted) < off.answers_of(QuotaExhausted));
+
+    // Azure's breaker closes within one open duration plus one probe of its recovery.
     let lag = on
         .recovery_to_close
-        .expect("the primary's breaker closed after its recovery");
+        .expect("azure's breaker closed after its recovery");
     let probe = scenario.sims[0].timeout;
     let slack = Duration::from_millis(500);
     assert!(
@@ -85,14 +126,14 @@ async fn breakers_bound_waste_and_keep_every_request_served() {
         "closed {lag:?} after the recovery"
     );
 
-    // The baseline calls the primary for every request while it is down.
+    // The baseline calls azure for every request while it is down.
     assert!(
         off.providers
             .iter()
             .all(|p| p.fast_fails == 0 && p.open_periods == 0)
     );
     assert!(off.recovery_to_close.is_none());
-    // Fewer wasted calls with breakers (not by a ratio: how many requests reach the dead primary
+    // Fewer wasted calls with breakers (not by a ratio: how many requests reach the dead provider
     // without breakers depends on how fast this machine drains the queue).
     assert!(
         on.wasted() < off.wasted(),
@@ -117,6 +158,7 @@ name = "local"
 base_url = "http://127.0.0.1:11434/v1"
 model = "llama3.1"
 price = 0.0
+long_context = true
 
 [breaker]
 consecutive_failures = 3
@@ -137,7 +179,12 @@ fn config_parses() {
     assert_eq!(openai.price, 0.0004);
     assert_eq!(openai.timeout, Duration::from_secs(20));
     assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-secret-123");
+    assert_eq!(
+        (openai.auth, openai.long_context),
+        (scenario::Auth::Bearer, false)
+    );
     assert!(providers[1].api_key.is_none());
+    assert!(providers[1].long_context);
     assert_eq!(providers[1].timeout, Duration::from_secs(60));
     let breaker = config.breaker();
     assert_eq!(breaker.consecutive_failures, 3);
@@ -311,6 +358,46 @@ async fn the_key_is_sent_as_a_bearer_token() {
         head.contains("\r\nauthorization: bearer sk-secret-123\r\n"),
         "{head}"
     );
+}
+
+/// Azure OpenAI's `auth = "api-key"`: the key in the `api-key` header, no `Authorization`.
+/// Refused: an unknown `auth`.
+#[tokio::test]
+async fn the_key_is_sent_in_azures_api_key_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let head = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the end of the head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    let text = format!(
+        "[[provider]]\nname = \"azure\"\nbase_url = \"http://{addr}/openai/v1\"\nauth = \"api-key\"\n\
+         api_key_env = \"KEY\"\nmodel = \"my-deployment\"\nprice = 1.0\n"
+    );
+    let res = one_request(&text, Some("azure-secret-123")).await.1.unwrap();
+    assert_eq!(res.status(), 200);
+    let head = head.await.unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with("post /openai/v1/chat/completions http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\napi-key: azure-secret-123\r\n"), "{head}");
+    assert!(!head.contains("authorization"), "{head}");
+
+    let bad = "[[provider]]\nname = \"a\"\nbase_url = \"http://h/v1\"\nauth = \"basic\"\nmodel = \"m\"\nprice = 1.0\n";
+    let err = config::Config::parse(bad).unwrap_err();
+    assert!(err.contains("basic") || err.contains("variant"), "{err}");
 }
 
 fn find<'a, E: std::error::Error + 'static>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {

@@ -10,11 +10,30 @@
 //! price = 0.0004                          # US dollars per call, for the cost estimate
 //! timeout_secs = 30                       # optional, per attempt (default 60)
 //!
+//! # Azure OpenAI's v1 API (OpenAI-compatible, no api-version parameter): the key goes in
+//! # Azure's `api-key` header, the model is the deployment's name.
+//! [[provider]]
+//! name = "azure"
+//! base_url = "https://my-resource.openai.azure.com/openai/v1"
+//! auth = "api-key"                        # default "bearer": Authorization: Bearer <key>
+//! api_key_env = "AZURE_OPENAI_API_KEY"
+//! model = "my-gpt-4o-deployment"
+//! price = 0.0004
+//!
+//! # Anthropic's OpenAI-compatible endpoint takes the key as a Bearer token.
+//! [[provider]]
+//! name = "anthropic"
+//! base_url = "https://api.anthropic.com/v1"
+//! api_key_env = "ANTHROPIC_API_KEY"
+//! model = "claude-haiku-4-5"
+//! price = 0.0010
+//! long_context = true                     # takes prompts too long for the members before it
+//!
 //! [[provider]]
 //! name = "local"
 //! base_url = "http://localhost:11434/v1"  # plain http works too (a local model, a gateway)
 //! model = "llama3.1"
-//! price = 0.0                             # no api_key_env: no Authorization header
+//! price = 0.0                             # no api_key_env: no auth header
 //!
 //! [breaker]                               # optional
 //! consecutive_failures = 5
@@ -24,16 +43,22 @@
 //! `base_url` is `https://` (TLS through rustls with Mozilla's roots, see
 //! [`https_connector`](crate::scenario::https_connector)) or `http://`; nothing else.
 //!
+//! `auth` is `"bearer"` (`Authorization: Bearer <key>`: OpenAI, Anthropic's compatible
+//! endpoint, most gateways) or `"api-key"` (`api-key: <key>`: Azure OpenAI). A prompt that a
+//! provider says is too long for its context window goes to the next provider marked
+//! `long_context`, or back to the caller if there is none; a content-filter refusal always goes
+//! back to the caller.
+//!
 //! The file holds no key, only the name of the environment variable that does. A key read
 //! from it lives in an [`ApiKey`], whose `Debug` prints `<redacted>`; it leaves the process only
-//! in the `Authorization: Bearer` header, marked sensitive.
+//! in its auth header, marked sensitive.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::scenario::{ApiKey, BreakerConfig, Provider};
+use crate::scenario::{ApiKey, Auth, BreakerConfig, Provider};
 
 /// The file.
 #[derive(Debug, Deserialize)]
@@ -54,6 +79,12 @@ pub struct ProviderConfig {
     pub base_url: String,
     /// The environment variable that holds the key; none for an upstream without auth.
     pub api_key_env: Option<String>,
+    /// The header the key goes in (default `bearer`).
+    #[serde(default)]
+    pub auth: Auth,
+    /// Takes prompts too long for the providers before it.
+    #[serde(default)]
+    pub long_context: bool,
     pub model: String,
     /// US dollars per call.
     pub price: f64,
@@ -147,6 +178,8 @@ impl Config {
                     name: p.name.clone(),
                     base_url: p.base_url.clone(),
                     api_key,
+                    auth: p.auth,
+                    long_context: p.long_context,
                     model: p.model.clone(),
                     price: p.price,
                     timeout: Duration::from_secs_f64(p.timeout_secs.unwrap_or(60.0)),

@@ -12,38 +12,54 @@
 //!
 //! # What it shows
 //!
-//! With no arguments it starts three simulated OpenAI-compatible providers on `127.0.0.1`
-//! (real hyper servers answering `POST /v1/chat/completions` with realistic latency):
+//! With no arguments it starts four simulated OpenAI-compatible providers on `127.0.0.1`
+//! (real hyper servers answering `POST /v1/chat/completions` with realistic latency, and with
+//! each provider's real error bodies and headers):
 //!
-//! - `primary` (~70 ms, the cheapest per call) fails with 500s from second 2 to second 8,
-//!   each after ~250 ms, then recovers;
-//! - `secondary` (~105 ms) answers `429` with `Retry-After: 1` from second 3 to second 6;
-//! - `backup` (~275 ms) is always healthy, slower and dearer.
+//! - `azure` (Azure OpenAI, a gpt-4 deployment: 8k tokens of context and a content filter;
+//!   ~70 ms) fails with 500s from second 2 to second 8, each after ~250 ms, then recovers;
+//! - `openai` (gpt-3.5-turbo, 16k, the cheapest) runs out of quota at second 4: `429
+//!   insufficient_quota`, which does not heal in seconds;
+//! - `anthropic` (claude-3-5-haiku, 200k, ~105 ms) is overloaded from second 3 to second 6:
+//!   `529 overloaded_error`;
+//! - `backup` (gpt-4.1, 1M, ~275 ms) is always healthy, slower and dearer.
+//!
+//! Every 50th prompt is long (20k tokens): `azure` and `openai` answer 400
+//! `context_length_exceeded`, and the request goes to the next provider with a larger context
+//! window (`anthropic`, then `backup`). Every 50th another prompt trips `azure`'s content
+//! filter (400 `content_filter`): the refusal goes back to the caller, never to another
+//! provider, and no breaker counts it.
 //!
 //! The client is the stack a production service would run (see `scenario.rs`): one hyper-util
-//! client; per provider a breaker (`HttpClassifier`: 5xx and timeouts are failures, a 429's
-//! `Retry-After` trips the breaker for that long) over a timeout; a `Failover` primary →
-//! secondary → backup that skips an open breaker without calling it and, after a failed call,
-//! sends the request on. 10,000 requests go out at 800/s, at most 256 in flight, each with a
-//! 2 s deadline (waiting for a slot included).
+//! client; per provider a breaker classified by `LlmClassifier` (5xx, 529 and timeouts are
+//! failures, a quota error opens it for `max_open_duration`, a 400 about the request is
+//! ignored) over a timeout over `LlmErrorLayer` (which reads the kind from the error body); a
+//! `Failover` azure → openai → anthropic → backup that skips an open breaker without calling
+//! it and, after a call, routes by kind (`LlmRouting`). 10,000 requests go out at 800/s, at
+//! most 256 in flight, each with a 2 s deadline (waiting for a slot included).
 //!
-//! It runs twice: with the breakers, then with the same stack and every breaker disabled.
-//! One line a second shows each breaker's state, the requests each provider served, the
-//! calls breakers refused (fast-fails), failures and latency; the summary compares the runs:
-//! calls wasted on a down provider, requests served by a fallback, failures the user saw, the
-//! time from the primary's recovery to its breaker closing, and the cost.
+//! It runs twice: with the breakers, then with the same stack and every breaker disabled
+//! (the routing by kind stays). One line a second shows each breaker's state, the requests
+//! each provider served, the calls breakers refused (fast-fails), failures and latency; the
+//! summary compares the runs: calls wasted on a down provider, provider errors and the
+//! requests they moved on by kind, refusals returned to the caller, failures the user saw,
+//! the time from `azure`'s recovery to its breaker closing, and the cost.
 //!
-//! Without breakers every request first waits for the primary's 500 (and, while the
-//! secondary is rate-limited, for its 429 too) before it reaches a provider that answers:
-//! it pays for the dead primary's calls, holds its slot two to three times longer, the
-//! in-flight limit fills up, the queue grows and requests miss their deadline. With breakers
-//! the primary is called a handful of times per open period; the rest goes straight to a
+//! Without breakers every request first waits for `azure`'s 500 (and, from second 4, for
+//! `openai`'s 429, and for `anthropic`'s 529) before it reaches a provider that answers: it
+//! pays for the dead provider's calls, holds its slot longer, the in-flight limit fills up,
+//! the queue grows and requests miss their deadline. With breakers a down provider is called
+//! a handful of times per open period, the one out of quota once; the rest goes straight to a
 //! provider that answers.
+//!
+//! The example needs the `llm` feature, on by default (`--no-default-features` skips it).
 //!
 //! # Real providers: `--config FILE`
 //!
 //! A TOML file lists OpenAI-compatible upstreams in failover order: base URL, the name of the
-//! environment variable holding the key, model, price per call (see `config.rs`):
+//! environment variable holding the key and the header it goes in (`Authorization: Bearer`, or
+//! Azure's `api-key`), model, price per call, whether it takes long prompts (see `config.rs`,
+//! which has entries for Azure OpenAI's and Anthropic's OpenAI-compatible endpoints):
 //!
 //! ```toml
 //! [[provider]]
@@ -56,7 +72,7 @@
 //!
 //! `https://` goes through rustls (hyper-rustls, ring, Mozilla's roots from `webpki-roots`: no
 //! system certificate store is read); `http://` is plain (a local model, a gateway). The key
-//! is sent as `Authorization: Bearer ...` and never printed or logged. Without `--serve`, it
+//! is sent in its header and never printed or logged. Without `--serve`, it
 //! sends `--requests N` (default 5) requests, one a second, and prints the summary.
 //!
 //! # A proxy: `--serve ADDR`
@@ -106,6 +122,8 @@ const USAGE: &str =
                    api_key_env = \"OPENAI_API_KEY\"           # the variable's name, not the key
                    model = \"gpt-4o-mini\"
                    price = 0.0004                           # dollars per call
+                   auth = \"bearer\"                          # or \"api-key\" (Azure OpenAI)
+                   long_context = false                     # true: takes prompts too long before
   --serve ADDR   an OpenAI-compatible failover proxy on ADDR, with /health/circuit-breakers,
                  /metrics and /dashboard/
   --plot FILE    the simulated scenario, then one SVG of both runs: requests served per
@@ -192,8 +210,10 @@ async fn main() -> Result<(), BoxError> {
     let summaries: Vec<Summary> = runs.iter().map(|r| r.summary.clone()).collect();
     print_summary(&summaries);
     println!(
-        "\nwasted: calls that failed (500, 429, timeout). refused: calls an open breaker skipped, \
-         sending the request on at once. failures: requests not answered within the deadline."
+        "\nwasted: calls that failed (500, 429, 529, timeout). refused by a breaker: calls an open breaker \
+         skipped, sending the request on at once. failures: requests not answered within the deadline or \
+         whose last provider failed; a refusal of the request (content filter, prompt too long) goes back \
+         to the caller and is counted apart."
     );
     println!("{PRICING}");
     println!("(took {:.1} s)", started.elapsed().as_secs_f64());
@@ -218,32 +238,36 @@ async fn record(scenario: &Scenario, breakers_on: bool) -> Result<plot::Run, Box
 }
 
 fn describe(s: &Scenario) {
-    println!("Three simulated OpenAI-compatible providers on 127.0.0.1:");
+    println!(
+        "{} simulated OpenAI-compatible providers on 127.0.0.1, answering with each provider's real error bodies:",
+        s.sims.len()
+    );
     for sim in &s.sims {
         let faults: Vec<String> = sim
             .faults
             .iter()
-            .map(|f| {
-                let what = match f.kind {
-                    scenario::FaultKind::ServerError { latency } => {
-                        format!("500s after ~{} ms", (latency + sim.jitter / 2).as_millis())
-                    }
-                    scenario::FaultKind::RateLimited { retry_after_secs, .. } => {
-                        format!("429 + Retry-After: {retry_after_secs}")
-                    }
-                };
-                format!(
-                    "{what} from {}s to {}s",
+            .map(|f| match f.until.as_secs() {
+                3600.. => format!("{} from {}s on", f.kind, f.from.as_secs_f64()),
+                _ => format!(
+                    "{} from {}s to {}s",
+                    f.kind,
                     f.from.as_secs_f64(),
                     f.until.as_secs_f64()
-                )
+                ),
             })
             .collect();
         println!(
-            "  {:<10} {:>4} ms, ${:.4} a call, {}",
+            "  {:<10} {:>4} ms, ${:.4} a call, {} ({} tokens){}: {}",
             sim.name,
             (sim.latency + sim.jitter / 2).as_millis(),
             sim.price,
+            sim.model,
+            sim.context_tokens,
+            if sim.content_filter {
+                ", content filter"
+            } else {
+                ""
+            },
             if faults.is_empty() {
                 "always healthy".into()
             } else {
@@ -251,6 +275,11 @@ fn describe(s: &Scenario) {
             }
         );
     }
+    println!(
+        "Every 50th prompt is long ({} tokens: to the next long-context provider), every 50th another \
+         is refused by the content filter (back to the caller).",
+        scenario::LONG_PROMPT_TOKENS
+    );
     let names: Vec<&str> = s.sims.iter().map(|sim| sim.name).collect();
     println!(
         "Each second: the breakers' states and requests served, in the order {}; calls refused by \
@@ -260,7 +289,7 @@ fn describe(s: &Scenario) {
     let l = &s.load;
     println!(
         "{} requests at {}/s, at most {} in flight, {} s deadline each; breakers trip on {} consecutive \
-         failures (or a Retry-After) and stay open {} s",
+         failures (a quota error at once, for 10 min) and stay open {} s",
         l.requests,
         l.rate,
         l.concurrency,
@@ -385,6 +414,7 @@ fn print_summary(runs: &[Summary]) {
             format!("{} ({} deadline)", r.failures, r.failures_deadline)
         }
     });
+    kind_rows(runs, &mut row);
     row(format!("{} recovered -> breaker closed", names[0]), &|r| {
         r.recovery_to_close
             .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()))
@@ -425,6 +455,38 @@ fn print_summary(runs: &[Summary]) {
     }
 }
 
+/// A summary row: its label, and its value in a run.
+type Row<'a> = &'a mut dyn FnMut(String, &dyn Fn(&Summary) -> String);
+/// A count by kind in a run.
+type ByKind<'a> = &'a dyn Fn(&Summary, tower_breaker::llm::LlmErrorKind) -> u64;
+
+/// The rows by kind of provider error: answers of each kind, requests moved on by each, and
+/// refusals returned to the caller (kinds no run saw are left out).
+fn kind_rows(runs: &[Summary], row: Row<'_>) {
+    use tower_breaker::llm::LlmErrorKind;
+    let seen = |f: ByKind<'_>, kind| runs.iter().any(|r| f(r, kind) > 0);
+    let answers = |r: &Summary, kind| r.answers_of(kind);
+    let moved = |r: &Summary, kind| r.moved[scenario::kind_index(kind)];
+    let refused = |r: &Summary, kind| r.refused[scenario::kind_index(kind)];
+    let tables: [(&str, ByKind<'_>); 3] = [
+        ("provider errors, by kind", &answers),
+        ("requests moved on, by kind", &moved),
+        ("refusals returned to the caller", &refused),
+    ];
+    for (title, f) in tables {
+        row(title.into(), &|r| {
+            LlmErrorKind::ALL
+                .iter()
+                .map(|k| f(r, *k))
+                .sum::<u64>()
+                .to_string()
+        });
+        for kind in LlmErrorKind::ALL.into_iter().filter(|k| seen(f, *k)) {
+            row(format!("  {kind}"), &|r| f(r, kind).to_string());
+        }
+    }
+}
+
 /// `--config` without `--serve`: a few requests to real providers.
 async fn real_mode(config: &config::Config, requests: usize, breakers_on: bool) -> Result<(), BoxError> {
     let providers = config.providers(|var| std::env::var(var).ok())?;
@@ -435,6 +497,8 @@ async fn real_mode(config: &config::Config, requests: usize, breakers_on: bool) 
         rate: 1.0,
         concurrency: 4,
         deadline: Duration::from_secs(120),
+        long_every: None,
+        unsafe_every: None,
     };
     let epoch = tokio::time::Instant::now();
     let mut summary = scenario::run(&stack, &load, epoch, None, printer(&load)).await;

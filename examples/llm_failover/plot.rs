@@ -12,7 +12,7 @@ use std::{path::Path, time::Duration};
 use plotters::{coord::Shift, prelude::*};
 use tower_breaker::{BoxError, State};
 
-use crate::scenario::{FaultKind, Progress, Scenario, Summary};
+use crate::scenario::{Progress, Scenario, Summary};
 
 /// One run: its summary and its samples (about every 200 ms).
 pub struct Run {
@@ -106,16 +106,16 @@ fn faults(scenario: &Scenario) -> String {
     let mut out = Vec::new();
     for sim in &scenario.sims {
         for f in &sim.faults {
-            let what = match f.kind {
-                FaultKind::ServerError { .. } => "500s",
-                FaultKind::RateLimited { .. } => "429s",
-            };
-            out.push(format!(
-                "{} answers {what} from {} s to {} s",
-                sim.name,
-                secs(f.from),
-                secs(f.until)
-            ));
+            let what = f.kind.short();
+            out.push(match f.until.as_secs() {
+                3600.. => format!("{} answers {what} from {} s on", sim.name, secs(f.from)),
+                _ => format!(
+                    "{} answers {what} from {} s to {} s",
+                    sim.name,
+                    secs(f.from),
+                    secs(f.until)
+                ),
+            });
         }
     }
     out.join(", ")
@@ -169,12 +169,9 @@ fn column_chart(
     for (i, sim) in scenario.sims.iter().enumerate() {
         for f in &sim.faults {
             let color = PROVIDER[i % PROVIDER.len()];
-            let what = match f.kind {
-                FaultKind::ServerError { .. } => "500s",
-                FaultKind::RateLimited { .. } => "429s",
-            };
+            let what = f.kind.short();
             chart.draw_series([Rectangle::new(
-                [(secs(f.from), 0.0), (secs(f.until), served_max)],
+                [(secs(f.from), 0.0), (secs(f.until).min(t_max), served_max)],
                 color.mix(0.10).filled(),
             )])?;
             chart.draw_series([Text::new(

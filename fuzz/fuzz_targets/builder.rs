@@ -241,7 +241,10 @@ fn builder(c: &Config) -> tower_breaker::Builder {
 
 /// Settings that must be refused, whatever else is set.
 fn must_refuse(c: &Config) -> bool {
-    let bad_rate = |r: f64| !(0.0..=1.0).contains(&r);
+    // A trip rate lies in (0, 1]: a zero rate would trip on successes alone. A jitter
+    // fraction lies in [0, 1].
+    let bad_rate = |r: f64| !(r > 0.0 && r <= 1.0);
+    let bad_fraction = |r: f64| !(0.0..=1.0).contains(&r);
     c.consecutive == Some(0)
         || c.failure_rate.is_some_and(|r| bad_rate(r.get()))
         || c.slow.is_some_and(|(_, r)| bad_rate(r.get()))
@@ -250,7 +253,7 @@ fn must_refuse(c: &Config) -> bool {
         || c.count_window.is_some_and(|n| n == 0 || n > 32_767)
         || c.time_window.is_some_and(|d| d.get() < Duration::from_micros(10))
         || c.min_calls == Some(0)
-        || c.jitter.is_some_and(|j| bad_rate(j.get()))
+        || c.jitter.is_some_and(|j| bad_fraction(j.get()))
         || c.max_open.is_some_and(|d| d.get().is_zero())
         || c.half_open_permits == Some(0)
         || c.half_open_successes == Some(0)

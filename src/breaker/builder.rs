@@ -113,8 +113,12 @@ impl Builder {
         self
     }
 
-    /// Trips when the failure rate over the window is `>= rate` (in `0.0..=1.0`), once
-    /// `min_calls` outcomes are in the window.
+    /// Trips when the failure rate over the window is `>= rate`, once `min_calls` outcomes are
+    /// in the window. The rate is the quotient `failures / calls` that
+    /// [`Snapshot::failure_rate`](crate::breaker::Snapshot::failure_rate) reports, so a rate
+    /// written as a ratio trips at that ratio: `failure_rate(0.07)` over 100 calls trips on the
+    /// 7th failure. `rate` must be greater than 0 and at most 1 (a zero rate, which would trip
+    /// on successes alone, is a [`ConfigError`], as in resilience4j and Polly).
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.failure_rate = Some(rate);
         self
@@ -139,8 +143,10 @@ impl Builder {
         self
     }
 
-    /// Trips when the share of calls slower than `threshold` (strictly) is `>= rate`, once
-    /// `min_calls` outcomes are in the window. A slow half-open probe reopens the breaker.
+    /// Trips when the share of calls slower than `threshold` (strictly, measured to the
+    /// nanosecond from `try_acquire` to `record`) is `>= rate`, once `min_calls` outcomes are
+    /// in the window; the share is compared as the failure rate is. `rate` must be greater than
+    /// 0 and at most 1. A slow half-open probe reopens the breaker.
     pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
         self.slow = Some((threshold, rate));
         self
@@ -179,9 +185,11 @@ impl Builder {
         self
     }
 
-    /// Half-open with probes in flight that sees no decision for this long goes back to open,
-    /// so a hung probe cannot wedge the breaker (default 60 s). A wait past what the clock can
-    /// hold (`Duration::MAX`) means half-open never gives up on its probes.
+    /// A half-open probe that brings no decision for this long after its admission sends the
+    /// breaker back to open, so a hung probe cannot wedge it (default 60 s). The wait runs from
+    /// the admission of the oldest probe in flight; with no probe in flight, half-open waits
+    /// for the next caller, who becomes the probe. A wait past what the clock can hold
+    /// (`Duration::MAX`) means half-open never gives up on its probes.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
         self.half_open_max_wait = wait;
         self
@@ -196,7 +204,8 @@ impl Builder {
     }
 
     pub(crate) fn config(&self) -> Result<Config, ConfigError> {
-        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        // A zero rate is refused: it would trip on `min_calls` successes.
+        let rate_ok = |r: f64| r > 0.0 && r <= 1.0;
         if self.consecutive.is_none() && self.failure_rate.is_none() && self.slow.is_none() {
             return Err(ConfigError::new(
                 "trip rules",
@@ -207,10 +216,16 @@ impl Builder {
             return Err(ConfigError::new("consecutive_failures", "must be at least 1"));
         }
         if self.failure_rate.is_some_and(|r| !rate_ok(r)) {
-            return Err(ConfigError::new("failure_rate", "must lie in 0.0..=1.0"));
+            return Err(ConfigError::new(
+                "failure_rate",
+                "must be greater than 0 and at most 1",
+            ));
         }
         if self.slow.is_some_and(|(_, r)| !rate_ok(r)) {
-            return Err(ConfigError::new("slow_calls", "rate must lie in 0.0..=1.0"));
+            return Err(ConfigError::new(
+                "slow_calls",
+                "rate must be greater than 0 and at most 1",
+            ));
         }
         let window = match (self.count_window, self.time_window) {
             (Some(_), Some(_)) => {

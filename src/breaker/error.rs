@@ -112,6 +112,13 @@ impl CircuitOpen {
         self.state
     }
 
+    /// Ends the open period that refused this call, if the breaker is still in it and chose it
+    /// itself (see [`CircuitBreaker::try_probe_early`](super::CircuitBreaker::try_probe_early)):
+    /// the breaker's next admission is a half-open probe. Whether it did.
+    pub(crate) fn end_open_period(&self) -> bool {
+        self.state == State::Open && self.lane.shared.open_early(self.generation)
+    }
+
     /// How long from now until the breaker lets a probe through, when it is known (`None`
     /// when forced open, or half-open with every probe in flight). Zero once that time came.
     pub fn retry_after(&self) -> Option<Duration> {

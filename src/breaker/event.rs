@@ -22,11 +22,15 @@ pub enum Reason {
     ServerWait,
     /// The open period ended; the breaker lets probes through.
     OpenElapsed,
+    /// The open period was cut short to let one call through as a probe
+    /// ([`CircuitBreaker::try_probe_early`](super::CircuitBreaker::try_probe_early), or a
+    /// failover whose every member was open, with `AllOpen::ProbeSoonest`).
+    EarlyProbe,
     /// Enough half-open probes succeeded; the breaker closed.
     ProbesSucceeded,
     /// A half-open probe failed.
     ProbeFailed,
-    /// Half-open saw no decision for `half_open_max_wait` while probes were in flight.
+    /// A half-open probe brought no decision within `half_open_max_wait` of its admission.
     ProbeTimedOut,
     /// [`force_open`](super::CircuitBreaker::force_open) was called.
     Forced,
@@ -48,6 +52,7 @@ impl Reason {
             Reason::SlowCalls => "slow_calls",
             Reason::ServerWait => "server_wait",
             Reason::OpenElapsed => "open_elapsed",
+            Reason::EarlyProbe => "early_probe",
             Reason::ProbesSucceeded => "probes_succeeded",
             Reason::ProbeFailed => "probe_failed",
             Reason::ProbeTimedOut => "probe_timed_out",

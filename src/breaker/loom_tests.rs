@@ -1,7 +1,7 @@
 //! loom models of the core's concurrency: probe admission, transitions racing past a trip or an
 //! open deadline, permit release, stale permits, the lock-free count window.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib --no-default-features --target-dir target/loom loom`
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
@@ -217,5 +217,83 @@ fn loom_count_window_counts_stay_exact() {
             "the window holds exactly the last two outcomes"
         );
         assert_eq!(b.state(), State::Closed, "a rate of 0.5 does not reach 1.0");
+    });
+}
+
+/// A `Wait`-mode waiter registering while a probe is released: either it sees the free slot
+/// (and registers nothing), or its waker is woken; never asleep with a slot free. Its slot is
+/// then freed, waker and all.
+#[test]
+fn loom_a_waiter_is_never_left_asleep_by_a_racing_release() {
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Wake, Waker};
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, SeqCst);
+        }
+    }
+
+    loom::model(|| {
+        let b = opened_then_due(1);
+        let probe = b.try_acquire().unwrap();
+        let refused = b.try_acquire().unwrap_err(); // half-open is full
+        let flag = std::sync::Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let h = thread::spawn(move || drop(probe));
+        let mut key = None;
+        let waiting = b.wait_for_change(&refused, &mut key, &waker);
+        h.join().unwrap();
+        if waiting {
+            assert!(flag.0.load(SeqCst), "registered before the release: woken by it");
+        } else {
+            assert!(key.is_none(), "no slot kept when the breaker may admit");
+        }
+        if let Some(key) = key {
+            b.stop_waiting(key);
+        }
+        assert_eq!(b.waiting(), (0, 0));
+        drop(waker);
+        assert_eq!(std::sync::Arc::strong_count(&flag), 1, "no waker kept");
+    });
+}
+
+#[test]
+fn loom_an_early_probe_racing_a_caller_admits_one_probe_and_one_transition() {
+    loom::model(|| {
+        let transitions = std::sync::Arc::new(AtomicUsize::new(0));
+        let t = transitions.clone();
+        let b = CircuitBreaker::builder("loom")
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(3600)) // not due: only the early probe ends it
+            .on_event(move |e| {
+                if let Event::Transition {
+                    to: State::HalfOpen, ..
+                } = e
+                {
+                    t.fetch_add(1, SeqCst);
+                }
+            })
+            .build()
+            .unwrap();
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        let early = {
+            let b = b.clone();
+            thread::spawn(move || b.try_probe_early().ok())
+        };
+        let other = {
+            let b = b.clone();
+            thread::spawn(move || b.try_probe_early().ok())
+        };
+        let plain = b.try_acquire().ok();
+        let permits: Vec<_> = [early.join().unwrap(), other.join().unwrap(), plain]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(permits.len(), 1, "one probe slot, one probe");
+        assert!(permits[0].is_probe());
+        assert_eq!(transitions.load(SeqCst), 1, "the open period ended once");
+        assert_eq!(b.state(), State::HalfOpen);
     });
 }

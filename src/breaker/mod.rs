@@ -55,9 +55,11 @@ mod error;
 mod event;
 mod lane;
 mod permit;
+mod probes;
 mod snapshot;
 mod state;
 pub(crate) mod sync;
+mod waiters;
 mod window;
 
 #[cfg(all(test, loom))]
@@ -75,11 +77,14 @@ pub(crate) use lane::Lanes;
 pub use permit::Permit;
 pub use snapshot::Snapshot;
 pub use state::State;
+pub(crate) use waiters::WaitKey;
+use waiters::Waiters;
 
 use crate::classify::Outcome;
 pub(crate) use builder::Config;
 use builder::Window;
 use event::Listener;
+use probes::Probes;
 use state::{pack, unpack};
 use sync::{Arc, AtomicU64, Mutex, Ordering};
 use window::{CountWindow, Counts, TimeWindow};
@@ -138,14 +143,17 @@ struct Locked {
     opened_for: Duration,
     /// How many times the breaker opened since it last closed (the backoff's attempt).
     opened: u32,
-    probes_in_flight: u32,
+    /// Half-open: the probes in flight, by admission.
+    probes: Probes,
     probe_successes: u32,
-    /// When half-open started or last saw a decision.
-    last_decision: Instant,
     time_window: Option<Box<TimeWindow>>,
-    waiters: Vec<Waker>,
+    /// `Readiness::Wait` services waiting for a change.
+    waiters: Waiters,
     /// Why the breaker entered its current state (`None` before its first transition).
     reason: Option<Reason>,
+    /// Whether the open deadline is a server's wait (a `Trip`, a remote trip), which
+    /// `try_probe_early` keeps; cleared by every transition.
+    server_wait: bool,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -153,11 +161,14 @@ type Pending = Option<(State, State, Reason, Option<Duration>)>;
 
 const FIRST_GENERATION: u64 = 1;
 
-/// Permits, the consecutive run and the count window's slots carry the generation's low 23
-/// bits (a permit is two words). An outcome is stale when its tag differs from the current
-/// generation's; a permit held across exactly a multiple of 2^23 (8.4 million) transitions
-/// would pass for current.
-pub(crate) const GEN_MASK: u64 = (1 << 23) - 1;
+/// Permits, the consecutive run, the count window's slots and its counts carry the
+/// generation's low 16 bits. An outcome is stale when its tag differs from the current
+/// generation's; a permit held across exactly a multiple of 2^16 (65,536) transitions would
+/// pass for current (each transition out of closed lasts at least an open period).
+pub(crate) const GEN_MASK: u64 = (1 << 16) - 1;
+
+/// Start stamps are nanoseconds modulo 2^47 (39 hours): a call longer than that reads short.
+pub(crate) const STAMP_MASK: u64 = (1 << 47) - 1;
 
 impl CircuitBreaker {
     /// Starts a builder. `name` shows in errors, events and metrics.
@@ -193,12 +204,12 @@ impl CircuitBreaker {
                 state: State::Closed,
                 opened_for: Duration::ZERO,
                 opened: 0,
-                probes_in_flight: 0,
+                probes: Probes::default(),
                 probe_successes: 0,
-                last_decision: epoch,
                 time_window,
-                waiters: Vec::new(),
+                waiters: Waiters::default(),
                 reason: None,
+                server_wait: false,
             }),
             epoch,
             config,
@@ -266,23 +277,23 @@ impl CircuitBreaker {
     fn acquire_slow(&self, now: Instant) -> Result<Permit, CircuitOpen> {
         let shared = &**self.shared();
         let mut pending: Pending = None;
+        let at = shared.nanos(now);
         let result = {
             let mut l = shared.locked.lock();
             if l.state == State::Open && now >= l.open_until(shared) {
                 shared.transition(&mut l, State::HalfOpen, Reason::OpenElapsed, now, &mut pending);
             }
-            if l.state == State::HalfOpen
-                && l.probes_in_flight > 0
-                && shared.probe_deadline(&l).is_some_and(|deadline| now >= deadline)
+            if l.state == State::HalfOpen && shared.probe_deadline(&l).is_some_and(|deadline| at >= deadline)
             {
                 shared.transition(&mut l, State::Open, Reason::ProbeTimedOut, now, &mut pending);
             }
             match l.state {
                 State::Closed => Ok(Permit::new(self.lane(), l.generation, false, shared.call_start())),
                 State::Disabled => Ok(Permit::passthrough()),
-                State::HalfOpen if l.probes_in_flight < shared.config.half_open_permits => {
-                    l.probes_in_flight += 1;
-                    Ok(Permit::new(self.lane(), l.generation, true, shared.call_start()))
+                State::HalfOpen if l.probes.len() < shared.config.half_open_permits => {
+                    // A probe's start stamp is its admission, which its release removes.
+                    l.probes.admit(at);
+                    Ok(Permit::new(self.lane(), l.generation, true, at))
                 }
                 State::Open => Err((
                     l.generation,
@@ -336,7 +347,7 @@ impl CircuitBreaker {
             failure_rate: counts.and_then(|c| rate(c.failures, &c)),
             slow_call_rate: counts.and_then(|c| rate(c.slow, &c)),
             probes_in_flight: if l.state == State::HalfOpen {
-                l.probes_in_flight
+                l.probes.len()
             } else {
                 0
             },
@@ -397,22 +408,94 @@ impl CircuitBreaker {
         self.shared().trip_for(wait, Reason::Remote);
     }
 
-    /// For a waiting service: registers `waker` to be woken when the breaker may admit again
-    /// (a transition or a released probe). Returns `false`, registering nothing, when the
-    /// breaker may admit already, so the caller must try again at once.
-    pub(crate) fn wait_for_change(&self, refused: &CircuitOpen, waker: &Waker) -> bool {
+    /// Like [`try_acquire`](Self::try_acquire), but an open breaker lets this call through
+    /// now, as its half-open probe, instead of refusing it until its open period ends.
+    ///
+    /// For a caller with nowhere else to go (every provider of a failover chain open, say):
+    /// the breaker moves to `HalfOpen` at once (the transition's reason is
+    /// [`Reason::EarlyProbe`]) and the permit is its probe, recorded as any probe is: a
+    /// success closes the breaker (with `half_open_successes(1)`), a failure opens it again
+    /// with the backoff's next period.
+    ///
+    /// Only an open period the breaker chose itself is cut short (a trip rule, a failed or
+    /// timed-out probe). An open period a server asked for, or extended ([`Outcome::Trip`],
+    /// e.g. a `Retry-After`, a quota error; or a trip from another replica,
+    /// [`Reason::Remote`]), is kept, and so are [`force_open`](Self::force_open) and
+    /// [`disable`](Self::disable): in those states, and in `Closed` and `HalfOpen`, this is
+    /// `try_acquire`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_breaker::{CircuitBreaker, Outcome, State};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let breaker = CircuitBreaker::builder("openai").consecutive_failures(1).build().unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure); // open for 30 s
+    /// assert!(breaker.try_acquire().is_err());
+    ///
+    /// let probe = breaker.try_probe_early().unwrap(); // now, not in 30 s
+    /// assert!(probe.is_probe());
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// probe.record(Outcome::Success);
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// # }
+    /// ```
+    pub fn try_probe_early(&self) -> Result<Permit, CircuitOpen> {
+        let shared = &**self.shared();
+        let now = Instant::now();
+        let mut pending = None;
+        let probe = {
+            let mut l = shared.locked.lock();
+            // Half-open starts with no probe in flight and at least one permit: this is one.
+            shared.end_open_early(&mut l, None, now, &mut pending).then(|| {
+                let at = shared.nanos(now);
+                l.probes.admit(at);
+                Permit::new(self.lane(), l.generation, true, at)
+            })
+        };
+        shared.publish(pending);
+        match probe {
+            Some(permit) => Ok(permit),
+            None => self.try_acquire(),
+        }
+    }
+
+    /// For a waiting service: registers `waker` in the service's slot (`key`, taken on the
+    /// first wait) to be woken when the breaker may admit again (a transition or a released
+    /// probe). Returns `false` when the breaker may admit already, so the caller must try
+    /// again at once; the slot is freed then.
+    pub(crate) fn wait_for_change(
+        &self,
+        refused: &CircuitOpen,
+        key: &mut Option<WaitKey>,
+        waker: &Waker,
+    ) -> bool {
         let shared = &**self.shared();
         let mut l = shared.locked.lock();
         let may_admit = l.generation != refused.generation
-            || (l.state == State::HalfOpen && l.probes_in_flight < shared.config.half_open_permits)
+            || (l.state == State::HalfOpen && l.probes.len() < shared.config.half_open_permits)
             || (l.state == State::Open && Instant::now() >= l.open_until(shared));
         if may_admit {
+            if let Some(key) = key.take() {
+                l.waiters.remove(key);
+            }
             return false;
         }
-        if !l.waiters.iter().any(|w| w.will_wake(waker)) {
-            l.waiters.push(waker.clone());
-        }
+        l.waiters.register(key, waker);
         true
+    }
+
+    /// A waiting service was admitted, or dropped while waiting: frees its slot and waker.
+    pub(crate) fn stop_waiting(&self, key: WaitKey) {
+        self.shared().locked.lock().waiters.remove(key);
+    }
+
+    /// How many wakers of waiting services are registered (for tests).
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> (usize, usize) {
+        let l = self.shared().locked.lock();
+        (l.waiters.registered(), l.waiters.slots())
     }
 
     /// When the breaker will next change by itself: the end of the open period, or of the
@@ -422,7 +505,7 @@ impl CircuitBreaker {
         let l = shared.locked.lock();
         match l.state {
             State::Open => Some(l.open_until(shared)),
-            State::HalfOpen if l.probes_in_flight > 0 => shared.probe_deadline(&l),
+            State::HalfOpen => shared.probe_deadline(&l).map(|at| shared.instant_at(at)),
             _ => None,
         }
     }
@@ -451,9 +534,6 @@ pub(crate) fn saturating_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Start stamps are 40 bits of microseconds.
-pub(crate) const STAMP_MASK: u64 = (1 << 40) - 1;
-
 impl Shared {
     fn nanos(&self, t: Instant) -> u64 {
         saturating_nanos(t.saturating_duration_since(self.epoch))
@@ -480,32 +560,38 @@ impl Shared {
         }
     }
 
-    /// When half-open with probes in flight gives up on them and reopens; `None` when
-    /// `half_open_max_wait` reaches past what the clock can hold (it never gives up then).
-    fn probe_deadline(&self, l: &Locked) -> Option<Instant> {
-        l.last_decision.checked_add(self.config.half_open_max_wait)
+    /// When half-open gives up on its probes in flight and reopens, in nanoseconds since the
+    /// epoch: `half_open_max_wait` after the admission of the oldest probe in flight. `None`
+    /// with no probe in flight (half-open waits for the next caller, who becomes the probe),
+    /// or when the wait reaches past what the clock can hold (it never gives up then).
+    fn probe_deadline(&self, l: &Locked) -> Option<u64> {
+        let oldest = l.probes.oldest()?;
+        oldest
+            .checked_add(saturating_nanos(self.config.half_open_max_wait))
+            .filter(|&at| at <= LAST_DEADLINE)
     }
 
-    /// A permit's start stamp: microseconds since the epoch, modulo 2^40 (12.7 days), or 0
-    /// when no rule needs call durations (no clock read then).
+    /// A closed permit's start stamp: nanoseconds since the epoch (the permit keeps them
+    /// modulo 2^47), or 0 when no rule needs call durations (no clock read then).
     #[inline]
     fn call_start(&self) -> u64 {
         if self.config.times_calls() {
-            (self.nanos(Instant::now()) / 1000) & STAMP_MASK
+            self.nanos(Instant::now())
         } else {
             0
         }
     }
 
-    /// The call's duration, from its permit's start stamp, in microseconds; `None` when calls
-    /// are not timed. Calls longer than 12.7 days would read short.
+    /// The call's duration from its permit's start stamp (nanoseconds modulo 2^47), to the
+    /// nanosecond, the resolution of the clock the breaker reads; `None` when calls are not
+    /// timed. A call longer than 2^47 ns (39 hours) reads short.
     #[inline]
     fn elapsed_since(&self, start: u64) -> Option<Duration> {
         if !self.config.times_calls() {
             return None;
         }
-        let now = (self.nanos(Instant::now()) / 1000) & STAMP_MASK;
-        Some(Duration::from_micros(now.wrapping_sub(start) & STAMP_MASK))
+        let now = self.nanos(Instant::now());
+        Some(Duration::from_nanos(now.wrapping_sub(start) & STAMP_MASK))
     }
 
     /// The time until `until` (nanoseconds since the epoch), read now.
@@ -519,6 +605,7 @@ impl Shared {
         l.generation += 1;
         l.state = to;
         l.reason = Some(reason);
+        l.server_wait = false;
         let mut open_for = None;
         match to {
             State::Open => {
@@ -536,9 +623,8 @@ impl Shared {
                 open_for = Some(d);
             }
             State::HalfOpen => {
-                l.probes_in_flight = 0;
+                l.probes.clear();
                 l.probe_successes = 0;
-                l.last_decision = now;
             }
             State::Closed => {
                 l.opened = 0;
@@ -547,9 +633,7 @@ impl Shared {
             State::ForcedOpen | State::Disabled => {}
         }
         self.hot.word.store(pack(l.generation, to), Ordering::Release);
-        for w in l.waiters.drain(..) {
-            w.wake();
-        }
+        l.waiters.wake_all();
         // Only the latest transition of one locked section is published; sections make at
         // most two (open → half-open → open on a timed-out probe), and both are traced.
         if let Some((f, t, r, d)) = pending.take() {
@@ -702,23 +786,26 @@ impl Shared {
         }
     }
 
+    /// The rate rules, pinned (issue 13): trip iff `bad as f64 / calls as f64 >= threshold`,
+    /// the quotient [`snapshot`](CircuitBreaker::snapshot) reports, so that the breaker never
+    /// disagrees with its own snapshot. The division of two integers below 2^53 is correctly
+    /// rounded, as is the parse of a decimal literal: a threshold written as the ratio `k/n`
+    /// (`0.07` for 7 of 100) is the same `f64` as the quotient of any window at that ratio, so
+    /// equality trips. Rounding is monotonic, so a greater ratio never reads below the
+    /// threshold; and two different ratios `j/m` and `k/n` in `0..=1` differ by at least
+    /// `1/(m·n)`, which for any window (`m < 2^32` calls) and `n < 2^20` is more than the
+    /// spacing of `f64`s there (at most 2^-53), so a smaller ratio never rounds up to the
+    /// threshold. (The former `failures >= rate * calls` rounded the product instead:
+    /// `0.07 * 100.0` is `7.000000000000001`, so 7 failures of 100 did not trip.)
     fn rate_rule(&self, c: &Counts) -> Option<Reason> {
-        if c.calls < self.config.min_calls {
+        if c.calls < self.config.min_calls || c.calls == 0 {
             return None;
         }
-        let calls = f64::from(c.calls);
-        if self
-            .config
-            .failure_rate
-            .is_some_and(|r| f64::from(c.failures) >= r * calls)
-        {
+        let rate = |bad: u32| f64::from(bad) / f64::from(c.calls);
+        if self.config.failure_rate.is_some_and(|r| rate(c.failures) >= r) {
             return Some(Reason::FailureRate);
         }
-        if self
-            .config
-            .slow
-            .is_some_and(|(_, r)| f64::from(c.slow) >= r * calls)
-        {
+        if self.config.slow.is_some_and(|(_, r)| rate(c.slow) >= r) {
             return Some(Reason::SlowCalls);
         }
         None
@@ -756,31 +843,69 @@ impl Shared {
                     if until > self.hot.open_until.load(Ordering::Acquire) {
                         self.hot.open_until.store(until, Ordering::Release);
                         l.opened_for = wait;
+                        l.server_wait = true;
                     }
                 }
                 State::Closed | State::HalfOpen => {
                     l.opened_for = wait;
                     self.transition(&mut l, State::Open, reason, now, &mut pending);
+                    l.server_wait = true;
                 }
             }
         }
         self.publish(pending);
     }
 
-    /// Records a half-open probe's outcome (`None`: dropped unrecorded, released).
-    fn record_probe(&self, generation: u64, outcome: Option<Outcome>, elapsed: Option<Duration>) {
+    /// Ends an open period early (to `HalfOpen`, [`Reason::EarlyProbe`]) when the breaker is
+    /// `Open` (in `generation`, if given) until a deadline of its own, not a server's wait.
+    fn end_open_early(
+        &self,
+        l: &mut Locked,
+        generation: Option<u64>,
+        now: Instant,
+        pending: &mut Pending,
+    ) -> bool {
+        if l.state != State::Open || l.server_wait || generation.is_some_and(|g| g != l.generation) {
+            return false;
+        }
+        self.transition(l, State::HalfOpen, Reason::EarlyProbe, now, pending);
+        true
+    }
+
+    /// For a refusal's holder: ends the open period that refused in `generation` early, so the
+    /// next `try_acquire` is admitted as a probe (see [`CircuitBreaker::try_probe_early`]).
+    /// Whether it did.
+    pub(crate) fn open_early(&self, generation: u64) -> bool {
+        let mut pending = None;
+        let ended = {
+            let mut l = self.locked.lock();
+            self.end_open_early(&mut l, Some(generation), Instant::now(), &mut pending)
+        };
+        self.publish(pending);
+        ended
+    }
+
+    /// Records the outcome of a half-open probe admitted at `admitted` (nanoseconds since the
+    /// epoch modulo 2^47); `None`: dropped unrecorded, released.
+    fn record_probe(
+        &self,
+        generation: u64,
+        admitted: u64,
+        outcome: Option<Outcome>,
+        elapsed: Option<Duration>,
+    ) {
         if !self.listeners.is_empty() {
             self.emit_recorded(outcome, elapsed);
         }
         if let Some(Outcome::Trip(wait)) = outcome {
-            self.release_probe(generation, None);
+            self.release_probe(generation, admitted, None);
             return self.trip(wait);
         }
         let slow = self.is_slow(elapsed);
-        self.release_probe(generation, outcome.map(|o| (o, slow)));
+        self.release_probe(generation, admitted, outcome.map(|o| (o, slow)));
     }
 
-    fn release_probe(&self, generation: u64, outcome: Option<(Outcome, bool)>) {
+    fn release_probe(&self, generation: u64, admitted: u64, outcome: Option<(Outcome, bool)>) {
         let now = Instant::now();
         let mut pending = None;
         {
@@ -788,11 +913,10 @@ impl Shared {
             if l.generation & GEN_MASK != generation || l.state != State::HalfOpen {
                 return; // the probe's half-open period is over; its slot went with it
             }
-            l.probes_in_flight -= 1;
+            l.probes.release(admitted, self.nanos(now));
             match outcome {
                 Some((Outcome::Success, false)) => {
                     l.probe_successes += 1;
-                    l.last_decision = now;
                     if l.probe_successes >= self.config.half_open_successes {
                         self.transition(&mut l, State::Closed, Reason::ProbesSucceeded, now, &mut pending);
                     }
@@ -806,9 +930,7 @@ impl Shared {
                 _ => {} // ignored or dropped: the permit goes back
             }
             if pending.is_none() {
-                for w in l.waiters.drain(..) {
-                    w.wake();
-                }
+                l.waiters.wake_all(); // a slot is free
             }
         }
         self.publish(pending);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{GEN_MASK, Lane, sync::Arc};
+use super::{GEN_MASK, Lane, STAMP_MASK, sync::Arc};
 use crate::classify::Outcome;
 
 /// Permission to make one call, from [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire).
@@ -14,16 +14,19 @@ use crate::classify::Outcome;
 pub struct Permit {
     /// The lane of the thread that took it (see `lane.rs`), which holds the breaker.
     lane: Option<Arc<Lane>>,
-    /// `start (40 bits of µs) << 24 | generation (23 bits) << 1 | probe`: two words in all, so
-    /// that a permit moves in registers (a wider one cost a third of the closed path in
-    /// store-forwarding stalls).
+    /// `start (47 bits) << 17 | generation (16 bits) << 1 | probe`. The start stamp is the
+    /// admission in nanoseconds since the breaker's epoch, modulo 2^47 (39 hours), or 0 for a
+    /// closed permit when no rule times calls (no clock read then); a probe's stamp also names
+    /// its entry among the probes in flight. Two words in all, so that a permit moves in
+    /// registers: a third word (a full start stamp) put the permit through the stack and cost
+    /// about half again the closed path (store-forwarding stalls).
     tag: u64,
 }
 
 impl Permit {
     #[inline(always)]
     pub(crate) fn new(lane: Arc<Lane>, generation: u64, probe: bool, start: u64) -> Self {
-        let tag = (start << 24) | ((generation & GEN_MASK) << 1) | u64::from(probe);
+        let tag = ((start & STAMP_MASK) << 17) | ((generation & GEN_MASK) << 1) | u64::from(probe);
         Self {
             lane: Some(lane),
             tag,
@@ -40,13 +43,14 @@ impl Permit {
         self.tag & 1 == 1
     }
 
-    /// The low 23 bits of the generation it was issued in.
+    /// The low 16 bits of the generation it was issued in.
     const fn generation(&self) -> u64 {
         (self.tag >> 1) & GEN_MASK
     }
 
+    /// The start stamp (nanoseconds modulo 2^47).
     const fn start(&self) -> u64 {
-        self.tag >> 24
+        self.tag >> 17
     }
 
     /// Records the call's outcome and gives the permit back.
@@ -62,7 +66,7 @@ impl Permit {
             let shared = &*lane.shared;
             let elapsed = shared.elapsed_since(self.start());
             if self.is_probe() {
-                shared.record_probe(self.generation(), Some(outcome), elapsed);
+                shared.record_probe(self.generation(), self.start(), Some(outcome), elapsed);
             } else {
                 shared.record_closed(self.generation(), outcome, elapsed);
             }
@@ -75,7 +79,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(lane) = self.lane.take() {
             if self.is_probe() {
-                lane.shared.record_probe(self.generation(), None, None);
+                lane.shared
+                    .record_probe(self.generation(), self.start(), None, None);
             } else {
                 lane.shared.release_closed();
             }

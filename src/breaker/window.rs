@@ -17,7 +17,7 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = i16::MAX as u32;
 
 const FAILURE_BIT: u32 = 0b10;
 const SLOW_BIT: u32 = 0b01;
-/// Slots carry the same 23 generation bits as permits.
+/// Slots carry the same 16 generation bits as permits.
 const SLOT_GEN_MASK: u32 = super::GEN_MASK as u32;
 
 /// Counts over the current window.
@@ -76,15 +76,15 @@ impl CountWindow {
     pub(crate) fn record(&self, generation: u64, failure: bool, slow: bool) -> Option<Counts> {
         let size = self.slots.len() as u64;
         let slot = &self.slots[(self.next.fetch_add(1, Ordering::Relaxed) % size) as usize];
-        let gen30 = (generation as u32) & SLOT_GEN_MASK;
-        let new = (gen30 << 2) | if failure { FAILURE_BIT } else { 0 } | if slow { SLOW_BIT } else { 0 };
+        let slot_gen = (generation as u32) & SLOT_GEN_MASK;
+        let new = (slot_gen << 2) | if failure { FAILURE_BIT } else { 0 } | if slow { SLOW_BIT } else { 0 };
         let mut old = slot.load(Ordering::Relaxed);
         loop {
             if old == new {
                 return None; // same outcome evicted: nothing changes
             }
             let old_gen = old >> 2;
-            let ahead = old_gen.wrapping_sub(gen30) & SLOT_GEN_MASK;
+            let ahead = old_gen.wrapping_sub(slot_gen) & SLOT_GEN_MASK;
             if ahead != 0 && ahead <= SLOT_GEN_MASK / 2 {
                 return None; // a newer generation owns the slot: this record is stale
             }
@@ -93,7 +93,7 @@ impl CountWindow {
                 Err(actual) => old = actual,
             }
         }
-        let live = (old >> 2) == gen30;
+        let live = (old >> 2) == slot_gen;
         let bit = |word: u32, b: u32| i16::from(live && word & b != 0);
         let d_calls = 1 - i16::from(live);
         let d_fail = i16::from(failure) - bit(old, FAILURE_BIT);

@@ -38,11 +38,21 @@ pub enum SkipReason {
 pub struct Skipped {
     pub(crate) member: Arc<str>,
     pub(crate) reason: SkipReason,
+    because: Option<&'static str>,
 }
 
 impl Skipped {
     pub(crate) const fn new(member: Arc<str>, reason: SkipReason) -> Self {
-        Self { member, reason }
+        Self {
+            member,
+            reason,
+            because: None,
+        }
+    }
+
+    pub(crate) const fn with_because(mut self, because: Option<&'static str>) -> Self {
+        self.because = because;
+        self
     }
 
     /// The member's name (as given to [`Fallback::names`](super::Fallback::names) or
@@ -54,6 +64,15 @@ impl Skipped {
     /// Why it did not serve.
     pub const fn reason(&self) -> &SkipReason {
         &self.reason
+    }
+
+    /// What moved the request on from this member, as the policy labelled its
+    /// [`Route`](super::Route) ([`Route::because`](super::Route::because)): with the `llm`
+    /// feature's `LlmRouting`, the provider's kind of failure (`"quota_exhausted"`,
+    /// `"context_window_exceeded"`, ...: `LlmErrorKind::as_str`). `None` for a member
+    /// skipped at readiness, and for a policy that gives no label.
+    pub const fn because(&self) -> Option<&'static str> {
+        self.because
     }
 
     /// The member's `CircuitOpen`, when that is why it was skipped.
@@ -70,8 +89,14 @@ impl fmt::Display for Skipped {
         write!(f, "member {:?} ", &*self.member)?;
         match &self.reason {
             SkipReason::CircuitOpen(open) => write!(f, "skipped: {open}"),
-            SkipReason::Failed(e) => write!(f, "failed: {e}"),
-            SkipReason::FailureResponse => f.write_str("answered with a failure"),
+            SkipReason::Failed(e) => match self.because {
+                Some(because) => write!(f, "failed ({because}): {e}"),
+                None => write!(f, "failed: {e}"),
+            },
+            SkipReason::FailureResponse => match self.because {
+                Some(because) => write!(f, "answered with a failure ({because})"),
+                None => f.write_str("answered with a failure"),
+            },
             SkipReason::Busy => f.write_str("was busy"),
         }
     }

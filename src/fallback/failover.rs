@@ -2,20 +2,23 @@
 
 use std::{
     fmt,
+    ops::Range,
     sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use tower_service::Service;
 
 use super::{
+    AllOpen,
     error::{SkipReason, Skipped, all_unavailable, chain_error, unavailable},
     future::{FailoverFuture, Next},
     policy::{CloneRequest, OnFailure, OnOpen, Policy},
     provenance::{Provenance, RecordProvenance, Shared},
 };
 use crate::{
-    breaker::{BoxError, ConfigError},
+    breaker::{BoxError, CircuitOpen, ConfigError, State},
     classify::HttpClassifier,
 };
 
@@ -63,9 +66,16 @@ pub struct Failover<S, F = OnOpen> {
     policy: F,
     max_attempts: usize,
     spill_over: bool,
+    all_open: AllOpen,
     shared: Arc<Shared>,
-    route: Option<(usize, Vec<Skipped>)>,
+    /// The member picked in `poll_ready`, the members skipped before it, and whether it was let
+    /// through as an early probe.
+    route: Option<(usize, Vec<Skipped>, bool)>,
 }
+
+/// With [`AllOpen::ProbeSoonest`]: an open member that could be probed early, where its
+/// records are in the skipped list, and its refusal.
+type Candidate = (usize, Range<usize>, CircuitOpen);
 
 impl<S> Failover<S> {
     /// A chain of `(name, service)` pairs, tried in order. An empty chain fails every
@@ -79,6 +89,7 @@ impl<S> Failover<S> {
             policy: OnOpen,
             max_attempts: usize::MAX,
             spill_over: false,
+            all_open: AllOpen::Refuse,
             shared: Arc::new(Shared::new(names.into_boxed_slice())),
             route: None,
         }
@@ -104,6 +115,37 @@ impl<S, F> Failover<S, F> {
         self
     }
 
+    /// What to do when every member's circuit is open: [`AllOpen::Refuse`] (the default, an
+    /// [`AllUnavailable`](super::AllUnavailable)) or [`AllOpen::ProbeSoonest`] (the request
+    /// goes at once to the member whose open period ends soonest, as its breaker's half-open
+    /// probe; never to a member forced open, nor through a server's wait). See [`AllOpen`].
+    ///
+    /// ```
+    /// use tower::{ServiceExt, service_fn, util::BoxService};
+    /// use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Failover, Layer, Outcome};
+    /// use tower_breaker::fallback::{AllOpen, Provenance};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let provider = |name: &'static str| {
+    ///     let breaker = CircuitBreaker::builder(name).consecutive_failures(1).build().unwrap();
+    ///     breaker.try_acquire().unwrap().record(Outcome::Failure); // one blip: open for 30 s
+    ///     let svc = CircuitBreakerLayer::new(breaker)
+    ///         .layer(service_fn(move |_: ()| async move { Ok::<_, BoxError>(http::Response::new(name)) }));
+    ///     (name, BoxService::new(svc))
+    /// };
+    /// let chain = Failover::new([provider("openai"), provider("anthropic")])
+    ///     .when_all_open(AllOpen::ProbeSoonest);
+    /// let res = chain.oneshot(()).await?; // not an AllUnavailable for 30 s
+    /// let provenance = res.extensions().get::<Provenance>().unwrap();
+    /// assert!(provenance.probed_early());
+    /// # Ok(()) }
+    /// ```
+    pub fn when_all_open(mut self, all_open: AllOpen) -> Self {
+        self.all_open = all_open;
+        self
+    }
+
     /// See [`Fallback::on_fallback`](super::Fallback::on_fallback).
     pub fn on_fallback(mut self, callback: impl Fn(&Provenance) + Send + Sync + 'static) -> Self {
         Arc::make_mut(&mut self.shared).on_fallback = Some(Arc::new(callback));
@@ -123,6 +165,7 @@ impl<S, F> Failover<S, F> {
             policy: OnFailure(policy),
             max_attempts: self.max_attempts,
             spill_over: self.spill_over,
+            all_open: self.all_open,
             shared: self.shared,
             route: None,
         }
@@ -202,13 +245,13 @@ impl<S, F> Failover<S, F> {
         S::Error: Into<BoxError>,
     {
         let (start, skipped) = match self.route.take() {
-            Some((i, skipped)) => match self.members[i].poll_ready(cx) {
+            Some((i, skipped, early)) => match self.members[i].poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.route = Some((i, skipped));
+                    self.route = Some((i, skipped, early));
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Pending => {
-                    self.route = Some((i, skipped));
+                    self.route = Some((i, skipped, early));
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => {
@@ -237,16 +280,28 @@ impl<S, F> Failover<S, F> {
         S::Error: Into<BoxError>,
     {
         let mut busy = false;
+        let mut candidates: Vec<Candidate> = Vec::new();
         for i in start..self.members.len() {
             match self.members[i].poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.route = Some((i, skipped));
+                    self.route = Some((i, skipped, false));
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => {
                     let e = e.into();
                     match unavailable(&e, &self.shared.names[i]) {
-                        Some(open) => skipped.extend(open),
+                        Some(open) => {
+                            if self.all_open == AllOpen::ProbeSoonest {
+                                let span = skipped.len()..skipped.len() + open.len();
+                                let refusals = open.iter().filter_map(Skipped::circuit_open);
+                                candidates.extend(
+                                    refusals
+                                        .filter(|o| o.state() == State::Open)
+                                        .map(|o| (i, span.clone(), o.clone())),
+                                );
+                            }
+                            skipped.extend(open);
+                        }
                         None => return Poll::Ready(Err(chain_error(&self.shared.names[i], e, skipped))),
                     }
                 }
@@ -258,13 +313,67 @@ impl<S, F> Failover<S, F> {
             }
         }
         if busy {
-            Poll::Pending
-        } else {
-            Poll::Ready(Err(all_unavailable(skipped)))
+            return Poll::Pending;
         }
+        if !candidates.is_empty() {
+            if let Some(poll) = self.probe_soonest(candidates, &mut skipped, cx) {
+                return poll;
+            }
+        }
+        Poll::Ready(Err(all_unavailable(skipped)))
     }
 
-    fn take_route(&mut self) -> (usize, Vec<Skipped>) {
+    /// Every member is open ([`AllOpen::ProbeSoonest`]): ends the open period of the member
+    /// whose period ends soonest (if its breaker chose it itself) and readies that member,
+    /// which its breaker now admits as a probe. `None` when no candidate took the request.
+    fn probe_soonest<Req>(
+        &mut self,
+        mut candidates: Vec<Candidate>,
+        skipped: &mut Vec<Skipped>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<(), BoxError>>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        candidates.sort_by_key(|(_, _, open)| open.retry_after().unwrap_or(Duration::MAX));
+        for (i, span, open) in candidates {
+            if !open.end_open_period() {
+                continue; // a server's wait, or no longer in that open period
+            }
+            tracing::debug!(
+                member = &*self.shared.names[i],
+                breaker = open.name(),
+                "every member is open: an early probe"
+            );
+            // The member's own records go: it serves, or its error is the answer.
+            let mut rest = || {
+                let mut rest = std::mem::take(skipped);
+                rest.drain(span.clone());
+                rest
+            };
+            match self.members[i].poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.route = Some((i, rest(), true));
+                    return Some(Poll::Ready(Ok(())));
+                }
+                Poll::Pending => {
+                    self.route = Some((i, rest(), true));
+                    return Some(Poll::Pending);
+                }
+                Poll::Ready(Err(e)) => {
+                    let e = e.into();
+                    if unavailable(&e, &self.shared.names[i]).is_none() {
+                        return Some(Poll::Ready(Err(chain_error(&self.shared.names[i], e, rest()))));
+                    }
+                    // Another caller took the probe first: the member's record stands.
+                }
+            }
+        }
+        None
+    }
+
+    fn take_route(&mut self) -> (usize, Vec<Skipped>, bool) {
         self.route
             .take()
             .expect("Failover::call without a successful poll_ready")
@@ -280,6 +389,7 @@ impl<S: Clone, F: Clone> Clone for Failover<S, F> {
             policy: self.policy.clone(),
             max_attempts: self.max_attempts,
             spill_over: self.spill_over,
+            all_open: self.all_open,
             shared: self.shared.clone(),
             route: None,
         }
@@ -294,6 +404,7 @@ impl<S: fmt::Debug, F: fmt::Debug> fmt::Debug for Failover<S, F> {
             .field("policy", &self.policy)
             .field("max_attempts", &self.max_attempts)
             .field("spill_over", &self.spill_over)
+            .field("all_open", &self.all_open)
             .field("route", &self.route)
             .finish()
     }
@@ -316,8 +427,15 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let (i, skipped) = self.take_route();
-        FailoverFuture::new(self.members[i].call(req), i, None, skipped, self.shared.clone())
+        let (i, skipped, early) = self.take_route();
+        FailoverFuture::new(
+            self.members[i].call(req),
+            i,
+            None,
+            skipped,
+            self.shared.clone(),
+            early,
+        )
     }
 }
 
@@ -338,7 +456,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let (i, skipped) = self.take_route();
+        let (i, skipped, early) = self.take_route();
         let attempts_left = self.max_attempts - 1;
         let copy = if attempts_left > 0 && i + 1 < self.members.len() {
             self.policy.0.clone_request(&req)
@@ -355,6 +473,6 @@ where
             _ => None,
         };
         let future = self.members[i].call(req);
-        FailoverFuture::new(future, i, next, skipped, self.shared.clone())
+        FailoverFuture::new(future, i, next, skipped, self.shared.clone(), early)
     }
 }

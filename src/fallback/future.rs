@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use super::{
     error::{SkipReason, Skipped, all_unavailable, chain_error, unavailable},
-    policy::{OnFailure, OnOpen, Policy},
+    policy::{OnFailure, OnOpen, Onward, Policy},
     provenance::{RecordProvenance, Shared},
 };
 use crate::breaker::BoxError;
@@ -44,9 +44,21 @@ fn finish<Res: RecordProvenance>(
     result: Result<Res, BoxError>,
     skipped: Vec<Skipped>,
 ) -> Result<Res, BoxError> {
+    finish_early(shared, member, result, skipped, false)
+}
+
+/// [`finish`], saying whether `member` was let through as an early probe.
+#[inline]
+fn finish_early<Res: RecordProvenance>(
+    shared: &Shared,
+    member: usize,
+    result: Result<Res, BoxError>,
+    skipped: Vec<Skipped>,
+    probed_early: bool,
+) -> Result<Res, BoxError> {
     match result {
         Ok(mut res) => {
-            shared.served(&mut res, member, skipped);
+            shared.served(&mut res, member, skipped, probed_early);
             Ok(res)
         }
         Err(e) => Err(chain_error(&shared.names[member], e, skipped)),
@@ -86,6 +98,8 @@ pin_project! {
         state: State<P::Future, S::Future, S, Req, Pol, P::Response>,
         shared: Arc<Shared>,
         skipped: Vec<Skipped>,
+        // What moved the request from the primary (the policy's route label).
+        because: Option<&'static str>,
     }
 }
 
@@ -110,6 +124,7 @@ where
             state: State::Primary { future, next },
             shared,
             skipped: Vec::new(),
+            because: None,
         }
     }
 
@@ -118,6 +133,7 @@ where
             state: State::Secondary { future, held: None },
             shared,
             skipped,
+            because: None,
         }
     }
 }
@@ -150,11 +166,14 @@ where
                         let skipped = mem::take(this.skipped);
                         return Poll::Ready(finish(this.shared, 0, result.map_err(Into::into), skipped));
                     };
-                    let fall = policy.should_fall_back(result.as_ref());
+                    // Falls back when the route leads to the secondary (`to_any_of` may not).
+                    let onward = policy.route(result.as_ref()).resolve(&this.shared.names, 0);
+                    let fall = onward.after(0, 2).is_some();
+                    *this.because = onward.because();
                     let held = match result {
                         Ok(mut res) if !fall => {
                             this.state.set(State::Done);
-                            this.shared.served(&mut res, 0, mem::take(this.skipped));
+                            this.shared.served(&mut res, 0, mem::take(this.skipped), false);
                             return Poll::Ready(Ok(res));
                         }
                         Ok(res) => Some(Ok(res)),
@@ -226,7 +245,10 @@ where
                             return Poll::Ready(finish(this.shared, 0, held, skipped));
                         }
                     }
-                    skipped.insert(0, skip_for(&this.shared.names[0], held));
+                    skipped.insert(
+                        0,
+                        skip_for(&this.shared.names[0], held).with_because(*this.because),
+                    );
                     return Poll::Ready(finish(this.shared, 1, result, skipped));
                 }
                 StateProj::Done => panic!("fallback ResponseFuture polled after completion"),
@@ -267,9 +289,13 @@ pin_project! {
         #[pin]
         state: FState<S::Future, S>,
         next: Option<Next<S, Req, Pol>>,
-        held: Option<(usize, usize, Held<S::Response>)>,
+        held: Option<Kept<S::Response>>,
+        // Where the request may go next: the last route the policy gave.
+        onward: Onward,
         skipped: Vec<Skipped>,
         shared: Arc<Shared>,
+        // The member let through as an early probe, every member being open.
+        early: Option<usize>,
     }
 }
 
@@ -280,6 +306,15 @@ pin_project! {
         Ready { service: S, member: usize },
         Done,
     }
+}
+
+/// A failed answer kept while later members are tried: whose, where its record goes in the
+/// skipped list, and why the request moved on.
+struct Kept<Res> {
+    member: usize,
+    at: usize,
+    result: Held<Res>,
+    because: Option<&'static str>,
 }
 
 /// What an `on_failure` failover needs to try the next members.
@@ -301,13 +336,16 @@ where
         next: Option<Next<S, Req, Pol>>,
         skipped: Vec<Skipped>,
         shared: Arc<Shared>,
+        probed_early: bool,
     ) -> Self {
         Self {
             state: FState::Calling { future, member },
             next,
             held: None,
+            onward: Onward::Any { because: None },
             skipped,
             shared,
+            early: probed_early.then_some(member),
         }
     }
 }
@@ -329,7 +367,14 @@ where
                 let result = ready!(future.poll(cx));
                 this.state.set(FState::Done);
                 let skipped = mem::take(this.skipped);
-                Poll::Ready(finish(this.shared, member, result.map_err(Into::into), skipped))
+                let early = *this.early == Some(member);
+                Poll::Ready(finish_early(
+                    this.shared,
+                    member,
+                    result.map_err(Into::into),
+                    skipped,
+                    early,
+                ))
             }
             _ => panic!("FailoverFuture polled after completion"),
         }
@@ -347,16 +392,20 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let len = this.shared.names.len();
         loop {
             let after = match this.state.as_mut().project() {
                 FStateProj::Calling { future, member } => {
                     let member = *member;
                     let result = ready!(future.poll(cx));
-                    // Whether the request can go on: a copy of it is in hand.
-                    let fall = match this.next {
-                        Some(next) if next.request.is_some() => {
-                            Some(next.policy.0.should_fall_back(result.as_ref()))
-                        }
+                    // Where the request goes, when a copy of it is in hand.
+                    let route = match this.next {
+                        Some(next) if next.request.is_some() => Some(
+                            next.policy
+                                .0
+                                .route(result.as_ref())
+                                .resolve(&this.shared.names, member),
+                        ),
                         _ => None,
                     };
                     let result = result.map_err(Into::into);
@@ -366,14 +415,16 @@ where
                     };
                     if let Some(open) = refused {
                         // Refused at call time (a `RejectOnCall` or keyed breaker): nothing
-                        // was sent, and an answer held from an earlier member stands.
-                        if fall.is_none() {
+                        // was sent, and an answer held from an earlier member stands. The
+                        // request goes where it was going.
+                        if route.is_none() {
                             this.state.set(FState::Done);
                             let mut skipped = mem::take(this.skipped);
                             return Poll::Ready(match this.held.take() {
-                                Some((m, _, held)) => {
+                                Some(kept) => {
                                     skipped.extend(open);
-                                    finish(this.shared, m, held, skipped)
+                                    let early = *this.early == Some(kept.member);
+                                    finish_early(this.shared, kept.member, kept.result, skipped, early)
                                 }
                                 None => finish(this.shared, member, result, skipped),
                             });
@@ -382,24 +433,35 @@ where
                     } else {
                         // The member answered: an answer held from an earlier member is
                         // superseded by this one.
-                        if let Some((m, at, held)) = this.held.take() {
-                            this.skipped.insert(at, skip_for(&this.shared.names[m], held));
+                        if let Some(kept) = this.held.take() {
+                            let skip = skip_for(&this.shared.names[kept.member], kept.result);
+                            this.skipped.insert(kept.at, skip.with_because(kept.because));
                         }
-                        match (result, fall) {
-                            (Ok(mut res), None | Some(false)) => {
+                        let early = *this.early == Some(member);
+                        match (result, route) {
+                            (Ok(mut res), None | Some(Onward::Caller)) => {
                                 this.state.set(FState::Done);
-                                this.shared.served(&mut res, member, mem::take(this.skipped));
+                                this.shared
+                                    .served(&mut res, member, mem::take(this.skipped), early);
                                 return Poll::Ready(Ok(res));
                             }
-                            (Err(e), None | Some(false)) => {
+                            (Err(e), None | Some(Onward::Caller)) => {
                                 this.state.set(FState::Done);
                                 let skipped = mem::take(this.skipped);
                                 return Poll::Ready(Err(chain_error(&this.shared.names[member], e, skipped)));
                             }
-                            (result, Some(true)) => *this.held = Some((member, this.skipped.len(), result)),
+                            (result, Some(onward)) => {
+                                *this.held = Some(Kept {
+                                    member,
+                                    at: this.skipped.len(),
+                                    result,
+                                    because: onward.because(),
+                                });
+                                *this.onward = onward;
+                            }
                         }
                     }
-                    member + 1
+                    this.onward.after(member, len)
                 }
                 FStateProj::Ready { service, member } => {
                     let member = *member;
@@ -411,7 +473,7 @@ where
                             let next = this.next.as_mut().expect("failover future lost its policy");
                             let request = next.request.take().expect("request taken twice");
                             next.attempts_left = next.attempts_left.saturating_sub(1);
-                            if next.attempts_left > 0 && member + 1 < next.spares.len() {
+                            if next.attempts_left > 0 && member + 1 < len {
                                 next.request = next.policy.0.clone_request(&request);
                             }
                             let future = service.call(request);
@@ -424,7 +486,7 @@ where
                                 Some(open) => this.skipped.extend(open),
                                 // An earlier member's answer (a failure, but an answer)
                                 // beats this member's readiness error.
-                                None if matches!(this.held, Some((_, _, Ok(_)))) => {
+                                None if matches!(this.held, Some(Kept { result: Ok(_), .. })) => {
                                     let failed = SkipReason::Failed(Arc::from(e));
                                     this.skipped
                                         .push(Skipped::new(this.shared.names[member].clone(), failed));
@@ -432,21 +494,27 @@ where
                                 None => {
                                     // A member that cannot be readied is a failure like any
                                     // other: it becomes the answer if nothing else works.
-                                    if let Some((m, at, held)) = this.held.take() {
-                                        this.skipped.insert(at, skip_for(&this.shared.names[m], held));
+                                    if let Some(kept) = this.held.take() {
+                                        let skip = skip_for(&this.shared.names[kept.member], kept.result);
+                                        this.skipped.insert(kept.at, skip.with_because(kept.because));
                                     }
-                                    *this.held = Some((member, this.skipped.len(), Err(e)));
+                                    *this.held = Some(Kept {
+                                        member,
+                                        at: this.skipped.len(),
+                                        result: Err(e),
+                                        because: None,
+                                    });
                                 }
                             }
-                            member + 1
+                            this.onward.after(member, len)
                         }
                     }
                 }
                 FStateProj::Done => panic!("FailoverFuture polled after completion"),
             };
             // Try the next member, if there is one.
-            let next = this.next.as_ref().expect("failover future lost its policy");
-            if after < next.spares.len() {
+            if let Some(after) = after {
+                let next = this.next.as_ref().expect("failover future lost its policy");
                 let service = lock(&next.spares[after]).clone();
                 this.state.set(FState::Ready {
                     service,
@@ -457,7 +525,10 @@ where
             this.state.set(FState::Done);
             let skipped = mem::take(this.skipped);
             return Poll::Ready(match this.held.take() {
-                Some((m, _, held)) => finish(this.shared, m, held, skipped),
+                Some(kept) => {
+                    let early = *this.early == Some(kept.member);
+                    finish_early(this.shared, kept.member, kept.result, skipped, early)
+                }
                 None => Err(all_unavailable(skipped)),
             });
         }

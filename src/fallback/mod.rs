@@ -86,7 +86,9 @@
 //! members were skipped before it). A member is polled only when the request may go to it:
 //! a ready primary means the secondary is never polled.
 //!
-//! When every member is skipped, `poll_ready` fails at once with [`AllUnavailable`]: each
+//! When every member is skipped, `poll_ready` fails at once with [`AllUnavailable`] (unless a
+//! [`Failover`] was told [`when_all_open(AllOpen::ProbeSoonest)`](Failover::when_all_open): the
+//! request then goes to the member whose open period ends soonest, as its half-open probe): each
 //! member's name and `CircuitOpen`, and the smallest `retry_after`. Its `source()` is the
 //! `CircuitOpen` of the member that recovers first, so
 //! [`is_circuit_open`](crate::is_circuit_open) is true for it and an outer `Fallback`, or a
@@ -126,6 +128,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For LLM providers (feature `llm`, on by default), `on_llm_failure()` routes by the kind of
+//! failure the provider reported in its error body: a quota or a 529 fails over, a prompt too
+//! long goes to a model with a larger context window, a safety refusal goes back to the caller
+//! (see `llm::LlmRouting`).
+//!
 //! In general, [`Fallback::on_failure`] (and [`Failover::on_failure`]) take a [`Policy`] that
 //! copies each request before the member gets it ([`CloneRequest`] for `Req: Clone`,
 //! [`CloneWith`] for a function that may decline) and a classifier that judges the result:
@@ -134,6 +141,11 @@
 //! the next member. A call rejected by a `RejectOnCall` breaker (its future resolves to
 //! `CircuitOpen`) always moves on when a copy exists: nothing was sent. Without a copy (the
 //! policy returned `None`) nothing moves on and the member's own result is returned.
+//!
+//! A policy may also say *where* the request goes ([`Policy::route`], a [`Route`]): back to the
+//! caller, on to the next member, or to the first later member of a list (a model with a
+//! larger context window), with a label the [`Provenance`] keeps
+//! ([`Skipped::because`]). The default route follows `should_fall_back`.
 //!
 //! The next member is cloned (cheap for breaker services: they share the breaker) and readied
 //! inside the response future, only when it is needed. If no later member can take the
@@ -186,6 +198,7 @@
 //! `RejectOnCall` only falls back with an `on_failure` policy, and `Wait` makes an open member
 //! look busy (waited for, or passed over with `spill_over`).
 
+mod all_open;
 mod error;
 mod failover;
 mod future;
@@ -194,10 +207,11 @@ mod policy;
 mod provenance;
 mod service;
 
+pub use all_open::AllOpen;
 pub use error::{AllUnavailable, FallbackError, SkipReason, Skipped};
 pub use failover::Failover;
 pub use future::{FailoverFuture, ResponseFuture};
 pub use layer::FallbackLayer;
-pub use policy::{CloneRequest, CloneWith, OnFailure, OnOpen, Policy};
+pub use policy::{CloneRequest, CloneWith, OnFailure, OnOpen, Policy, Route};
 pub use provenance::{Provenance, RecordProvenance};
 pub use service::Fallback;

@@ -1,7 +1,8 @@
-//! When a fallback may re-send a request that a member already received: the [`Policy`]
-//! trait and its two ready-made implementations, [`CloneRequest`] and [`CloneWith`].
+//! When a fallback may re-send a request that a member already received, and where it goes:
+//! the [`Policy`] trait, its [`Route`]s, and its two ready-made implementations,
+//! [`CloneRequest`] and [`CloneWith`].
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use crate::classify::{Classify, ErrorIsFailure, HttpClassifier, Outcome};
 
@@ -20,6 +21,145 @@ pub trait Policy<Req, Res, E> {
 
     /// Whether this result of a member should send the request on to the next member.
     fn should_fall_back(&mut self, result: Result<&Res, &E>) -> bool;
+
+    /// Where this result of a member sends the request: back to the caller (the result is
+    /// returned), on to the next member, or to the first later member of a list; with a label
+    /// saying why, which the [`Provenance`](super::Provenance) keeps
+    /// ([`Skipped::because`](super::Skipped::because)).
+    ///
+    /// The default asks [`should_fall_back`](Self::should_fall_back): `true` is
+    /// [`Route::to_next`], `false` [`Route::to_caller`]. Override it to route by what the
+    /// result says (the `llm` feature's `LlmRouting` routes by the provider's kind of error).
+    #[inline]
+    fn route(&mut self, result: Result<&Res, &E>) -> Route<'_> {
+        if self.should_fall_back(result) {
+            Route::to_next()
+        } else {
+            Route::to_caller()
+        }
+    }
+}
+
+/// Where a [`Policy`] sends a request after a member's result; see [`Policy::route`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_breaker::fallback::Route;
+///
+/// let long_context: Vec<Arc<str>> = vec!["gpt-4.1".into(), "claude-sonnet".into()];
+/// let route = Route::to_any_of(&long_context).because("context_window_exceeded");
+/// assert_eq!(route.label(), Some("context_window_exceeded"));
+/// assert!(!route.is_to_caller());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route<'a> {
+    to: To<'a>,
+    because: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum To<'a> {
+    Caller,
+    Next,
+    AnyOf(&'a [Arc<str>]),
+}
+
+impl<'a> Route<'a> {
+    /// The result goes back to the caller, as it is.
+    pub const fn to_caller() -> Self {
+        Self {
+            to: To::Caller,
+            because: None,
+        }
+    }
+
+    /// The request goes on to the next member (the next that is not open).
+    pub const fn to_next() -> Self {
+        Self {
+            to: To::Next,
+            because: None,
+        }
+    }
+
+    /// The request goes to the first member *after* this one whose name is in `members` (the
+    /// first of them that is not open); when the chain has no such member, the result goes
+    /// back to the caller. A member at or before this one is never sent to: a chain never
+    /// loops.
+    pub const fn to_any_of(members: &'a [Arc<str>]) -> Self {
+        Self {
+            to: To::AnyOf(members),
+            because: None,
+        }
+    }
+
+    /// Labels the route with why the request moves (a kind of failure: `"quota_exhausted"`),
+    /// for the [`Provenance`](super::Provenance) and the logs.
+    #[must_use]
+    pub const fn because(mut self, label: &'static str) -> Self {
+        self.because = Some(label);
+        self
+    }
+
+    /// The label given with [`because`](Self::because).
+    pub const fn label(&self) -> Option<&'static str> {
+        self.because
+    }
+
+    /// Whether the result goes back to the caller.
+    pub const fn is_to_caller(&self) -> bool {
+        matches!(self.to, To::Caller)
+    }
+
+    /// Resolves the route of the result of member `from` in a chain named `names`.
+    pub(crate) fn resolve(&self, names: &[Arc<str>], from: usize) -> Onward {
+        let because = self.because;
+        match self.to {
+            To::Caller => Onward::Caller,
+            To::Next => Onward::Any { because },
+            To::AnyOf(members) => {
+                let only: Vec<usize> = (from + 1..names.len())
+                    .filter(|&i| members.iter().any(|m| *m == names[i]))
+                    .collect();
+                if only.is_empty() {
+                    Onward::Caller
+                } else {
+                    Onward::Only { only, because }
+                }
+            }
+        }
+    }
+}
+
+/// A [`Route`] resolved against a chain's names: no borrow of the policy left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Onward {
+    /// The result is the caller's.
+    Caller,
+    /// Any later member.
+    Any { because: Option<&'static str> },
+    /// Only these later members (ascending, never empty).
+    Only {
+        only: Vec<usize>,
+        because: Option<&'static str>,
+    },
+}
+
+impl Onward {
+    pub(crate) const fn because(&self) -> Option<&'static str> {
+        match self {
+            Self::Caller => None,
+            Self::Any { because } | Self::Only { because, .. } => *because,
+        }
+    }
+
+    /// The next member to try after `member`, below `len`.
+    pub(crate) fn after(&self, member: usize, len: usize) -> Option<usize> {
+        match self {
+            Self::Caller => None,
+            Self::Any { .. } => (member + 1 < len).then_some(member + 1),
+            Self::Only { only, .. } => only.iter().copied().find(|&i| i > member && i < len),
+        }
+    }
 }
 
 /// The default: fall back only when a member's readiness says its circuit is open. The

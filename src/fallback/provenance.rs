@@ -15,6 +15,7 @@ use super::error::Skipped;
 pub struct Provenance {
     served_by: Arc<str>,
     skipped: Vec<Skipped>,
+    probed_early: bool,
 }
 
 impl Provenance {
@@ -32,11 +33,20 @@ impl Provenance {
     pub fn fell_back(&self) -> bool {
         !self.skipped.is_empty()
     }
+
+    /// Whether every member was open and the one that served was let through early, as its
+    /// breaker's half-open probe ([`AllOpen::ProbeSoonest`](super::AllOpen::ProbeSoonest)).
+    pub const fn probed_early(&self) -> bool {
+        self.probed_early
+    }
 }
 
 impl fmt::Display for Provenance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "served by {:?}", &*self.served_by)?;
+        if self.probed_early {
+            f.write_str(", an early probe, every member being open")?;
+        }
         for (i, s) in self.skipped.iter().enumerate() {
             f.write_str(if i == 0 { " (" } else { "; " })?;
             write!(f, "{s}")?;
@@ -145,9 +155,15 @@ impl Shared {
     }
 
     /// Records who served `res` (merging an inner fallback's record) and tells the callback
-    /// if any member was skipped.
+    /// if any member was skipped. `probed_early`: the member was let through as an early probe.
     #[inline]
-    pub(crate) fn served<Res: RecordProvenance>(&self, res: &mut Res, member: usize, skipped: Vec<Skipped>) {
+    pub(crate) fn served<Res: RecordProvenance>(
+        &self,
+        res: &mut Res,
+        member: usize,
+        skipped: Vec<Skipped>,
+        probed_early: bool,
+    ) {
         let provenance = match res.take_provenance() {
             Some(mut inner) => {
                 if !skipped.is_empty() {
@@ -155,11 +171,13 @@ impl Shared {
                     all.append(&mut inner.skipped);
                     inner.skipped = all;
                 }
+                inner.probed_early |= probed_early;
                 inner
             }
             None => Provenance {
                 served_by: self.names[member].clone(),
                 skipped,
+                probed_early,
             },
         };
         if provenance.fell_back() {

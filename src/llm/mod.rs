@@ -86,10 +86,19 @@
 //!
 //! # Routing by kind
 //!
-//! The [`ProviderError`] stays in the response's extensions for whoever is above the breaker:
-//! a failover policy can route on [`ProviderError::kind`] (a prompt too long to a model with a
-//! larger context, a content refusal back to the caller), and [`LlmErrorKind::as_str`] names
-//! the kind in logs and metrics.
+//! The [`ProviderError`] stays in the response's extensions for whoever is above the breaker.
+//! [`LlmRouting`], the failover [`Policy`](crate::fallback::Policy) of
+//! [`Failover::on_llm_failure`](crate::Failover::on_llm_failure), routes by it: rate limits,
+//! quota, overload, auth, 5xx and timeouts fail over; a context-window error goes to the next
+//! member named as taking larger inputs ([`LlmRouting::larger_context`]), else back to the
+//! caller; a content refusal and an invalid request go back to the caller, never to another
+//! provider. The response's [`Provenance`](crate::fallback::Provenance) names the kind that
+//! moved the request ([`Skipped::because`](crate::fallback::Skipped::because)), with
+//! [`LlmErrorKind::as_str`]'s names, which logs and metrics use too.
+//!
+//! The breaker's reaction (its provider's health) and the route (this request's fate) are
+//! separate tables: a context-window error is `Ignore` for the breaker and moves the request;
+//! a quota error opens the breaker for a long time and moves the request.
 
 mod body;
 mod classifier;
@@ -97,6 +106,7 @@ mod future;
 mod headers;
 mod kind;
 mod layer;
+mod routing;
 
 pub use body::LlmBody;
 pub use classifier::{LlmClassifier, Reaction};
@@ -104,3 +114,4 @@ pub use future::ResponseFuture;
 pub use headers::{parse_go_duration, parse_rfc3339, server_wait};
 pub use kind::{LlmErrorKind, ProviderError};
 pub use layer::{DEFAULT_MAX_BODY, LlmErrorLayer, LlmErrorService};
+pub use routing::{KindRoute, LlmRouting};

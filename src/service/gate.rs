@@ -10,7 +10,7 @@ use std::{
 use tokio::time::Sleep;
 
 use super::Readiness;
-use crate::breaker::{BoxError, CircuitBreaker, CircuitOpen, Permit};
+use crate::breaker::{BoxError, CircuitBreaker, CircuitOpen, Permit, WaitKey};
 
 /// What one service instance decided in `poll_ready`, kept until `call`.
 #[derive(Debug)]
@@ -28,6 +28,18 @@ pub(crate) struct Gate {
     pub(crate) readiness: Readiness,
     admission: Admission,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Wait mode: this instance's waker slot in the breaker, held from its first `Pending`
+    /// until it is admitted or dropped (so a caller that gives up leaves no waker behind).
+    waiting: Option<WaitKey>,
+}
+
+impl Drop for Gate {
+    #[inline]
+    fn drop(&mut self) {
+        if self.waiting.is_some() {
+            self.stop_waiting(); // dropped while waiting: the caller gave up
+        }
+    }
 }
 
 impl Clone for Gate {
@@ -43,6 +55,7 @@ impl Gate {
             readiness,
             admission: Admission::None,
             sleep: None,
+            waiting: None,
         }
     }
 
@@ -61,7 +74,12 @@ impl Gate {
                 Admission::None => {}
             }
             match self.breaker.try_acquire() {
-                Ok(permit) => self.admission = Admission::Admitted(permit),
+                Ok(permit) => {
+                    self.admission = Admission::Admitted(permit);
+                    if self.waiting.is_some() {
+                        self.stop_waiting(); // it waited: its slot goes (not on the closed path)
+                    }
+                }
                 Err(refused) => match self.readiness {
                     Readiness::FailFast => return Poll::Ready(Err(refused.into())),
                     Readiness::RejectOnCall => {
@@ -99,10 +117,20 @@ impl Gate {
         }
     }
 
+    #[cold]
+    fn stop_waiting(&mut self) {
+        if let Some(key) = self.waiting.take() {
+            self.breaker.stop_waiting(key);
+        }
+    }
+
     /// Wait mode: registers for a wake-up when the breaker may admit again. `Ready(())` when
     /// it may already (try again), `Pending` otherwise.
     fn wait(&mut self, refused: &CircuitOpen, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.breaker.wait_for_change(refused, cx.waker()) {
+        if !self
+            .breaker
+            .wait_for_change(refused, &mut self.waiting, cx.waker())
+        {
             return Poll::Ready(());
         }
         if let Some(deadline) = self.breaker.next_deadline() {
@@ -118,5 +146,55 @@ impl Gate {
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::{convert::Infallible, task::Waker};
+
+    use super::*;
+
+    fn poll(gate: &mut Gate, waker: &Waker) -> Poll<Result<(), BoxError>> {
+        gate.poll_ready(&mut Context::from_waker(waker), |_| {
+            Poll::Ready(Ok::<_, Infallible>(()))
+        })
+    }
+
+    /// Issue 14 point 4: waiters that give up take their wakers with them; the table of slots
+    /// does not grow with them, and those still waiting are woken.
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_waiters_free_their_slots_and_the_rest_are_woken() {
+        let b = CircuitBreaker::builder("w")
+            .consecutive_failures(1)
+            .build()
+            .unwrap();
+        b.force_open();
+        let mut stays = Gate::new(b.clone(), Readiness::Wait);
+        assert!(poll(&mut stays, Waker::noop()).is_pending());
+        assert_eq!(b.waiting(), (1, 1));
+        for _ in 0..10_000 {
+            let mut gives_up = Gate::new(b.clone(), Readiness::Wait);
+            assert!(poll(&mut gives_up, Waker::noop()).is_pending());
+            assert_eq!(b.waiting(), (2, 2));
+            drop(gives_up);
+            assert_eq!(b.waiting(), (1, 2), "the slot and its waker are freed on drop");
+        }
+        // One instance polled again (from another task each time) keeps one slot, one waker.
+        for _ in 0..1_000 {
+            let task = std::sync::Arc::new(NoopWake);
+            assert!(poll(&mut stays, &Waker::from(task)).is_pending());
+        }
+        assert_eq!(b.waiting(), (1, 2));
+        b.reset(); // a manual change wakes the one still waiting
+        assert_eq!(b.waiting().0, 0, "woken: its waker is spent");
+        assert!(matches!(poll(&mut stays, Waker::noop()), Poll::Ready(Ok(()))));
+        assert_eq!(b.waiting(), (0, 0), "admitted: its slot is freed");
+    }
+
+    struct NoopWake;
+
+    impl std::task::Wake for NoopWake {
+        fn wake(self: std::sync::Arc<Self>) {}
     }
 }

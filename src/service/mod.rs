@@ -135,7 +135,9 @@ pub enum Readiness {
     /// never sees a readiness error.
     RejectOnCall,
     /// `poll_ready` returns `Pending` until the breaker may admit again (the end of the open
-    /// period, a released probe, or a manual change).
+    /// period, a released probe, or a manual change). Each waiting service instance holds one
+    /// waker slot in the breaker, freed when it is admitted or dropped: callers that give up
+    /// (a timeout, a client gone) leave no waker behind.
     Wait,
 }
 
