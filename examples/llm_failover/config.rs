@@ -123,18 +123,22 @@ impl BreakerSection {
 }
 
 /// The example's defaults, under `[breaker]`: 5 consecutive failures, open 30 s.
+#[cfg(feature = "serde")]
 fn default_breaker() -> BreakerSection {
+    // `BreakerConfig` is `#[non_exhaustive]`: set field by field.
     let mut d = BreakerSection::default();
     d.consecutive_failures = Some(5);
-    #[cfg(feature = "serde")]
-    {
-        d.open_duration = Some(Duration::from_secs(30));
-    }
-    #[cfg(not(feature = "serde"))]
-    {
-        d.open_duration = Some(30.0);
-    }
+    d.open_duration = Some(Duration::from_secs(30));
     d
+}
+
+/// The example's defaults, under `[breaker]`: 5 consecutive failures, open 30 s.
+#[cfg(not(feature = "serde"))]
+fn default_breaker() -> BreakerSection {
+    BreakerSection {
+        consecutive_failures: Some(5),
+        open_duration: Some(30.0),
+    }
 }
 
 /// The file.
