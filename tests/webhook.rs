@@ -414,6 +414,23 @@ async fn a_flapping_breaker_is_rate_limited_and_its_last_alert_tells_its_state()
 }
 
 #[tokio::test]
+async fn when_the_last_handle_goes_the_held_alerts_are_posted() {
+    let mut receiver = Receiver::start([]).await;
+    let alerts = WebhookAlerts::builder(receiver.url())
+        .rate_limit(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let breaker = alerts
+        .attach(CircuitBreaker::builder("openai").consecutive_failures(1))
+        .unwrap();
+    breaker.force_open();
+    breaker.reset(); // held for an hour by the rate limit
+    assert_eq!(receiver.next().await.body["alert"], "opened");
+    drop((breaker, alerts)); // the queue closes: the task posts what it holds, then ends
+    assert_eq!(receiver.next().await.body["alert"], "recovered");
+}
+
+#[tokio::test]
 async fn a_full_queue_drops_alerts_and_counts_them() {
     let mut receiver = Receiver::start([Answer::Hang]).await;
     let alerts = WebhookAlerts::builder(receiver.url())
