@@ -2,7 +2,12 @@
 
 use std::{error::Error, fmt, time::Duration};
 
-use super::{Lane, State, sync::Arc};
+use tokio::time::Instant;
+
+use super::{GEN_MASK, NO_DEADLINE, State, clock::nanos, ids, name::Name};
+
+/// A breaker id's bits, as a refusal carries it (1.1 trillion breakers before they repeat).
+pub(crate) const ID_MASK: u64 = (1 << 40) - 1;
 
 /// A builder was given a value it cannot work with. Names the setting, the breaker when known,
 /// and says why.
@@ -90,39 +95,74 @@ impl Error for ConfigError {}
 /// ```
 #[derive(Clone)]
 pub struct CircuitOpen {
-    /// The refusing thread's lane of the breaker (not the handle every thread clones: a
-    /// rejection then writes no cache line that other threads' rejections write).
-    pub(crate) lane: Arc<Lane>,
-    pub(crate) state: State,
+    /// A copy of the breaker's name when it is short, so that a refusal takes no reference
+    /// to the breaker: it writes nothing that another thread's refusal writes.
+    pub(crate) name: Name,
+    /// The breaker's epoch, on tokio's clock: `until` counts from it.
+    pub(crate) epoch: Instant,
     /// Nanoseconds since the breaker's epoch at which it lets a probe through, or
     /// `NO_DEADLINE`.
     pub(crate) until: u64,
-    /// The generation that refused: a waiter re-checks as soon as it changes.
-    pub(crate) generation: u64,
+    /// `breaker id (40 bits) << 24 | state << 16 | generation (16 bits)`: which breaker refused
+    /// (for `PartialEq`, and for a failover that ends its open period early: see `ids.rs`), in
+    /// which state, and the generation that refused (its `GEN_MASK` bits: a waiter re-checks
+    /// as soon as it changes). One word: a refusal is moved (into a `Box`, out of a `Result`)
+    /// in as few pieces as it can be.
+    pub(crate) meta: u64,
 }
 
 impl CircuitOpen {
     /// The name of the breaker that refused the call.
     pub fn name(&self) -> &str {
-        &self.lane.shared.name
+        self.name.as_str()
     }
 
     /// The state that refused it: `Open`, `ForcedOpen` or `HalfOpen` (probes all in flight).
     pub const fn state(&self) -> State {
-        self.state
+        State::from_tag((self.meta >> 16) & 0xff)
+    }
+
+    pub(crate) const fn new(
+        name: Name,
+        epoch: Instant,
+        until: u64,
+        breaker: u64,
+        state: State,
+        generation: u64,
+    ) -> Self {
+        Self {
+            name,
+            epoch,
+            until,
+            meta: (breaker & ID_MASK) << 24 | state.tag() << 16 | (generation & GEN_MASK),
+        }
+    }
+
+    /// The generation that refused (its `GEN_MASK` bits).
+    pub(crate) const fn generation(&self) -> u64 {
+        self.meta & 0xffff
+    }
+
+    /// The id of the breaker that refused.
+    const fn breaker(&self) -> u64 {
+        self.meta >> 24
     }
 
     /// Ends the open period that refused this call, if the breaker is still in it and chose it
     /// itself (see [`CircuitBreaker::try_probe_early`](super::CircuitBreaker::try_probe_early)):
     /// the breaker's next admission is a half-open probe. Whether it did.
     pub(crate) fn end_open_period(&self) -> bool {
-        self.state == State::Open && self.lane.shared.open_early(self.generation)
+        self.state() == State::Open
+            && ids::find(self.breaker()).is_some_and(|shared| shared.open_early(self.generation()))
     }
 
     /// How long from now until the breaker lets a probe through, when it is known (`None`
     /// when forced open, or half-open with every probe in flight). Zero once that time came.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.lane.shared.remaining(self.until)
+        (self.until != NO_DEADLINE).then(|| {
+            let now = nanos(Instant::now().saturating_duration_since(self.epoch));
+            Duration::from_nanos(self.until.saturating_sub(now))
+        })
     }
 }
 
@@ -133,7 +173,7 @@ impl fmt::Display for CircuitOpen {
     /// `circuit "openai" was open; its open period has ended`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.name();
-        match self.state {
+        match self.state() {
             State::ForcedOpen => write!(f, "circuit {name:?} is forced open"),
             State::HalfOpen => write!(
                 f,
@@ -160,7 +200,7 @@ impl fmt::Debug for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitOpen")
             .field("name", &self.name())
-            .field("state", &self.state)
+            .field("state", &self.state())
             .field("retry_after", &self.retry_after())
             .finish()
     }
@@ -169,9 +209,10 @@ impl fmt::Debug for CircuitOpen {
 impl PartialEq for CircuitOpen {
     /// Equal when from the same breaker, state and deadline.
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(&*self.lane.shared, &*other.lane.shared)
-            && self.state == other.state
+        self.meta >> 16 == other.meta >> 16
             && self.until == other.until
+            && self.epoch == other.epoch
+            && self.name.as_str() == other.name.as_str()
     }
 }
 

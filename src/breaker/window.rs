@@ -3,14 +3,23 @@
 //! The count window is lock-free: a ring of slots, each tagged with the generation (state
 //! epoch) it was written in, and one packed word of running counts tagged the same way. A
 //! record evicts the slot's previous outcome and applies the difference to the counts, so every
-//! record is O(1) and an all-success steady state writes nothing but the ring index. Closing the
-//! breaker starts a fresh window by bumping the tag: slots from older generations count as empty,
-//! so a stale outcome can never leak into the new window's decisions.
+//! record is O(1). Closing the breaker starts a fresh window by bumping the tag: slots from older
+//! generations count as empty, so a stale outcome can never leak into the new window's decisions.
 //!
-//! The time window is a ring of ten buckets (a tenth of the window each) with running totals,
-//! kept under the breaker's lock; a record clears at most ten expired buckets.
+//! A healthy window writes nothing: while the counts say the window is full of fast successes,
+//! a fast success returns after reading them, without taking a slot. The window is still the
+//! last `size` outcomes, exactly: every slot holds the same outcome, so the one a success would
+//! evict is a success, whichever it is, and the ring index is needed only to order outcomes
+//! that differ. The first failure or slow call takes the next slot and is evicted `size` calls
+//! later, as in a ring that had moved on every call. (So threads sharing a healthy breaker
+//! share no written cache line; with a ring index written per call they did.)
+//!
+//! The time window (`time.rs`) is lock-free too: ten buckets a tenth of the window wide, one
+//! ring of them per lane, Hystrix's rolling number.
 
 use super::sync::{AtomicU32, AtomicU64, Ordering};
+
+pub(crate) mod time;
 
 /// The largest count window: counts are packed as 16-bit signed fields.
 pub(crate) const MAX_COUNT_WINDOW: u32 = i16::MAX as u32;
@@ -19,6 +28,9 @@ const FAILURE_BIT: u32 = 0b10;
 const SLOW_BIT: u32 = 0b01;
 /// Slots carry the same 16 generation bits as permits.
 const SLOT_GEN_MASK: u32 = super::GEN_MASK as u32;
+/// The counts word's tag: the generation bits permits carry (at most 16).
+const GEN16: u64 = super::GEN_MASK;
+const _: () = assert!(GEN16 <= 0xffff);
 
 /// Counts over the current window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,13 +80,22 @@ impl CountWindow {
 
     /// Starts an empty window for `generation`. Slots of older generations count as empty.
     pub(crate) fn reset(&self, generation: u64) {
-        self.counts.store((generation & 0xffff) << 48, Ordering::Release);
+        self.counts.store((generation & GEN16) << 48, Ordering::Release);
     }
 
     /// Records one outcome of `generation`. Returns the counts after it when they changed (and
     /// the generation is still current), so that the caller checks the rules only then.
     pub(crate) fn record(&self, generation: u64, failure: bool, slow: bool) -> Option<Counts> {
         let size = self.slots.len() as u64;
+        if !failure
+            && !slow
+            && self.counts.load(Ordering::Acquire) == ((generation & GEN16) << 48 | size << 32)
+        {
+            // Full of fast successes: this one would evict a fast success, and with every
+            // slot alike, which one does not matter. The window is the same multiset of the
+            // last `size` outcomes, and nothing is written (see the module docs).
+            return None;
+        }
         let slot = &self.slots[(self.next.fetch_add(1, Ordering::Relaxed) % size) as usize];
         let slot_gen = (generation as u32) & SLOT_GEN_MASK;
         let new = (slot_gen << 2) | if failure { FAILURE_BIT } else { 0 } | if slow { SLOW_BIT } else { 0 };
@@ -98,7 +119,7 @@ impl CountWindow {
         let d_calls = 1 - i16::from(live);
         let d_fail = i16::from(failure) - bit(old, FAILURE_BIT);
         let d_slow = i16::from(slow) - bit(old, SLOW_BIT);
-        let gen16 = generation & 0xffff;
+        let gen16 = generation & GEN16;
         let mut cur = self.counts.load(Ordering::Acquire);
         loop {
             if cur >> 48 != gen16 {
@@ -121,64 +142,69 @@ impl CountWindow {
     }
 }
 
-const BUCKETS: usize = 10;
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::collections::VecDeque;
 
-/// A time-based window of ten buckets; lives under the breaker's lock. Bucket `i` holds the
-/// counts of the one epoch in `head - 9 ..= head` that is `i` modulo ten.
-#[derive(Debug)]
-pub(crate) struct TimeWindow {
-    width: u64,
-    head: u64,
-    buckets: [Counts; BUCKETS],
-    total: Counts,
-}
+    use super::*;
 
-impl TimeWindow {
-    pub(crate) fn new(window_nanos: u64) -> Self {
-        Self {
-            width: (window_nanos / BUCKETS as u64).max(1),
-            head: 0,
-            buckets: [Counts::default(); BUCKETS],
-            total: Counts::default(),
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.buckets = [Counts::default(); BUCKETS];
-        self.total = Counts::default();
-    }
-
-    /// Expires the buckets that fell out of the window at `now` (nanoseconds since the
-    /// breaker's epoch); touches at most ten buckets. Returns the bucket to count into.
-    fn advance(&mut self, now: u64) -> usize {
-        let epoch = now / self.width;
-        if epoch > self.head {
-            let from = self.head.max(epoch.saturating_sub(BUCKETS as u64)) + 1;
-            for e in from..=epoch {
-                let b = &mut self.buckets[(e % BUCKETS as u64) as usize];
-                self.total.calls -= b.calls;
-                self.total.failures -= b.failures;
-                self.total.slow -= b.slow;
-                *b = Counts::default();
+    /// The counts after every record are those of the last `size` outcomes, whether or not a
+    /// healthy window skipped the ring, for long runs of successes broken by failures and slow
+    /// calls.
+    #[test]
+    fn count_window_holds_exactly_the_last_n_outcomes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for size in [1, 2, 3, 10, 100] {
+            let w = CountWindow::new(size, 1);
+            let mut model = VecDeque::new();
+            for _ in 0..20_000 {
+                // Bursts: mostly successes, so the window is often full of them.
+                let (failure, slow) = (rng.u32(..40) == 0, rng.u32(..60) == 0);
+                w.record(1, failure, slow);
+                model.push_back((failure, slow));
+                if model.len() > size as usize {
+                    model.pop_front();
+                }
+                let expected = Counts {
+                    calls: model.len() as u32,
+                    failures: model.iter().filter(|o| o.0).count() as u32,
+                    slow: model.iter().filter(|o| o.1).count() as u32,
+                };
+                assert_eq!(w.counts(), expected, "size {size}");
             }
-            self.head = epoch;
         }
-        // A clock read just before another record's lands in the newest bucket.
-        (self.head % BUCKETS as u64) as usize
     }
 
-    pub(crate) fn record(&mut self, now: u64, failure: bool, slow: bool) -> Counts {
-        let i = self.advance(now);
-        for c in [&mut self.buckets[i], &mut self.total] {
-            c.calls += 1;
-            c.failures += u32::from(failure);
-            c.slow += u32::from(slow);
+    #[test]
+    fn a_healthy_count_window_writes_nothing() {
+        let w = CountWindow::new(4, 1);
+        for _ in 0..4 {
+            assert!(w.record(1, false, false).is_some());
         }
-        self.total
-    }
-
-    pub(crate) fn counts(&mut self, now: u64) -> Counts {
-        self.advance(now);
-        self.total
+        let next = w.next.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            assert_eq!(w.record(1, false, false), None);
+        }
+        assert_eq!(
+            w.next.load(Ordering::Relaxed),
+            next,
+            "the ring index did not move"
+        );
+        assert_eq!(
+            w.record(1, true, false),
+            Some(Counts {
+                calls: 4,
+                failures: 1,
+                slow: 0
+            }),
+            "a failure takes a slot"
+        );
+        for _ in 0..3 {
+            assert_eq!(w.counts().failures, 1);
+            w.record(1, false, false);
+        }
+        assert_eq!(w.counts().failures, 1, "still among the last four");
+        w.record(1, false, false);
+        assert_eq!(w.counts().failures, 0, "evicted four calls later");
     }
 }

@@ -404,13 +404,37 @@ where
     }
 
     /// Asks `key`'s breaker for a permit (creating the breaker if the key is new).
+    ///
+    /// A closed breaker's permit is taken under the shard's shared lock, without cloning the
+    /// breaker's handle (that path runs no listener); any other state goes through
+    /// [`get`](Self::get), and the breaker decides outside the lock.
     #[inline]
     pub fn try_acquire<Q>(&self, key: &Q) -> Result<Permit, KeyedError>
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        Ok(self.get(key)?.try_acquire()?)
+        let inner = &*self.inner;
+        let hash = inner.hasher.hash_one(key);
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        let breaker = {
+            let table = shard.read();
+            match table.find(hash, |e| e.key.borrow() == key) {
+                Some(entry) => {
+                    entry.touch();
+                    if let Some(permit) = entry.breaker.try_acquire_closed() {
+                        return Ok(permit);
+                    }
+                    Some(entry.breaker.clone())
+                }
+                None => None,
+            }
+        };
+        let breaker = match breaker {
+            Some(breaker) => breaker,
+            None => self.insert(shard, hash, key)?,
+        };
+        Ok(breaker.try_acquire()?)
     }
 
     #[cold]

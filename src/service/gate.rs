@@ -73,7 +73,7 @@ impl Gate {
                 Admission::Rejected(_) => return Poll::Ready(Ok(())),
                 Admission::None => {}
             }
-            match self.breaker.try_acquire() {
+            match self.breaker.try_acquire_boxed() {
                 Ok(permit) => {
                     self.admission = Admission::Admitted(permit);
                     if self.waiting.is_some() {
@@ -81,9 +81,13 @@ impl Gate {
                     }
                 }
                 Err(refused) => match self.readiness {
-                    Readiness::FailFast => return Poll::Ready(Err(refused.into())),
+                    Readiness::FailFast => {
+                        // Boxed where it was built (see `try_acquire_boxed`).
+                        let refused: BoxError = refused;
+                        return Poll::Ready(Err(refused));
+                    }
                     Readiness::RejectOnCall => {
-                        self.admission = Admission::Rejected(refused);
+                        self.admission = Admission::Rejected(*refused);
                         return Poll::Ready(Ok(()));
                     }
                     Readiness::Wait => {
