@@ -1216,7 +1216,12 @@ fn main() -> Result<(), String> {
             contended_cpu[i].med / own,
         );
         if s.kind() == Kind::Ours {
-            let u = stat(std::mem::take(&mut unshared[i]).into_iter().map(|r: Rate| r.wall).collect());
+            let u = stat(
+                std::mem::take(&mut unshared[i])
+                    .into_iter()
+                    .map(|r: Rate| r.wall)
+                    .collect(),
+            );
             println!(
                 "| 64 tasks, 2 workers, a breaker per task (reference: the ceiling for striping) | {} | {:.3e} req/s | {:.2e}..{:.2e} | {:.1} ns/req wall | {:.4}x | {:.1}x (vs own 1-task rate: {:.2}x) |",
                 s.name(),
