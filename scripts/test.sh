@@ -6,30 +6,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing redis-server" >&2
+# Installs Debian packages with apt-get (through sudo when not root).
+apt_install() {
+    echo "scripts/test.sh: installing $*" >&2
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then
         sudo="sudo"
     fi
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq redis-server >/dev/null
+    $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
     # The package may start a system service on the default port; the tests need none.
     if command -v service >/dev/null 2>&1; then
-        $sudo service redis-server stop >/dev/null 2>&1 || true
+        ${sudo:-} service redis-server stop >/dev/null 2>&1 || true
     fi
 fi
 
 if [ ! -x /usr/bin/chromium ]; then
-    echo "scripts/test.sh: installing chromium" >&2
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        sudo="sudo"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq chromium >/dev/null
+    apt_install chromium
 fi
 
 exec cargo test --all-features "$@"

@@ -110,7 +110,10 @@
 //!   kind (rate limit, quota, overload, auth, context window, content policy, ...) from their
 //!   error bodies, their rate-limit headers, and failover routing by kind (`on_llm_failure`).
 //! - [`integrations`]: hyper-util, reqwest-middleware, tower-http, `metrics`,
-//!   `prometheus-client`, Redis (sharing trips among replicas), and a health report.
+//!   `prometheus-client`, Redis (sharing trips among replicas), webhook alerts, and a health
+//!   report.
+//! - [`config`] (feature `serde`): breaker and keyed-registry settings from configuration
+//!   files.
 //!
 //! # Fallback
 //!
@@ -193,13 +196,33 @@
 //! | `retry` | | [`retry::RetryPolicy`]: a `tower::retry::Policy` that stops at an open circuit and honours `Retry-After`; turns on `tower/retry` |
 //! | `metrics` | | [`integrations::metrics`]: counters and gauges through the `metrics` facade |
 //! | `prometheus-client` | | [`integrations::prometheus`]: the same families in a `prometheus_client` registry |
-//! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint) |
+//! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint); [`config`]: every breaker setting from TOML, YAML or environment variables (`Deserialize`; durations through `humantime`) |
 //! | `redis` | | [`integrations::redis`]: the replicas of an application share trips through Redis |
 //! | `llm` | on | [`llm`]: classifying OpenAI, Azure OpenAI and Anthropic failures by kind, from their rate-limit headers and JSON error bodies (`LlmErrorLayer`, `LlmClassifier`), and failover routing by kind (`LlmRouting`, `on_llm_failure`). Costs a dependency on `serde_json`, and nothing at run time until its layer is used; the showcase needs it |
 //! | `dashboard` | | [`integrations::dashboard`]: a live status page (HTML, a JSON snapshot, a live stream) as a tower service; turns on `serde` |
+//! | `webhook` | | [`integrations::webhook`]: Slack-compatible or JSON alerts when a breaker opens, reopens and recovers, posted by a background task with retries and a rate limit (https through rustls); turns on `serde` and `hyper-util` |
 //! | `test-util` | | tests that move time with `tokio::time::pause()`/`advance()` after building their breakers in a running runtime: every breaker reads tokio's pausable clock, wherever it was built (see [Time](#time)); turns on tokio's `test-util` |
 //!
 //! The docs on docs.rs are built with every feature; items that need one say which.
+//!
+//! # Operating it
+//!
+//! The people who run an application tune its breakers per environment and get paged by
+//! them:
+//!
+//! - **Settings from files** (feature `serde`): [`config::BreakerConfig`] and
+//!   [`config::KeyedConfig`] read every builder setting from TOML, YAML or JSON, with
+//!   durations as `"30s"` or numbers of seconds, misspelt fields refused, per-key overrides
+//!   that inherit the template, and environment variables layered over a file by the
+//!   `config` or `figment` crates. A value out of range is a [`ConfigError`] naming the
+//!   breaker and the field.
+//! - **Alerts without code** (feature `webhook`): [`integrations::webhook`] posts to a Slack
+//!   incoming webhook or any JSON receiver when a breaker opens, reopens and recovers, with
+//!   the reason, the counts and the open duration; a background task with a bounded queue,
+//!   timeouts, retries and a rate limit per breaker, never in the way of a call.
+//! - **Seeing it**: the [`health`](integrations::health) report, metrics
+//!   ([`integrations::metrics`], [`integrations::prometheus`]) and a live page
+//!   ([`integrations::dashboard`]).
 //!
 //! # Layering
 //!
@@ -475,12 +498,44 @@
     not(feature = "dashboard"),
     doc = concat!("[`integrations::dashboard`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/dashboard/index.html")
 )]
+#![cfg_attr(feature = "serde", doc = "[`config`]: crate::config")]
+#![cfg_attr(
+    not(feature = "serde"),
+    doc = concat!("[`config`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/config/index.html")
+)]
+#![cfg_attr(
+    feature = "serde",
+    doc = "[`config::BreakerConfig`]: crate::config::BreakerConfig"
+)]
+#![cfg_attr(
+    not(feature = "serde"),
+    doc = concat!("[`config::BreakerConfig`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/config/struct.BreakerConfig.html")
+)]
+#![cfg_attr(
+    feature = "serde",
+    doc = "[`config::KeyedConfig`]: crate::config::KeyedConfig"
+)]
+#![cfg_attr(
+    not(feature = "serde"),
+    doc = concat!("[`config::KeyedConfig`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/config/struct.KeyedConfig.html")
+)]
+#![cfg_attr(
+    feature = "webhook",
+    doc = "[`integrations::webhook`]: crate::integrations::webhook"
+)]
+#![cfg_attr(
+    not(feature = "webhook"),
+    doc = concat!("[`integrations::webhook`]: https://docs.rs/tower-breaker/", env!("CARGO_PKG_VERSION"), "/tower_breaker/integrations/webhook/index.html")
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod breaker;
 pub mod classify;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 pub mod fallback;
 pub mod keyed;
 pub mod service;

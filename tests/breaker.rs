@@ -136,7 +136,7 @@ fn zero_rates_are_a_config_error() {
         assert_eq!(err.setting(), "failure_rate");
         assert_eq!(
             err.to_string(),
-            "invalid circuit breaker config: failure_rate must be greater than 0 and at most 1"
+            r#"invalid circuit breaker config: failure_rate must be greater than 0 and at most 1 (breaker "zero")"#
         );
         let err = b().slow_calls(S, zero).build().unwrap_err();
         assert_eq!(err.setting(), "slow_calls");

@@ -162,7 +162,7 @@ long_context = true
 
 [breaker]
 consecutive_failures = 3
-open_secs = 10
+open_duration = 10
 "#;
 
 #[test]
@@ -186,14 +186,92 @@ fn config_parses() {
     assert!(providers[1].api_key.is_none());
     assert!(providers[1].long_context);
     assert_eq!(providers[1].timeout, Duration::from_secs(60));
-    let breaker = config.breaker();
-    assert_eq!(breaker.consecutive_failures, 3);
-    assert_eq!(breaker.open_duration, Duration::from_secs(10));
+    // Each provider's breaker: [breaker] over the example's defaults.
+    let expected = |name: &str, failures: u32, open: u64| {
+        format!(
+            "{:?}",
+            tower_breaker::CircuitBreaker::builder(name)
+                .consecutive_failures(failures)
+                .open_duration(Duration::from_secs(open))
+        )
+    };
+    assert_eq!(
+        format!("{:?}", providers[0].breaker.as_ref().unwrap()),
+        expected("openai", 3, 10)
+    );
+    assert_eq!(
+        format!("{:?}", providers[1].breaker.as_ref().unwrap()),
+        expected("local", 3, 10)
+    );
 
     // Defaults for a missing [breaker].
     let minimal = "[[provider]]\nname = \"a\"\nbase_url = \"http://h/v1\"\nmodel = \"m\"\nprice = 1.0\n";
     let config = config::Config::parse(minimal).unwrap();
-    assert_eq!(config.breaker().open_duration, Duration::from_secs(30));
+    let providers = config.providers(|_| None).unwrap();
+    assert_eq!(
+        format!("{:?}", providers[0].breaker.as_ref().unwrap()),
+        expected("a", 5, 30)
+    );
+}
+
+/// Without the crate's `serde` feature, a breaker setting beyond `consecutive_failures` and
+/// `open_duration` is refused, naming the feature that takes it.
+#[cfg(not(feature = "serde"))]
+#[test]
+fn without_serde_other_breaker_settings_name_the_feature() {
+    let err = config::Config::parse(&format!("{CONFIG}failure_rate = 0.5\n")).unwrap_err();
+    assert!(
+        err.contains("failure_rate") && err.contains("--features serde"),
+        "{err}"
+    );
+}
+
+/// With the crate's `serde` feature, `[breaker]` and `[provider.breaker]` take every setting of
+/// `tower_breaker::config::BreakerConfig`; a provider's inherits what it leaves unset.
+#[cfg(feature = "serde")]
+#[test]
+fn config_takes_every_breaker_setting_per_provider() {
+    let text = format!(
+        "{CONFIG}\n[[provider]]\nname = \"backup\"\nbase_url = \"http://h/v1\"\nmodel = \"m\"\nprice = 0.0\n\
+         [provider.breaker]\nfailure_rate = 0.5\ntime_window = \"1m\"\nmin_calls = 20\n\
+         slow_calls = {{ threshold = \"10s\", rate = 0.8 }}\n\
+         open_backoff = {{ kind = \"exponential\", base = \"10s\", factor = 2, max = \"5m\", jitter = 0.2 }}\n\
+         max_open_duration = \"15m\"\nhalf_open_permits = 2\nhalf_open_successes = 3\nhalf_open_max_wait = \"90s\"\n"
+    );
+    let config = config::Config::parse(&text).unwrap();
+    let providers = config.providers(|_| Some("k".into())).unwrap();
+    let expected = tower_breaker::CircuitBreaker::builder("backup")
+        .consecutive_failures(3) // from [breaker]
+        .failure_rate(0.5)
+        .time_window(Duration::from_secs(60))
+        .min_calls(20)
+        .slow_calls(Duration::from_secs(10), 0.8)
+        .open_backoff(
+            tower_breaker::Backoff::exponential(Duration::from_secs(10), 2.0, Duration::from_secs(300))
+                .with_jitter(0.2),
+        )
+        .max_open_duration(Duration::from_secs(900))
+        .half_open_permits(2)
+        .half_open_successes(3)
+        .half_open_max_wait(Duration::from_secs(90));
+    assert_eq!(
+        format!("{:?}", providers[2].breaker.as_ref().unwrap()),
+        format!("{expected:?}")
+    );
+    // The stack builds with them.
+    assert!(scenario::build_stack(&providers, &config.breaker(), true, &|b| b).is_ok());
+
+    // A value out of range names the provider and the setting; a misspelt one is refused.
+    let bad = format!(
+        "{CONFIG}\n[[provider]]\nname = \"x\"\nbase_url = \"http://h/v1\"\nmodel = \"m\"\nprice = 0.0\n[provider.breaker]\nfailure_rate = 2.0\n"
+    );
+    let err = config::Config::parse(&bad).unwrap_err();
+    assert!(
+        err.contains("provider \"x\": breaker:") && err.contains("failure_rate"),
+        "{err}"
+    );
+    let err = config::Config::parse(&format!("{CONFIG}open_duraton = 5\n")).unwrap_err();
+    assert!(err.contains("open_duraton"), "{err}");
 }
 
 #[test]
@@ -244,7 +322,11 @@ fn bad_configs_are_refused() {
         "[[provider]]\nname = \"a\"\nbase_url = \"http://h\"\nmodel = \"m\"\nprice = -1.0\n",
         "price",
     );
-    refused(&provider("[breaker]\nopen_secs = 0\n"), "open_secs");
+    refused(&provider("[breaker]\nopen_duration = 0\n"), "open_duration");
+    refused(
+        &provider("[breaker]\nconsecutive_failures = 0\n"),
+        "consecutive_failures",
+    );
     // The error for a key in the file does not echo the key.
     let err = config::Config::parse(&provider("api_key = \"sk-oops\"\n")).unwrap_err();
     assert!(!err.contains("sk-oops"), "{err}");

@@ -35,10 +35,30 @@
 //! model = "llama3.1"
 //! price = 0.0                             # no api_key_env: no auth header
 //!
-//! [breaker]                               # optional
+//! [breaker]                               # optional: every provider's breaker
 //! consecutive_failures = 5
-//! open_secs = 30
+//! open_duration = "30s"
+//!
+//! [[provider]]
+//! name = "backup"
+//! base_url = "https://gateway.internal/v1"
+//! model = "gpt-4o-mini"
+//! price = 0.0004
+//! [provider.breaker]                      # optional: this provider's, over [breaker]
+//! failure_rate = 0.5
+//! time_window = "1m"
+//! open_backoff = { kind = "exponential", base = "10s", factor = 2, max = "5m", jitter = 0.2 }
 //! ```
+//!
+//! `[breaker]` and each `[provider.breaker]` take every setting of the crate's
+//! `config::BreakerConfig` (`consecutive_failures`, `failure_rate`, `count_window` or
+//! `time_window`, `min_calls`, `slow_calls`, `open_duration` or `open_backoff`,
+//! `max_open_duration`, `half_open_permits`, `half_open_successes`, `half_open_max_wait`;
+//! durations as `"30s"` or seconds). A provider's section inherits what it leaves unset from
+//! `[breaker]`, which inherits from the example's defaults (5 consecutive failures, open 30 s).
+//! That needs the crate's `serde` feature (`cargo run --example llm_failover --features serde
+//! -- --config FILE`); without it, the sections take `consecutive_failures` and
+//! `open_duration` (seconds) only, and any other setting is refused with that hint.
 //!
 //! `base_url` is `https://` (TLS through rustls with Mozilla's roots, see
 //! [`https_connector`](crate::scenario::https_connector)) or `http://`; nothing else.
@@ -58,7 +78,68 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use tower_breaker::Builder;
+
 use crate::scenario::{ApiKey, Auth, BreakerConfig, Provider};
+
+/// `[breaker]` and `[provider.breaker]`: the crate's own config type, every setting of the
+/// breaker's builder.
+#[cfg(feature = "serde")]
+pub use tower_breaker::config::BreakerConfig as BreakerSection;
+
+/// `[breaker]` and `[provider.breaker]` without the crate's `serde` feature: the two settings
+/// the example always had.
+#[cfg(not(feature = "serde"))]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    pub consecutive_failures: Option<u32>,
+    /// Seconds.
+    pub open_duration: Option<f64>,
+}
+
+#[cfg(not(feature = "serde"))]
+impl BreakerSection {
+    fn inherit(&self, base: &Self) -> Self {
+        Self {
+            consecutive_failures: self.consecutive_failures.or(base.consecutive_failures),
+            open_duration: self.open_duration.or(base.open_duration),
+        }
+    }
+
+    fn builder(&self, name: &str) -> Result<Builder, String> {
+        let mut b = tower_breaker::CircuitBreaker::builder(name);
+        if let Some(n) = self.consecutive_failures {
+            b = b.consecutive_failures(n);
+        }
+        if let Some(secs) = self.open_duration {
+            match Duration::try_from_secs_f64(secs) {
+                Ok(d) if !d.is_zero() => b = b.open_duration(d),
+                _ => return Err("open_duration must be a positive number of seconds".into()),
+            }
+        }
+        b.build().map(|_| b).map_err(|e| e.to_string())
+    }
+}
+
+/// The example's defaults, under `[breaker]`: 5 consecutive failures, open 30 s.
+#[cfg(feature = "serde")]
+fn default_breaker() -> BreakerSection {
+    // `BreakerConfig` is `#[non_exhaustive]`: set field by field.
+    let mut d = BreakerSection::default();
+    d.consecutive_failures = Some(5);
+    d.open_duration = Some(Duration::from_secs(30));
+    d
+}
+
+/// The example's defaults, under `[breaker]`: 5 consecutive failures, open 30 s.
+#[cfg(not(feature = "serde"))]
+fn default_breaker() -> BreakerSection {
+    BreakerSection {
+        consecutive_failures: Some(5),
+        open_duration: Some(30.0),
+    }
+}
 
 /// The file.
 #[derive(Debug, Deserialize)]
@@ -67,6 +148,7 @@ pub struct Config {
     /// The providers, in failover order.
     #[serde(rename = "provider")]
     pub providers: Vec<ProviderConfig>,
+    /// Every provider's breaker, over the example's defaults.
     #[serde(default)]
     pub breaker: BreakerSection,
 }
@@ -89,23 +171,9 @@ pub struct ProviderConfig {
     /// US dollars per call.
     pub price: f64,
     pub timeout_secs: Option<f64>,
-}
-
-/// `[breaker]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BreakerSection {
-    pub consecutive_failures: u32,
-    pub open_secs: f64,
-}
-
-impl Default for BreakerSection {
-    fn default() -> Self {
-        Self {
-            consecutive_failures: 5,
-            open_secs: 30.0,
-        }
-    }
+    /// This provider's breaker, over `[breaker]`.
+    #[serde(default)]
+    pub breaker: BreakerSection,
 }
 
 /// An `http://` or `https://` URL (either case) with a host, such that
@@ -137,9 +205,16 @@ impl Config {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            // Without `serde`, a breaker setting beyond the two basic ones is an unknown field.
+            let hint = if cfg!(feature = "serde") || !e.message().contains("consecutive_failures") {
+                ""
+            } else {
+                " (every breaker setting needs the crate's serde feature: cargo run --example \
+                 llm_failover --features serde -- --config FILE)"
+            };
             match line {
-                Some(line) => format!("invalid config, line {line}: {}", e.message()),
-                None => format!("invalid config: {}", e.message()),
+                Some(line) => format!("invalid config, line {line}: {}{hint}", e.message()),
+                None => format!("invalid config: {}{hint}", e.message()),
             }
         })?;
         if config.providers.is_empty() {
@@ -157,10 +232,20 @@ impl Config {
                 return Err(format!("provider {:?}: timeout_secs must be positive", p.name));
             }
         }
-        if !(config.breaker.open_secs.is_finite() && config.breaker.open_secs > 0.0) {
-            return Err("invalid config: breaker.open_secs must be positive".into());
+        for p in &config.providers {
+            let _validated = config
+                .breaker_of(p)
+                .map_err(|e| format!("provider {:?}: breaker: {e}", p.name))?;
         }
         Ok(config)
+    }
+
+    /// `p`'s breaker: its `[provider.breaker]` over `[breaker]` over the example's defaults,
+    /// validated. The error names the provider and the setting.
+    pub fn breaker_of(&self, p: &ProviderConfig) -> Result<Builder, String> {
+        let settings = p.breaker.inherit(&self.breaker.inherit(&default_breaker()));
+        let built: Result<Builder, _> = settings.builder(p.name.as_str());
+        built.map_err(|e| e.to_string())
     }
 
     /// The providers, their keys read through `env` (`std::env::var` in the example).
@@ -183,16 +268,21 @@ impl Config {
                     model: p.model.clone(),
                     price: p.price,
                     timeout: Duration::from_secs_f64(p.timeout_secs.unwrap_or(60.0)),
+                    breaker: Some(
+                        self.breaker_of(p)
+                            .map_err(|e| format!("provider {:?}: breaker: {e}", p.name))?,
+                    ),
                 })
             })
             .collect()
     }
 
-    /// The breakers' configuration.
+    /// The breaker of a provider without settings of its own: none from
+    /// [`providers`](Self::providers), which gives each its [`breaker_of`](Self::breaker_of).
     pub fn breaker(&self) -> BreakerConfig {
         BreakerConfig {
-            consecutive_failures: self.breaker.consecutive_failures,
-            open_duration: Duration::from_secs_f64(self.breaker.open_secs),
+            consecutive_failures: 5,
+            open_duration: Duration::from_secs(30),
             half_open_permits: 1,
         }
     }

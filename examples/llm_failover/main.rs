@@ -75,6 +75,10 @@
 //! is sent in its header and never printed or logged. Without `--serve`, it
 //! sends `--requests N` (default 5) requests, one a second, and prints the summary.
 //!
+//! Each provider's breaker takes its settings from `[breaker]` and its own
+//! `[provider.breaker]`: with `--features serde`, every setting of the crate's
+//! `config::BreakerConfig` (trip rules, windows, backoff, half-open), durations as `"30s"`.
+//!
 //! # A proxy: `--serve ADDR`
 //!
 //! The same stack behind an OpenAI-compatible endpoint, with `/health/circuit-breakers` (the
@@ -124,6 +128,9 @@ const USAGE: &str =
                    price = 0.0004                           # dollars per call
                    auth = \"bearer\"                          # or \"api-key\" (Azure OpenAI)
                    long_context = false                     # true: takes prompts too long before
+                   [provider.breaker]                       # optional, over [breaker]: every
+                   failure_rate = 0.5                       # breaker setting (feature serde;
+                   open_duration = \"1m\"                     # see config.rs)
   --serve ADDR   an OpenAI-compatible failover proxy on ADDR, with /health/circuit-breakers,
                  /metrics and /dashboard/
   --plot FILE    the simulated scenario, then one SVG of both runs: requests served per

@@ -103,6 +103,9 @@ pub struct Provider {
     pub price: f64,
     /// Per-attempt timeout (inside the breaker, so a timeout counts as a failure).
     pub timeout: Duration,
+    /// This provider's own breaker settings (`--config`'s `[breaker]` and
+    /// `[provider.breaker]`); `None`: the stack's [`BreakerConfig`].
+    pub breaker: Option<Builder>,
 }
 
 /// How calls are billed, for the summary's cost rows.
@@ -336,7 +339,11 @@ pub fn build_stack(
     for p in providers {
         let counters = Arc::new(ProviderCounters::default());
         let c = counters.clone();
-        let builder = breaker.builder(&p.name).on_event(move |event| match *event {
+        let base = match &p.breaker {
+            Some(own) => own.clone().name(p.name.as_str()),
+            None => breaker.builder(&p.name),
+        };
+        let builder = base.on_event(move |event| match *event {
             Event::Rejected { .. } => {
                 c.fast_fails.fetch_add(1, Ordering::Relaxed);
             }
@@ -969,6 +976,7 @@ impl Scenario {
                 model: sim.model.into(),
                 price: sim.price,
                 timeout: sim.timeout,
+                breaker: None,
             });
             counters.push(c);
         }

@@ -298,9 +298,15 @@ impl Builder {
         })
     }
 
-    /// Validates the settings and builds the breaker.
+    /// Validates the settings and builds the breaker. An error names the setting and this
+    /// breaker ([`ConfigError::breaker`]).
     pub fn build(&self) -> Result<CircuitBreaker, ConfigError> {
-        Ok(self.build_with(self.config()?, Lanes::Auto))
+        Ok(self.build_with(self.validated()?, Lanes::Auto))
+    }
+
+    /// [`config`](Self::config), its error naming this breaker.
+    pub(crate) fn validated(&self) -> Result<Config, ConfigError> {
+        self.config().map_err(|e| e.in_breaker(&self.name))
     }
 
     /// Builds a breaker from a configuration this builder validated before.

@@ -9,31 +9,64 @@ use super::{GEN_MASK, NO_DEADLINE, State, clock::nanos, ids, name::Name};
 /// A breaker id's bits, as a refusal carries it (1.1 trillion breakers before they repeat).
 pub(crate) const ID_MASK: u64 = (1 << 40) - 1;
 
-/// A builder was given a value it cannot work with. Names the setting and says why.
+/// A builder was given a value it cannot work with. Names the setting, the breaker when known,
+/// and says why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     setting: &'static str,
     problem: &'static str,
+    breaker: Option<std::sync::Arc<str>>,
 }
 
 impl ConfigError {
     pub(crate) const fn new(setting: &'static str, problem: &'static str) -> Self {
-        Self { setting, problem }
+        Self {
+            setting,
+            problem,
+            breaker: None,
+        }
     }
 
-    /// The setting at fault, e.g. `"failure_rate"`.
+    /// The setting at fault, e.g. `"failure_rate"` (for a configuration file, the field's
+    /// path, e.g. `"open_backoff.factor"`).
     pub const fn setting(&self) -> &'static str {
         self.setting
+    }
+
+    /// The name of the breaker whose settings are at fault, when known: every error of
+    /// [`Builder::build`](super::Builder::build) and of the `config` types (feature `serde`)
+    /// names it (a keyed registry's override names the key's breaker, e.g. `"openai:gpt-4o"`).
+    pub fn breaker(&self) -> Option<&str> {
+        self.breaker.as_deref()
+    }
+
+    /// Names the breaker, unless a name is already set.
+    pub(crate) fn in_breaker(mut self, name: &std::sync::Arc<str>) -> Self {
+        self.breaker.get_or_insert_with(|| name.clone());
+        self
+    }
+
+    /// The same problem, under another setting's name.
+    #[cfg(feature = "serde")]
+    pub(crate) const fn at(mut self, setting: &'static str) -> Self {
+        self.setting = setting;
+        self
     }
 }
 
 impl fmt::Display for ConfigError {
+    /// `invalid circuit breaker config: failure_rate must lie in 0.0..=1.0`, followed by
+    /// ` (breaker "openai")` when the breaker is known.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "invalid circuit breaker config: {} {}",
             self.setting, self.problem
-        )
+        )?;
+        match &self.breaker {
+            Some(name) => write!(f, " (breaker {name:?})"),
+            None => Ok(()),
+        }
     }
 }
 

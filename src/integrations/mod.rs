@@ -19,6 +19,8 @@
 //!   [`Classify`](crate::Classify).
 //! - **redis** (feature `redis`): `RedisSync` shares trips among the replicas of an
 //!   application through Redis (`integrations::redis`).
+//! - **webhook** (feature `webhook`): `WebhookAlerts` posts Slack-compatible or JSON alerts
+//!   when breakers open, reopen and recover (`integrations::webhook`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -75,6 +77,9 @@ pub mod metrics;
 pub mod prometheus;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "webhook")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
+pub mod webhook;
 
 use crate::breaker::State;
 

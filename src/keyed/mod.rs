@@ -200,6 +200,8 @@ pub use extract::{Authority, Extension, ExtractKey, Header, PathPrefix, UNKNOWN}
 /// refusal is a boxed [`CircuitOpen`] (naming the key) or [`RegistryFull`].
 pub type ResponseFuture<F, C> = crate::service::ResponseFuture<F, C, BoxError>;
 pub use layer::KeyedCircuitBreakerLayer;
+#[cfg(feature = "webhook")]
+pub(crate) use registry::WeakRegistry;
 pub use registry::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedRegistry, KeyedRegistryBuilder, WhenFull};
 
 #[cfg(doc)]

@@ -26,8 +26,11 @@ use crate::breaker::{
 /// What a full registry does with a new key when every breaker it holds is protected from
 /// eviction (open before its deadline, forced open, disabled or half-open).
 ///
-/// See [the module docs](super#bounded-memory) for the eviction order.
+/// See [the module docs](super#bounded-memory) for the eviction order. In a configuration
+/// file (feature `serde`): `"overflow"` or `"reject"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum WhenFull {
     /// The new key shares one *overflow* breaker (built from the template and named
@@ -131,7 +134,7 @@ where
 
     /// Like [`map_builder`](Self::map_builder), but runs `f` after the adjustment already set
     /// (if any) instead of replacing it: for integrations that add their own listener.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "webhook"))]
     pub(crate) fn and_map_builder(
         mut self,
         f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static,
@@ -145,11 +148,12 @@ where
 
     /// Validates the template, the overrides and the bounds, and builds the registry.
     pub fn build(self) -> Result<KeyedRegistry<K>, ConfigError> {
+        let name = self.template.name_ref();
         if self.max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
+            return Err(ConfigError::new("max_keys", "must be at least 1").in_breaker(name));
         }
         if self.idle_timeout.is_zero() {
-            return Err(ConfigError::new("idle_timeout", "must be greater than zero"));
+            return Err(ConfigError::new("idle_timeout", "must be greater than zero").in_breaker(name));
         }
         let template = Template::new(self.template)?;
         let mut overrides = HashMap::with_capacity(self.overrides.len());
@@ -201,7 +205,7 @@ struct Template {
 
 impl Template {
     fn new(builder: Builder) -> Result<Self, ConfigError> {
-        let config = builder.config()?;
+        let config = builder.validated()?;
         let base = builder.name_ref().clone();
         Ok(Self {
             builder,
@@ -496,7 +500,24 @@ where
     }
 }
 
+/// A handle that does not keep a registry alive: for the listeners of its own breakers, which
+/// the registry holds.
+#[cfg(feature = "webhook")]
+pub(crate) struct WeakRegistry<K>(std::sync::Weak<Inner<K>>);
+
+#[cfg(feature = "webhook")]
+impl<K> WeakRegistry<K> {
+    pub(crate) fn upgrade(&self) -> Option<KeyedRegistry<K>> {
+        self.0.upgrade().map(|inner| KeyedRegistry { inner })
+    }
+}
+
 impl<K> KeyedRegistry<K> {
+    #[cfg(feature = "webhook")]
+    pub(crate) fn downgrade(&self) -> WeakRegistry<K> {
+        WeakRegistry(Arc::downgrade(&self.inner))
+    }
+
     /// Every key with a snapshot of its breaker, in no particular order. Each shard is read
     /// under its shared lock, one at a time.
     pub fn snapshot(&self) -> Vec<(K, Snapshot)>

@@ -147,7 +147,7 @@ fn lock(made: &Mutex<Made>) -> MutexGuard<'_, Made> {
 impl Source {
     /// Validates `builder` once, so that [`breaker`](Self::breaker) never fails.
     pub(crate) fn per_service(builder: Builder) -> Result<Self, ConfigError> {
-        let config = builder.config()?;
+        let config = builder.validated()?;
         Ok(Source::PerService(Box::new(PerService {
             builder,
             config,

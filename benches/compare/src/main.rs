@@ -8,6 +8,7 @@
 //! cargo run --release --manifest-path benches/compare/Cargo.toml            # ~1-2 min
 //! cargo run --release --manifest-path benches/compare/Cargo.toml -- --quick # ~20 s
 //! cargo run --release --manifest-path benches/compare/Cargo.toml -- --primitives
+//! cargo run --release --manifest-path benches/compare/Cargo.toml -- --keyed
 //! ```
 //!
 //! Method: every subject is first validated (it really trips and rejects; clones share one
@@ -884,6 +885,78 @@ fn main() -> Result<(), String> {
         return Ok(());
     }
 
+    // `--keyed [ROUNDS]`: the goal's two rows only (hot-key lookup at 100k keys, one breaker),
+    // side by side in one process, and the lookup's parts alone: for iterating on the keyed
+    // lookup without the whole run.
+    if let Some(at) = args.iter().position(|a| a == "--keyed") {
+        let rounds: usize = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(rounds);
+        let n = 100_000;
+        let ks = keys(n);
+        let reg = registry(n);
+        for k in &ks {
+            reg.try_acquire(k.as_str())
+                .expect("admitted")
+                .record(Outcome::Success);
+        }
+        let hot: Vec<u32> = (0..keyed_lookups)
+            .map(|i| ((i % 16) * (n / 16).max(1) % n) as u32)
+            .collect();
+        let one = tb_consecutive();
+        let (mut ours, mut unkeyed) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ours.push(keyed_ours(&reg, &ks, &hot));
+            let t = CpuClock::now();
+            for _ in 0..keyed_lookups {
+                black_box(&one)
+                    .try_acquire()
+                    .expect("closed")
+                    .record(Outcome::Success);
+            }
+            unkeyed.push(t.elapsed().as_nanos() as f64 / keyed_lookups as f64);
+        }
+        // Its parts alone, in the same loop shape: the key's hash, an uncontended shard lock
+        // (std `RwLock` read + unlock: two locked read-modify-writes), the key comparison.
+        let hasher = foldhash::fast::RandomState::default();
+        let lock = std::sync::RwLock::new(0u64);
+        let (mut hash, mut read, mut eq) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = CpuClock::now();
+            for &i in &hot {
+                let key = black_box(ks[i as usize].as_str());
+                black_box(std::hash::BuildHasher::hash_one(&hasher, key));
+            }
+            hash.push(t.elapsed().as_nanos() as f64 / hot.len() as f64);
+            let t = CpuClock::now();
+            for _ in 0..hot.len() {
+                black_box(*black_box(&lock).read().expect("not poisoned"));
+            }
+            read.push(t.elapsed().as_nanos() as f64 / hot.len() as f64);
+            let t = CpuClock::now();
+            for &i in &hot {
+                let (a, b) = (ks[i as usize].as_str(), ks[(i as usize + 1) % n].as_str());
+                black_box(black_box(a) == black_box(b));
+            }
+            eq.push(t.elapsed().as_nanos() as f64 / hot.len() as f64);
+        }
+        let (hash, read, eq) = (stat(hash), stat(read), stat(eq));
+        println!(
+            "parts alone: foldhash of the key {:.1} ns, RwLock read + unlock {:.1} ns, key comparison {:.1} ns",
+            hash.med, read.med, eq.med
+        );
+        let (ours, unkeyed) = (stat(ours), stat(unkeyed));
+        println!(
+            "keyed: hot-key lookup at 100k keys {:.1} ns ({:.1}..{:.1}) = {:.2}x one breaker's {:.1} ns ({:.1}..{:.1})",
+            ours.med,
+            ours.min,
+            ours.max,
+            ours.med / unkeyed.med,
+            unkeyed.med,
+            unkeyed.min,
+            unkeyed.max
+        );
+        return Ok(());
+    }
+
     // `--primitives`: the primitive rows and the coarse clock's behaviour only.
     if args.iter().any(|a| a == "--primitives") {
         println!("machine: {}", cpu_model());
@@ -1143,7 +1216,12 @@ fn main() -> Result<(), String> {
             contended_cpu[i].med / own,
         );
         if s.kind() == Kind::Ours {
-            let u = stat(std::mem::take(&mut unshared[i]).into_iter().map(|r: Rate| r.wall).collect());
+            let u = stat(
+                std::mem::take(&mut unshared[i])
+                    .into_iter()
+                    .map(|r: Rate| r.wall)
+                    .collect(),
+            );
             println!(
                 "| 64 tasks, 2 workers, a breaker per task (reference: the ceiling for striping) | {} | {:.3e} req/s | {:.2e}..{:.2e} | {:.1} ns/req wall | {:.4}x | {:.1}x (vs own 1-task rate: {:.2}x) |",
                 s.name(),
