@@ -389,6 +389,48 @@
 //! refusal costs through the layer here): the price of an error that can be downcast and still
 //! names its breaker and its wait.
 //!
+//! # Shadow mode
+//!
+//! To deploy breakers observe-only, see when they would have opened, then enforce: a breaker
+//! built with [`Builder::shadow(true)`](Builder::shadow), or switched at runtime with
+//! [`CircuitBreaker::set_shadow`], runs its state machine and publishes every event, but never
+//! refuses a call. While it is notionally open (or half-open with its probes all in flight,
+//! or forced open), a call it would refuse passes on a permit that records nothing: it is
+//! counted in [`Snapshot::would_reject`], traced at debug level with `shadow = true` and
+//! announced as [`Event::WouldReject`]. At the deadline it goes half-open as any breaker does
+//! and judges the next calls (`half_open_permits` of them) as its probes. Its transitions say
+//! `shadow: true` ([`Event::Transition`], the tracing events, [`Snapshot::shadow`]).
+//!
+//! Since it never returns [`CircuitOpen`], [`Fallback`] and [`Failover`] never treat it as open,
+//! and the Redis sync (`integrations::redis`) does not publish its trips to other replicas.
+//! Switching it to enforce keeps its state, deadline and windows: a notionally open breaker
+//! refuses from the next call.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_breaker::{CircuitBreaker, Outcome, State};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let breaker = CircuitBreaker::builder("openai")
+//!     .consecutive_failures(3)
+//!     .shadow(true)
+//!     .build()
+//!     .unwrap();
+//! for _ in 0..3 {
+//!     breaker.try_acquire().unwrap().record(Outcome::Failure);
+//! }
+//! assert_eq!(breaker.state(), State::Open); // it would have opened ...
+//! assert!(breaker.try_acquire().is_ok()); // ... but lets the call through
+//! let snapshot = breaker.snapshot();
+//! assert!(snapshot.shadow);
+//! assert_eq!(snapshot.would_reject, 1);
+//!
+//! breaker.set_shadow(false); // enforce: refused from now on
+//! assert!(breaker.try_acquire().is_err());
+//! # }
+//! ```
+//!
 //! [tower]: https://docs.rs/tower
 //!
 // Links to items behind a feature: to the item when the feature is on, else to its page on

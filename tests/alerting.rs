@@ -138,6 +138,7 @@ fn only_outage_edges_make_alerts() {
         to,
         reason,
         open_for: None,
+        shadow: false,
     };
     assert!(webhook::alert_for(&t(State::Closed, State::Open, Reason::FailureRate)).is_some());
     assert!(webhook::alert_for(&t(State::Open, State::HalfOpen, Reason::OpenElapsed)).is_none());

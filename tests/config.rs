@@ -28,6 +28,7 @@ max_open_duration = "10m"
 half_open_permits = 3
 half_open_successes = 2
 half_open_max_wait = 45
+shadow = true
 "#;
 
 const ALL_YAML: &str = r#"
@@ -46,6 +47,7 @@ max_open_duration: 10m
 half_open_permits: 3
 half_open_successes: 2
 half_open_max_wait: 45
+shadow: true
 "#;
 
 /// The same settings, through the builder's methods.
@@ -63,6 +65,7 @@ fn all_by_hand() -> tower_breaker::Builder {
         .half_open_permits(3)
         .half_open_successes(2)
         .half_open_max_wait(Duration::from_secs(45))
+        .shadow(true)
 }
 
 /// The builder's `Debug` lists every setting: equal output, equal settings.

@@ -561,3 +561,28 @@ async fn the_connection_state_is_a_metric() {
     assert_eq!(read(OUTAGES), Some(DebugValue::Counter(1)));
     assert_eq!(read(CONNECTED), Some(DebugValue::Gauge(0.0.into())));
 }
+
+#[tokio::test]
+async fn a_shadow_breaker_never_publishes_its_trips() {
+    let server = RedisServer::start();
+    let (a, b) = (sync(&server, "t-shadow"), sync(&server, "t-shadow"));
+    let shadow_a = a.attach(breaker("openai").shadow(true)).unwrap();
+    let enforcing_a = a.attach(breaker("anthropic")).unwrap();
+    let (shadow_b, enforcing_b) = (
+        b.attach(breaker("openai")).unwrap(),
+        b.attach(breaker("anthropic")).unwrap(),
+    );
+    connected(&[&a, &b]).await;
+
+    fail(&shadow_a);
+    assert_eq!(shadow_a.state(), State::Open); // notionally
+    assert!(shadow_a.try_acquire().is_ok());
+    // A trip of an enforcing breaker after it, on the same replica: once B has it, B would
+    // have had the shadow trip too, had it been published (one queue, in order).
+    fail(&enforcing_a);
+    eventually("B rejects anthropic", || enforcing_b.try_acquire().is_err()).await;
+    assert_eq!(a.status().published, 1, "only the enforcing breaker's trip");
+    assert_eq!(b.status().received, 1);
+    assert_eq!(shadow_b.state(), State::Closed);
+    assert!(shadow_b.try_acquire().is_ok());
+}

@@ -29,6 +29,7 @@ pub fn alert_for(event: &Event<'_>) -> Option<Value> {
         to,
         reason,
         open_for,
+        ..
     } = *event
     else {
         return None;

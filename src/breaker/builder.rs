@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) half_open_permits: u32,
     pub(crate) half_open_successes: u32,
     pub(crate) half_open_max_wait: Duration,
+    pub(crate) shadow: bool,
 }
 
 impl Config {
@@ -55,6 +56,7 @@ pub struct Builder {
     half_open_permits: u32,
     half_open_successes: u32,
     half_open_max_wait: Duration,
+    shadow: bool,
     pub(crate) listeners: Vec<Listener>,
 }
 
@@ -73,6 +75,7 @@ impl std::fmt::Debug for Builder {
             .field("half_open_permits", &self.half_open_permits)
             .field("half_open_successes", &self.half_open_successes)
             .field("half_open_max_wait", &self.half_open_max_wait)
+            .field("shadow", &self.shadow)
             .field("listeners", &self.listeners.len())
             .finish()
     }
@@ -93,6 +96,7 @@ impl Builder {
             half_open_permits: 1,
             half_open_successes: 1,
             half_open_max_wait: Duration::from_secs(60),
+            shadow: false,
             listeners: Vec::new(),
         }
     }
@@ -195,6 +199,14 @@ impl Builder {
         self
     }
 
+    /// Starts the breaker in shadow mode (default off): it runs its state machine and
+    /// publishes every event, but never refuses a call; see [Shadow mode](crate#shadow-mode)
+    /// and [`CircuitBreaker::set_shadow`], which switches it at runtime.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
     /// Calls `listener` with every [`Event`]: each transition with its reason, each rejection,
     /// each recorded outcome and each released permit. Listeners run after the breaker's lock is released; keep them short. With no
     /// listener, no event is built.
@@ -282,6 +294,7 @@ impl Builder {
             half_open_permits: self.half_open_permits,
             half_open_successes: self.half_open_successes,
             half_open_max_wait: self.half_open_max_wait,
+            shadow: self.shadow,
         })
     }
 

@@ -89,12 +89,24 @@ pub enum Event<'a> {
         reason: Reason,
         /// When `to` is `Open`: how long it stays open.
         open_for: Option<Duration>,
+        /// Whether the breaker is in shadow mode (see [Shadow mode](crate#shadow-mode)): it
+        /// changed state, but refuses no call; an `Open` here is notional.
+        shadow: bool,
     },
     /// A call was refused.
     Rejected {
         /// The breaker's name.
         name: &'a str,
         /// The state that refused it.
+        state: State,
+    },
+    /// A breaker in shadow mode let through a call it would have refused in `state` (see
+    /// [Shadow mode](crate#shadow-mode)). Its outcome is not recorded: a notionally open
+    /// breaker, as an open one, judges only its probes.
+    WouldReject {
+        /// The breaker's name.
+        name: &'a str,
+        /// The state that would have refused it.
         state: State,
     },
     /// A call's outcome was recorded on its permit (whether or not it still counted: an
@@ -120,6 +132,7 @@ impl Event<'_> {
         match self {
             Event::Transition { name, .. }
             | Event::Rejected { name, .. }
+            | Event::WouldReject { name, .. }
             | Event::Recorded { name, .. }
             | Event::Released { name } => name,
         }

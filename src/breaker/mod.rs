@@ -97,7 +97,7 @@ use clock::Clock;
 use event::Listener;
 use probes::Probes;
 use state::{pack, unpack};
-use sync::{Arc, AtomicU64, Mutex, Ordering};
+use sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use window::{CountWindow, Counts, time::TimeWindow};
 
 /// A circuit breaker: a cheap `Clone` handle over shared state.
@@ -149,6 +149,11 @@ pub(crate) struct Shared {
     refusal_name: name::Name,
     /// Tells breakers apart (refusals compare by it).
     id: u64,
+    /// Shadow mode: refusals become would-be rejections (see [Shadow mode](crate#shadow-mode)).
+    /// Read only on the paths that would refuse, never on the closed path.
+    shadow: AtomicBool,
+    /// Calls let through in shadow mode that the breaker would have refused.
+    would_reject: AtomicU64,
 }
 
 /// What changes only under the lock.
@@ -198,6 +203,7 @@ impl CircuitBreaker {
         lanes: Lanes,
     ) -> Self {
         let clock = Clock::new(clock::forced());
+        let shadow = config.shadow;
         let generation = FIRST_GENERATION;
         let count_window = match config.window {
             Window::Count(n) => Some(Box::new(CountWindow::new(n, generation))),
@@ -235,6 +241,8 @@ impl CircuitBreaker {
             listeners: listeners.into_boxed_slice(),
             refusal_name: name::Name::new(&name),
             id: next_id(),
+            shadow: AtomicBool::new(shadow),
+            would_reject: AtomicU64::new(0),
             name,
         };
         let id = shared.id;
@@ -290,7 +298,7 @@ impl CircuitBreaker {
                 // The coarse clock decides far from the deadline, the precise one near it.
                 match shared.clock.before(until) {
                     Some(now) if now >= until => self.acquire_slow(now),
-                    _ => Err(self.reject(generation, state, until)),
+                    _ => self.reject(generation, state, until),
                 }
             }
             State::HalfOpen | State::ForcedOpen => self.acquire_slow(shared.clock.now()),
@@ -338,12 +346,33 @@ impl CircuitBreaker {
             }
         };
         shared.publish(pending);
-        result.map_err(|(generation, state, until)| self.reject(generation, state, until))
+        result.or_else(|(generation, state, until)| self.reject(generation, state, until))
     }
 
+    /// Refuses a call, or, in shadow mode, lets it through as a would-be rejection.
     #[cold]
-    fn reject(&self, generation: u64, state: State, until: u64) -> CircuitOpen {
-        self.refusal(generation, state, until)
+    fn reject(&self, generation: u64, state: State, until: u64) -> Result<Permit, CircuitOpen> {
+        if self.shared().shadow.load(Ordering::Relaxed) {
+            return Ok(self.would_reject(state));
+        }
+        Err(self.refusal(generation, state, until))
+    }
+
+    /// Shadow mode: counts, traces and announces a call the breaker would have refused in
+    /// `state`, and lets it through on a permit that records nothing (a notionally open
+    /// breaker, as an open one, judges no call but its probes).
+    #[cold]
+    fn would_reject(&self, state: State) -> Permit {
+        let shared = &**self.shared();
+        shared.would_reject.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(breaker = %shared.name, state = %state, shadow = true, "circuit breaker would have rejected a call");
+        if !shared.listeners.is_empty() {
+            shared.emit(&Event::WouldReject {
+                name: &shared.name,
+                state,
+            });
+        }
+        Permit::passthrough()
     }
 
     /// [`try_acquire`](Self::try_acquire) with the refusal boxed where it is built: the error
@@ -361,7 +390,7 @@ impl CircuitBreaker {
                 let until = shared.hot.open_until.load(Ordering::Acquire);
                 match shared.clock.before(until) {
                     Some(now) if now >= until => self.acquire_slow(now).map_err(Box::new),
-                    _ => Err(self.reject_boxed(generation, state, until)),
+                    _ => self.reject_boxed(generation, state, until),
                 }
             }
             State::HalfOpen | State::ForcedOpen => self.acquire_slow(shared.clock.now()).map_err(Box::new),
@@ -369,8 +398,11 @@ impl CircuitBreaker {
     }
 
     #[cold]
-    fn reject_boxed(&self, generation: u64, state: State, until: u64) -> Box<CircuitOpen> {
-        Box::new(self.refusal(generation, state, until))
+    fn reject_boxed(&self, generation: u64, state: State, until: u64) -> Result<Permit, Box<CircuitOpen>> {
+        if self.shared().shadow.load(Ordering::Relaxed) {
+            return Ok(self.would_reject(state));
+        }
+        Err(Box::new(self.refusal(generation, state, until)))
     }
 
     /// Traces a refusal and tells the listeners.
@@ -431,6 +463,8 @@ impl CircuitBreaker {
             }),
             open_for: (l.state == State::Open).then_some(l.opened_for),
             reason: l.reason,
+            shadow: shared.shadow.load(Ordering::Relaxed),
+            would_reject: shared.would_reject.load(Ordering::Relaxed),
         }
     }
 
@@ -448,6 +482,38 @@ impl CircuitBreaker {
     /// Closes the breaker and clears its statistics and backoff, whatever its state.
     pub fn reset(&self) {
         self.manual(State::Closed, Reason::Reset);
+    }
+
+    /// Switches shadow mode on or off at runtime (see [Shadow mode](crate#shadow-mode)).
+    ///
+    /// In shadow mode the breaker runs its state machine and publishes every event, but never
+    /// refuses a call: a call it would refuse passes, counted in
+    /// [`Snapshot::would_reject`] and announced as [`Event::WouldReject`]. Switched off while
+    /// notionally open, it refuses from the next call; switched on, it lets calls through
+    /// from the next call. The state, the open deadline and the windows are kept.
+    ///
+    /// ```
+    /// use tower_breaker::{CircuitBreaker, Outcome, State};
+    ///
+    /// let breaker = CircuitBreaker::builder("openai").consecutive_failures(1).shadow(true).build().unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// assert_eq!(breaker.state(), State::Open); // notionally
+    /// assert!(breaker.try_acquire().is_ok()); // passes, as a would-be rejection
+    /// assert_eq!(breaker.snapshot().would_reject, 1);
+    ///
+    /// breaker.set_shadow(false); // enforce
+    /// assert!(breaker.try_acquire().is_err());
+    /// ```
+    pub fn set_shadow(&self, shadow: bool) {
+        let shared = &**self.shared();
+        if shared.shadow.swap(shadow, Ordering::Relaxed) != shadow {
+            tracing::info!(breaker = %shared.name, shadow, "circuit breaker shadow mode switched");
+        }
+    }
+
+    /// Whether the breaker is in shadow mode (see [`set_shadow`](Self::set_shadow)).
+    pub fn is_shadow(&self) -> bool {
+        self.shared().shadow.load(Ordering::Relaxed)
     }
 
     fn manual(&self, to: State, reason: Reason) {
@@ -724,16 +790,17 @@ impl Shared {
 
     fn announce(&self, from: State, to: State, reason: Reason, open_for: Option<Duration>) {
         let name = &*self.name;
+        let shadow = self.shadow.load(Ordering::Relaxed);
         match to {
             State::Open | State::ForcedOpen => tracing::warn!(
-                breaker = name, from = %from, reason = %reason, open_for = ?open_for,
+                breaker = name, from = %from, reason = %reason, open_for = ?open_for, shadow,
                 "circuit breaker opened"
             ),
             State::Closed => {
-                tracing::info!(breaker = name, from = %from, reason = %reason, "circuit breaker closed")
+                tracing::info!(breaker = name, from = %from, reason = %reason, shadow, "circuit breaker closed")
             }
             _ => {
-                tracing::info!(breaker = name, from = %from, to = %to, reason = %reason, "circuit breaker changed state")
+                tracing::info!(breaker = name, from = %from, to = %to, reason = %reason, shadow, "circuit breaker changed state")
             }
         }
         if !self.listeners.is_empty() {
@@ -743,6 +810,7 @@ impl Shared {
                 to,
                 reason,
                 open_for,
+                shadow,
             });
         }
     }

@@ -64,6 +64,12 @@ pub struct Snapshot {
     /// (`consecutive_failures`, `failure_rate`, `server_wait`, `forced`, `probes_succeeded`...),
     /// `None` if it never changed state. Serialised as its [`as_str`](Reason::as_str) name.
     pub reason: Option<Reason>,
+    /// Whether the breaker is in shadow mode (see [Shadow mode](crate#shadow-mode)): it
+    /// refuses no call, and a `state` of `Open` is notional.
+    pub shadow: bool,
+    /// How many calls the breaker let through in shadow mode that it would have refused,
+    /// since it was built.
+    pub would_reject: u64,
 }
 
 /// Serialises a duration as fractional seconds (`null` when absent).

@@ -6,7 +6,7 @@ use loom::sync as imp;
 #[cfg(not(loom))]
 use std::sync as imp;
 
-pub(crate) use imp::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use imp::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 pub(crate) use imp::{Arc, MutexGuard};
 
 /// A mutex that ignores poisoning: the breaker's state is consistent between statements, and

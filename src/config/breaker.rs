@@ -54,6 +54,9 @@ pub struct BreakerConfig {
     /// [`Builder::half_open_max_wait`].
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub half_open_max_wait: Option<Duration>,
+    /// [`Builder::shadow`]: observe only, never refuse (see [Shadow mode](crate#shadow-mode)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<bool>,
 }
 
 /// The slow-call rule: calls slower than `threshold` (strictly) trip the breaker when their
@@ -177,6 +180,9 @@ impl BreakerConfig {
         if let Some(d) = self.half_open_max_wait {
             b = b.half_open_max_wait(d);
         }
+        if let Some(shadow) = self.shadow {
+            b = b.shadow(shadow);
+        }
         match b.validated() {
             Ok(_) => Ok(b),
             Err(e) => {
@@ -228,6 +234,7 @@ impl BreakerConfig {
             half_open_permits: self.half_open_permits.or(base.half_open_permits),
             half_open_successes: self.half_open_successes.or(base.half_open_successes),
             half_open_max_wait: self.half_open_max_wait.or(base.half_open_max_wait),
+            shadow: self.shadow.or(base.shadow),
         }
     }
 

@@ -76,6 +76,7 @@
 //! | `half_open_permits` | [`half_open_permits`](Builder::half_open_permits) | `1` |
 //! | `half_open_successes` | [`half_open_successes`](Builder::half_open_successes) | `2` |
 //! | `half_open_max_wait` | [`half_open_max_wait`](Builder::half_open_max_wait) | `"1m"` |
+//! | `shadow` | [`shadow`](Builder::shadow) | `true` |
 //!
 //! and for a [`KeyedConfig`]: `template` (a [`BreakerConfig`]), `overrides` (a table of them
 //! by key), `max_keys`, `idle_timeout` and `when_full` (`"overflow"` or `"reject"`).

@@ -329,6 +329,8 @@ impl Handles {
             Event::Released { .. } => {
                 self.cancelled.inc();
             }
+            // Shadow mode: not yet a series of its own (the snapshot counts them).
+            Event::WouldReject { .. } => {}
             Event::Transition { from, to, reason, .. } => {
                 // Rare: a label set is built here, once per transition, and noted so that the
                 // series goes with the others.

@@ -136,7 +136,8 @@ impl fmt::Debug for Stats {
 impl Stats {
     pub(crate) fn on_event(&self, event: &Event<'_>) {
         match *event {
-            Event::Recorded { .. } | Event::Released { .. } => {
+            // A would-be rejection (shadow mode) is a call that went out, unrecorded.
+            Event::Recorded { .. } | Event::Released { .. } | Event::WouldReject { .. } => {
                 self.calls.fetch_add(1, Ordering::Relaxed);
             }
             Event::Rejected { .. } => {
@@ -148,6 +149,7 @@ impl Stats {
                 to,
                 reason,
                 open_for,
+                ..
             } => self.transition(name, from, to, reason, open_for),
         }
     }

@@ -247,6 +247,8 @@ impl ListenerParts {
                 to: State::Open,
                 reason,
                 open_for: Some(open_for),
+                // A shadow breaker's trips are notional: another replica must not enforce them.
+                shadow: false,
                 ..
             } = *event
             else {

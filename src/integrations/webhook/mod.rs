@@ -239,6 +239,7 @@ impl WebhookAlerts {
                 to,
                 reason,
                 open_for,
+                ..
             } = *event
             else {
                 return;
