@@ -315,7 +315,7 @@ impl CircuitBreaker {
                 // The coarse clock decides far from the deadline, the precise one near it.
                 match shared.clock.before(until) {
                     Some(now) if now >= until => self.acquire_slow(now).map_err(wrap),
-                    _ => self.reject(generation, state, until).map_err(wrap),
+                    _ => self.reject(generation, state, until, wrap),
                 }
             }
             State::HalfOpen | State::ForcedOpen => self.acquire_slow(shared.clock.now()).map_err(wrap),
@@ -362,16 +362,23 @@ impl CircuitBreaker {
             }
         };
         shared.publish(pending);
-        result.or_else(|(generation, state, until)| self.reject(generation, state, until))
+        result.or_else(|(generation, state, until)| self.reject(generation, state, until, |refused| refused))
     }
 
     /// Refuses a call, or, in shadow mode, lets it through as a would-be rejection.
+    /// `wrap` makes the error where the refusal is built (a boxed one then moves as a pointer).
     #[cold]
-    fn reject(&self, generation: u64, state: State, until: u64) -> Result<Permit, CircuitOpen> {
+    fn reject<E>(
+        &self,
+        generation: u64,
+        state: State,
+        until: u64,
+        wrap: impl FnOnce(CircuitOpen) -> E,
+    ) -> Result<Permit, E> {
         if self.shared().shadow.load(Ordering::Relaxed) {
             return Ok(self.would_reject(state));
         }
-        Err(self.refusal(generation, state, until))
+        Err(wrap(self.refusal(generation, state, until)))
     }
 
     /// Shadow mode: counts, traces and announces a call the breaker would have refused in
