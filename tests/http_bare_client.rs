@@ -8,13 +8,9 @@ mod support;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use support::{Fault, FaultServer};
+use support::{Fault, FaultServer, get};
 use tower::{Service, ServiceExt};
 use tower_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen, HttpClassifier, Layer, State};
-
-fn get(uri: http::Uri) -> http::Request<Full<Bytes>> {
-    http::Request::get(uri).body(Full::new(Bytes::new())).unwrap()
-}
 
 #[tokio::test]
 async fn breaker_with_http_classifier_over_a_bare_legacy_client() {
