@@ -2,8 +2,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use super::Outcome;
 use super::State;
-use crate::classify::Outcome;
 
 /// Why a breaker changed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

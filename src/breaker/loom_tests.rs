@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use loom::thread;
 
+use super::Outcome;
 use super::{CircuitBreaker, Event, State, sync::Arc};
-use crate::classify::Outcome;
 
 fn opened_then_due(permits: u32) -> CircuitBreaker {
     let b = CircuitBreaker::builder("loom")

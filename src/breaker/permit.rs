@@ -2,8 +2,8 @@
 
 use std::fmt;
 
+use super::Outcome;
 use super::{GEN_MASK, Lane, STAMP_MASK, sync::Arc};
-use crate::classify::Outcome;
 
 /// Permission to make one call, from [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire).
 ///

@@ -80,3 +80,43 @@ fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Er
         None => s.serialize_none(),
     }
 }
+
+use super::{CircuitBreaker, sync::Ordering, window::Counts};
+
+impl CircuitBreaker {
+    /// Counts, rates, state and the time until half-open, read now.
+    pub fn snapshot(&self) -> Snapshot {
+        let shared = &**self.shared();
+        let now = shared.clock.now();
+        let l = shared.locked.lock();
+        let counts = match (&shared.count_window, &shared.time_window) {
+            (Some(w), _) => Some(w.counts()),
+            (None, Some(w)) => Some(w.counts(now)),
+            (None, None) => None,
+        };
+        let consecutive = shared.hot.consecutive.load(Ordering::Acquire);
+        let rate = |n: u32, c: &Counts| (c.calls > 0).then(|| f64::from(n) / f64::from(c.calls));
+        Snapshot {
+            name: shared.name.to_string(),
+            state: l.state,
+            consecutive_failures: consecutive as u32,
+            calls: counts.map_or(0, |c| c.calls),
+            failures: counts.map_or(0, |c| c.failures),
+            slow_calls: counts.map_or(0, |c| c.slow),
+            failure_rate: counts.and_then(|c| rate(c.failures, &c)),
+            slow_call_rate: counts.and_then(|c| rate(c.slow, &c)),
+            probes_in_flight: if l.state == State::HalfOpen {
+                l.probes.len()
+            } else {
+                0
+            },
+            retry_after: (l.state == State::Open).then(|| {
+                Duration::from_nanos(shared.hot.open_until.load(Ordering::Acquire).saturating_sub(now))
+            }),
+            open_for: (l.state == State::Open).then_some(l.opened_for),
+            reason: l.reason,
+            shadow: shared.shadow.load(Ordering::Relaxed),
+            would_reject: shared.would_reject.load(Ordering::Relaxed),
+        }
+    }
+}

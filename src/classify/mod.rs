@@ -18,28 +18,15 @@ mod http;
 mod open;
 mod retry_after;
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
 pub use http::{AsError, ErrorClass, HttpClassifier};
 pub(crate) use open::{dead_buffer_found, next_in_chain};
 pub use open::{is_circuit_open, is_dead_buffer};
 pub use retry_after::parse_retry_after;
 
-/// What a call's result means for the breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The upstream is healthy: resets the consecutive-failure run, closes half-open once
-    /// enough probes succeed.
-    Success,
-    /// The upstream is failing: counts toward the trip rules, reopens half-open.
-    Failure,
-    /// Says nothing about the upstream (a bad request, a cancelled call): not counted; a
-    /// half-open probe slot goes back.
-    Ignore,
-    /// The upstream asked for a pause (`Retry-After`): open at once from any state for this
-    /// long (clamped to `max_open_duration`; a longer wait already in force stays).
-    Trip(Duration),
-}
+/// Re-exported from the core, whose vocabulary it is.
+pub use crate::breaker::Outcome;
 
 /// Turns a call's result into an [`Outcome`].
 ///
