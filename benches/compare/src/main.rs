@@ -893,11 +893,13 @@ fn main() -> Result<(), String> {
         let n = 100_000;
         let ks = keys(n);
         let reg = registry(n);
-        for k in &ks {
-            reg.try_acquire(k.as_str())
-                .expect("admitted")
-                .record(Outcome::Success);
-        }
+        let (_, bytes) = heap_bytes(|| {
+            for k in &ks {
+                reg.try_acquire(k.as_str())
+                    .expect("admitted")
+                    .record(Outcome::Success);
+            }
+        });
         let hot: Vec<u32> = (0..keyed_lookups)
             .map(|i| ((i % 16) * (n / 16).max(1) % n) as u32)
             .collect();
@@ -953,6 +955,10 @@ fn main() -> Result<(), String> {
             unkeyed.med,
             unkeyed.min,
             unkeyed.max
+        );
+        println!(
+            "bytes per key at 100k keys: {:.0} B heap (incl. the String key)",
+            bytes as f64 / n as f64
         );
         return Ok(());
     }
