@@ -183,6 +183,8 @@
 mod error;
 mod extract;
 mod layer;
+mod barrier;
+mod cache;
 mod registry;
 
 use std::{

@@ -2,6 +2,7 @@
 
 use std::{
     borrow::Borrow,
+    cell::RefCell,
     collections::HashMap,
     fmt,
     hash::{BuildHasher, Hash},
@@ -17,6 +18,8 @@ use hashbrown::HashTable;
 
 use tokio::time::Instant;
 
+use super::barrier;
+use super::cache::{Cache, Caches};
 use super::error::{KeyedError, RegistryFull};
 use crate::breaker::{
     Builder, CircuitBreaker, Config, ConfigError, Lanes, Permit, Snapshot, State,
@@ -156,6 +159,7 @@ where
             return Err(ConfigError::new("idle_timeout", "must be greater than zero").in_breaker(name));
         }
         let template = Template::new(self.template)?;
+        barrier::init();
         let mut overrides = HashMap::with_capacity(self.overrides.len());
         for (key, builder) in self.overrides {
             overrides.insert(key, Template::new(builder)?);
@@ -191,6 +195,7 @@ where
                 map_builder: self.map_builder,
                 overflow: std::sync::OnceLock::new(),
                 epoch: Instant::now(),
+                cache: Box::new(thread_local::ThreadLocal::<RefCell<Cache<K>>>::new()),
             }),
         })
     }
@@ -215,12 +220,18 @@ impl Template {
     }
 }
 
-struct Entry<K> {
-    key: K,
+/// A key and its breaker. Shared (an [`Arc`]) between its shard's table and the caches of
+/// the threads that looked it up lately (see `cache.rs`).
+pub(super) struct Entry<K> {
+    pub(super) key: K,
     breaker: CircuitBreaker,
     /// Set by every lookup (only if clear: read-mostly), cleared by each idle sweep: a key
     /// whose bit is still clear at a sweep was not used since the previous one.
     used: AtomicBool,
+    /// Set by an eviction, under the shard's write lock, before it checks that nobody holds
+    /// the breaker (and cleared again if somebody does); left set once the entry is removed.
+    /// A cached lookup reads it after taking its permit (see `cache.rs` for the protocol).
+    dead: AtomicBool,
 }
 
 impl<K> Entry<K> {
@@ -230,9 +241,59 @@ impl<K> Entry<K> {
             self.used.store(true, Ordering::Relaxed);
         }
     }
+
+    /// Whether the entry was evicted (or is being evicted): a cached lookup must not use it.
+    #[inline(always)]
+    pub(super) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Whether something outside the registry holds the breaker: a permit in flight, a
+    /// refusal, a handle from `get`.
+    fn held(&self) -> bool {
+        LaneArc::strong_count(&self.breaker.root) > 1
+    }
+
+    /// Marks the entry for removal by [`reap`] (under the shard's write lock).
+    fn mark(&self) {
+        self.dead.store(true, Ordering::Relaxed);
+    }
 }
 
-type Table<K> = HashTable<Entry<K>>;
+/// Drops what a cached lookup took from a breaker that turned out evicted (a closed permit,
+/// released unrecorded; a handle). Out of line and by value, so that the hot path keeps the
+/// permit in registers (a drop in place made it go through the stack, and reloading it there
+/// cost a store-forwarding stall: 3 ns a lookup).
+#[cold]
+#[inline(never)]
+fn discard<T>(taken: T) {
+    drop(taken);
+}
+
+/// Removes the entries of `table` that were marked (`marked` of them), unless something took
+/// hold of their breaker meanwhile: the eviction's half of the protocol in `cache.rs` (mark,
+/// heavy barrier, read the count). A marked entry that stays is unmarked. `keep` runs on every
+/// entry that stays. Under the shard's write lock; returns how many entries were removed.
+fn reap<K>(table: &mut Table<K>, marked: usize, mut keep: impl FnMut(&Entry<K>)) -> usize {
+    // Orders the marks before the counts' reads, against a cached lookup's light barrier
+    // between its permit (the count's increment) and its read of the mark. Without it (the
+    // system call failed), nothing marked goes.
+    let fenced = marked > 0 && barrier::heavy();
+    let before = table.len();
+    table.retain(|e| {
+        if e.is_dead() {
+            if fenced && !e.held() {
+                return false;
+            }
+            e.dead.store(false, Ordering::Relaxed);
+        }
+        keep(e);
+        true
+    });
+    before - table.len()
+}
+
+type Table<K> = HashTable<Arc<Entry<K>>>;
 
 struct Shard<K> {
     table: RwLock<Table<K>>,
@@ -284,6 +345,8 @@ struct Inner<K> {
     map_builder: Option<MapFn<K>>,
     overflow: std::sync::OnceLock<CircuitBreaker>,
     epoch: Instant,
+    /// Each thread's cache of hot entries (see `cache.rs`).
+    cache: Box<dyn Caches<K>>,
 }
 
 /// The time, read once per insert or sweep.
@@ -390,17 +453,27 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let inner = &*self.inner;
-        // One hash: bits 32.. pick the shard, the table uses the low bits and the top 7.
+        // One hash: bits 32.. pick the shard, the table uses the low bits and the top 7, the
+        // thread's cache the low bits.
         let hash = inner.hasher.hash_one(key);
-        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
-        {
-            let table = shard.read();
-            if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
-                entry.touch();
-                return Ok(entry.breaker.clone());
-            }
+        if let Some(breaker) = inner.cached(hash, key, |b| Some(b.clone())) {
+            return Ok(breaker);
         }
-        self.insert(shard, hash, key)
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        let found = {
+            let table = shard.read();
+            table.find(hash, |e| e.key.borrow() == key).map(|entry| {
+                entry.touch();
+                (entry.breaker.clone(), inner.to_cache(entry))
+            })
+        };
+        match found {
+            Some((breaker, fill)) => {
+                inner.fill(hash, fill);
+                Ok(breaker)
+            }
+            None => self.insert(shard, hash, key),
+        }
     }
 
     /// Asks `key`'s breaker for a permit (creating the breaker if the key is new).
@@ -416,23 +489,41 @@ where
     {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
+        if let Some(permit) = inner.cached(hash, key, CircuitBreaker::try_acquire_closed) {
+            return Ok(permit);
+        }
+        self.acquire_locked(hash, key)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) when this thread's cache cannot answer: under the
+    /// shard's shared lock for a known key, and through [`insert`](Self::insert) for a new one.
+    #[inline(never)]
+    fn acquire_locked<Q>(&self, hash: u64, key: &Q) -> Result<Permit, KeyedError>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let inner = &*self.inner;
         let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
-        let breaker = {
+        let (found, fill) = {
             let table = shard.read();
             match table.find(hash, |e| e.key.borrow() == key) {
                 Some(entry) => {
                     entry.touch();
-                    if let Some(permit) = entry.breaker.try_acquire_closed() {
-                        return Ok(permit);
+                    let fill = inner.to_cache(entry);
+                    match entry.breaker.try_acquire_closed() {
+                        Some(permit) => (Ok(permit), fill),
+                        None => (Err(Some(entry.breaker.clone())), fill),
                     }
-                    Some(entry.breaker.clone())
                 }
-                None => None,
+                None => (Err(None), None),
             }
         };
-        let breaker = match breaker {
-            Some(breaker) => breaker,
-            None => self.insert(shard, hash, key)?,
+        inner.fill(hash, fill);
+        let breaker = match found {
+            Ok(permit) => return Ok(permit),
+            Err(Some(breaker)) => breaker,
+            Err(None) => self.insert(shard, hash, key)?,
         };
         Ok(breaker.try_acquire()?)
     }
@@ -470,11 +561,12 @@ where
         let hasher = &inner.hasher;
         table.insert_unique(
             hash,
-            Entry {
+            Arc::new(Entry {
                 key,
                 breaker,
                 used: AtomicBool::new(true),
-            },
+                dead: AtomicBool::new(false),
+            }),
             |e| hasher.hash_one(&e.key),
         );
         Ok(result)
@@ -587,6 +679,56 @@ where
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
+    /// `take(breaker)` on `key`'s entry in this thread's cache, if it holds it and it is
+    /// alive: the lookup's half of the protocol in `cache.rs`. `take` clones the breaker's
+    /// handle or takes a closed permit (either increments its reference count) and runs no
+    /// listener; what it returns is dropped again, unrecorded, if the entry turns out dead.
+    #[inline(always)]
+    fn cached<Q, T>(&self, hash: u64, key: &Q, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let cache = self.cache.get()?.try_borrow().ok()?;
+        let entry = cache.find(hash, key)?;
+        if entry.is_dead() {
+            return None;
+        }
+        entry.touch();
+        let taken = take(&entry.breaker)?;
+        // Orders the count's increment before the mark's read, against the eviction's heavy
+        // barrier between its marks and its reads of the counts.
+        barrier::light();
+        if entry.is_dead() {
+            drop(cache);
+            discard(taken);
+            return None;
+        }
+        Some(taken)
+    }
+
+    /// The entry to cache after a locked lookup found it, on one miss in
+    /// [`FILL_ONE_IN`](super::cache::FILL_ONE_IN) (under the shard's lock: a clone).
+    #[inline]
+    fn to_cache(&self, entry: &Arc<Entry<K>>) -> Option<Arc<Entry<K>>> {
+        let cache = self.cache.get_or_new();
+        let mut cache = cache.try_borrow_mut().ok()?;
+        cache.draw().then(|| entry.clone())
+    }
+
+    /// Caches `entry` in this thread's cache (outside any shard lock: what it replaces may
+    /// be the last reference to an evicted breaker, whose listeners then drop).
+    #[inline]
+    fn fill(&self, hash: u64, entry: Option<Arc<Entry<K>>>) {
+        let Some(entry) = entry else { return };
+        let Some(cache) = self.cache.get() else { return };
+        let replaced = match cache.try_borrow_mut() {
+            Ok(mut cache) => cache.fill(hash, entry),
+            Err(_) => Some(entry),
+        };
+        drop(replaced);
+    }
+
     fn when_full(&self) -> Result<CircuitBreaker, RegistryFull> {
         match self.when_full {
             WhenFull::Overflow => Ok(self.overflow().clone()),
@@ -664,18 +806,17 @@ where
         shard.last_sweep.store(now.ms, Ordering::Relaxed);
         // The sweep changes what may be evicted: the next new key looks again.
         shard.full_until.store(0, Ordering::Release);
-        let before = table.len();
-        table.retain(|e| {
+        let mut marked = 0;
+        for e in table.iter() {
             if matches!(
                 self.verdict(e, now),
                 Verdict::Evict(Tier::ClosedUnused | Tier::ElapsedUnused)
             ) {
-                return false;
+                e.mark();
+                marked += 1;
             }
-            e.used.store(false, Ordering::Relaxed);
-            true
-        });
-        before - table.len()
+        }
+        reap(table, marked, |e| e.used.store(false, Ordering::Relaxed))
     }
 
     /// Makes room in a full shard: removes up to an eighth of its capacity (at least one),
@@ -702,13 +843,17 @@ where
             *q = c.min(budget);
             budget -= *q;
         }
-        table.retain(|e| match self.verdict(e, now) {
-            Verdict::Evict(t) if quota[t as usize] > 0 => {
-                quota[t as usize] -= 1;
-                false
+        let mut marked = 0;
+        for e in table.iter() {
+            if let Verdict::Evict(t) = self.verdict(e, now) {
+                if quota[t as usize] > 0 {
+                    quota[t as usize] -= 1;
+                    e.mark();
+                    marked += 1;
+                }
             }
-            _ => true,
-        });
+        }
+        reap(table, marked, |_| {});
         // A breaker counted as evictable may have changed between the two passes.
         (table.len() >= shard.capacity).then(|| now.recheck())
     }
