@@ -903,10 +903,12 @@ fn main() -> Result<(), String> {
         let hot: Vec<u32> = (0..keyed_lookups)
             .map(|i| ((i % 16) * (n / 16).max(1) % n) as u32)
             .collect();
+        let spread = order(n, keyed_lookups);
         let one = tb_consecutive();
-        let (mut ours, mut unkeyed) = (Vec::new(), Vec::new());
+        let (mut ours, mut unkeyed, mut uniform) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             ours.push(keyed_ours(&reg, &ks, &hot));
+            uniform.push(keyed_ours(&reg, &ks, &spread));
             let t = CpuClock::now();
             for _ in 0..keyed_lookups {
                 black_box(&one)
@@ -955,6 +957,11 @@ fn main() -> Result<(), String> {
             unkeyed.med,
             unkeyed.min,
             unkeyed.max
+        );
+        let uniform = stat(uniform);
+        println!(
+            "keyed: uniform random lookup at 100k keys {:.1} ns ({:.1}..{:.1}) (no goal: most miss the CPU caches)",
+            uniform.med, uniform.min, uniform.max
         );
         println!(
             "bytes per key at 100k keys: {:.0} B heap (incl. the String key)",
