@@ -9,9 +9,12 @@
 //! `fast-barrier`. Measured on the project's machine: a `SeqCst` fence after the permit's
 //! reference count increment cost 6 ns of a 24 ns lookup; the compiler fence costs nothing.
 //! Where the system call is missing or refused (another OS, a seccomp filter, a kernel older
-//! than 4.14), both sides are `SeqCst` fences.
+//! than 4.14), both sides are `SeqCst` fences. So they are under loom, whose model of the
+//! protocol (`loom_tests.rs`) checks the fence pair.
 
-use std::sync::atomic::{AtomicU8, Ordering, compiler_fence, fence};
+use std::sync::atomic::{AtomicU8, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{compiler_fence, fence};
 
 /// Not decided yet (no registry was built).
 const UNKNOWN: u8 = 0;
@@ -34,6 +37,7 @@ pub(super) fn init() {
 }
 
 /// The lookup's side.
+#[cfg(not(loom))]
 #[inline(always)]
 pub(super) fn light() {
     if STRATEGY.load(Ordering::Relaxed) == OS {
@@ -45,6 +49,7 @@ pub(super) fn light() {
 
 /// The eviction's side. `false` if the barrier could not be issued: the eviction must then
 /// not rely on it (it keeps its entries).
+#[cfg(not(loom))]
 pub(super) fn heavy() -> bool {
     if STRATEGY.load(Ordering::Relaxed) == OS {
         os::barrier()
@@ -54,8 +59,21 @@ pub(super) fn heavy() -> bool {
     }
 }
 
+/// Under loom: a `SeqCst` fence.
+#[cfg(loom)]
+pub(super) fn light() {
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// Under loom: a `SeqCst` fence.
+#[cfg(loom)]
+pub(super) fn heavy() -> bool {
+    loom::sync::atomic::fence(Ordering::SeqCst);
+    true
+}
+
 /// Whether lookups use the compiler fence (for tests and the benchmark's report).
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(super) fn is_asymmetric() -> bool {
     STRATEGY.load(Ordering::Relaxed) == OS
 }
@@ -72,6 +90,7 @@ mod os {
             && membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok()
     }
 
+    #[cfg(not(loom))]
     pub(super) fn barrier() -> bool {
         membarrier(MembarrierCommand::PrivateExpedited).is_ok()
     }
@@ -83,7 +102,28 @@ mod os {
         false
     }
 
+    #[cfg(not(loom))]
     pub(super) fn barrier() -> bool {
         false
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_use_the_compiler_fence_where_the_kernel_offers_the_barrier() {
+        init();
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::thread::{MembarrierCommand, membarrier_query};
+            let offered = membarrier_query().contains_command(MembarrierCommand::PrivateExpedited);
+            assert_eq!(is_asymmetric(), offered);
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        assert!(!is_asymmetric());
+        assert!(heavy(), "a registered process may issue the barrier");
+        light();
     }
 }

@@ -37,7 +37,7 @@ use std::{borrow::Borrow, cell::RefCell, sync::Arc};
 
 use thread_local::ThreadLocal;
 
-use super::registry::Entry;
+use super::registry::Live;
 
 /// Sets in a thread's cache (a power of two).
 pub(super) const SETS: usize = 32;
@@ -46,11 +46,12 @@ pub(super) const WAYS: usize = 4;
 /// A miss fills the cache once in this many draws (a power of two).
 pub(super) const FILL_ONE_IN: u32 = 8;
 
-/// One set: the hashes of its entries, and the entries. One cache line.
+/// One set: the hashes of its entries (one cache line), and the entries: a copy of the key
+/// (a cached lookup compares keys in memory this thread owns) and the entry's shared part.
 #[repr(align(64))]
 struct Set<K> {
     hashes: [u64; WAYS],
-    entries: [Option<Arc<Entry<K>>>; WAYS],
+    entries: [Option<(K, Arc<Live>)>; WAYS],
 }
 
 impl<K> Default for Set<K> {
@@ -99,7 +100,7 @@ impl<K> Cache<K> {
 
     /// The cached entry of `key`, whose hash is `hash`, if this thread cached it.
     #[inline(always)]
-    pub(super) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Arc<Entry<K>>>
+    pub(super) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Live>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,
@@ -109,9 +110,10 @@ impl<K> Cache<K> {
             if set.hashes[way] != hash {
                 return None;
             }
-            set.entries[way]
-                .as_ref()
-                .filter(|entry| entry.key.borrow() == key)
+            match &set.entries[way] {
+                Some((cached, live)) if cached.borrow() == key => Some(&**live),
+                _ => None,
+            }
         })
     }
 
@@ -129,13 +131,13 @@ impl<K> Cache<K> {
     /// Caches `entry` (whose key hashes to `hash`): in the way that held the same hash, else a
     /// free or dead one, else a pseudo-random one. Returns what it replaced, for the caller to
     /// drop where no lock is held.
-    pub(super) fn fill(&mut self, hash: u64, entry: Arc<Entry<K>>) -> Option<Arc<Entry<K>>> {
+    pub(super) fn fill(&mut self, hash: u64, entry: (K, Arc<Live>)) -> Option<(K, Arc<Live>)> {
         let pick = self.draw as usize % WAYS;
         let set = &mut self.sets[hash as usize & (SETS - 1)];
         let way = (0..WAYS)
             .find(|&way| set.hashes[way] == hash && set.entries[way].is_some())
             .or_else(|| {
-                (0..WAYS).find(|&way| set.entries[way].as_ref().is_none_or(|e| e.is_dead()))
+                (0..WAYS).find(|&way| set.entries[way].as_ref().is_none_or(|(_, live)| live.is_dead()))
             })
             .unwrap_or(pick);
         set.hashes[way] = hash;

@@ -180,11 +180,11 @@
 //!
 //! [`KeyedRegistry::snapshot`] lists every key with its breaker's [`Snapshot`](crate::Snapshot).
 
+mod barrier;
+mod cache;
 mod error;
 mod extract;
 mod layer;
-mod barrier;
-mod cache;
 mod registry;
 
 use std::{

@@ -23,7 +23,7 @@ use super::cache::{Cache, Caches};
 use super::error::{KeyedError, RegistryFull};
 use crate::breaker::{
     Builder, CircuitBreaker, Config, ConfigError, Lanes, Permit, Snapshot, State,
-    sync::{Arc as LaneArc, CachePadded},
+    sync::{self, Arc as LaneArc, CachePadded},
 };
 
 /// What a full registry does with a new key when every breaker it holds is protected from
@@ -178,6 +178,8 @@ where
                     full_until: AtomicU64::new(0),
                     #[cfg(test)]
                     failed_scans: AtomicU64::new(0),
+                    #[cfg(test)]
+                    locked_lookups: AtomicU64::new(0),
                 })
             })
             .collect::<Vec<_>>()
@@ -220,18 +222,74 @@ impl Template {
     }
 }
 
-/// A key and its breaker. Shared (an [`Arc`]) between its shard's table and the caches of
-/// the threads that looked it up lately (see `cache.rs`).
-pub(super) struct Entry<K> {
-    pub(super) key: K,
+/// A key and its breaker, in its shard's table (inline: a lookup that misses this thread's
+/// cache reads the key and the breaker without one more pointer to follow).
+struct Entry<K> {
+    key: K,
     breaker: CircuitBreaker,
-    /// Set by every lookup (only if clear: read-mostly), cleared by each idle sweep: a key
-    /// whose bit is still clear at a sweep was not used since the previous one.
+    /// Set by every locked lookup (only if clear: read-mostly), cleared by each idle sweep: a
+    /// key whose bit (and its [`Live`] one) is still clear at a sweep was not used since the
+    /// previous one.
     used: AtomicBool,
+    /// What the threads' caches share of the entry (see `cache.rs`). It holds a second
+    /// handle of the breaker, so the breaker is held outside the registry when its count
+    /// exceeds [`REGISTRY_HOLDS`].
+    live: Arc<Live>,
+}
+
+/// The handles of a breaker that the registry itself holds: its entry's and its [`Live`]'s.
+const REGISTRY_HOLDS: usize = 2;
+
+/// The part of an entry that the threads' caches share: the breaker, its mark, and a `used`
+/// bit of its own (cache hits set it, and never touch the table).
+pub(super) struct Live {
+    breaker: CircuitBreaker,
+    used: sync::AtomicBool,
     /// Set by an eviction, under the shard's write lock, before it checks that nobody holds
     /// the breaker (and cleared again if somebody does); left set once the entry is removed.
     /// A cached lookup reads it after taking its permit (see `cache.rs` for the protocol).
-    dead: AtomicBool,
+    dead: sync::AtomicBool,
+}
+
+impl Live {
+    /// Whether the entry was evicted (or is being evicted): a cached lookup must not use it.
+    #[inline(always)]
+    pub(super) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// `take(breaker)` if the entry is alive: the lookup's half of the protocol in
+    /// `cache.rs`. `take` clones the breaker's handle or takes a closed permit (either
+    /// increments its reference count) and runs no listener; what it took is dropped again,
+    /// unrecorded, if the entry turns out dead.
+    #[inline(always)]
+    fn take<T>(&self, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T> {
+        if self.is_dead() {
+            return None;
+        }
+        touch(&self.used);
+        #[cfg(all(test, not(loom)))]
+        if tests::WIDEN_RACE.load(Ordering::Relaxed) {
+            std::thread::yield_now(); // an eviction may mark the entry now
+        }
+        let taken = take(&self.breaker)?;
+        // Orders the count's increment before the mark's read, against the eviction's heavy
+        // barrier between its marks and its reads of the counts.
+        barrier::light();
+        if self.is_dead() {
+            discard(taken);
+            return None;
+        }
+        Some(taken)
+    }
+}
+
+/// Sets `used` if it is clear (read-mostly: no write to a shared line per lookup).
+#[inline(always)]
+fn touch(used: &sync::AtomicBool) {
+    if !used.load(Ordering::Relaxed) {
+        used.store(true, Ordering::Relaxed);
+    }
 }
 
 impl<K> Entry<K> {
@@ -242,21 +300,34 @@ impl<K> Entry<K> {
         }
     }
 
-    /// Whether the entry was evicted (or is being evicted): a cached lookup must not use it.
-    #[inline(always)]
-    pub(super) fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Relaxed)
+    /// Whether a lookup (locked or cached) used the entry since the last sweep.
+    fn was_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed) || self.live.used.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new sweep period.
+    fn clear_used(&self) {
+        self.used.store(false, Ordering::Relaxed);
+        self.live.used.store(false, Ordering::Relaxed);
     }
 
     /// Whether something outside the registry holds the breaker: a permit in flight, a
     /// refusal, a handle from `get`.
     fn held(&self) -> bool {
-        LaneArc::strong_count(&self.breaker.root) > 1
+        LaneArc::strong_count(&self.breaker.root) > REGISTRY_HOLDS
     }
 
     /// Marks the entry for removal by [`reap`] (under the shard's write lock).
     fn mark(&self) {
-        self.dead.store(true, Ordering::Relaxed);
+        self.live.dead.store(true, Ordering::Relaxed);
+    }
+
+    fn is_marked(&self) -> bool {
+        self.live.is_dead()
+    }
+
+    fn unmark(&self) {
+        self.live.dead.store(false, Ordering::Relaxed);
     }
 }
 
@@ -281,11 +352,11 @@ fn reap<K>(table: &mut Table<K>, marked: usize, mut keep: impl FnMut(&Entry<K>))
     let fenced = marked > 0 && barrier::heavy();
     let before = table.len();
     table.retain(|e| {
-        if e.is_dead() {
+        if e.is_marked() {
             if fenced && !e.held() {
                 return false;
             }
-            e.dead.store(false, Ordering::Relaxed);
+            e.unmark();
         }
         keep(e);
         true
@@ -293,7 +364,7 @@ fn reap<K>(table: &mut Table<K>, marked: usize, mut keep: impl FnMut(&Entry<K>))
     before - table.len()
 }
 
-type Table<K> = HashTable<Arc<Entry<K>>>;
+type Table<K> = HashTable<Entry<K>>;
 
 struct Shard<K> {
     table: RwLock<Table<K>>,
@@ -308,6 +379,23 @@ struct Shard<K> {
     /// Make-room scans that freed nothing (unit tests count them).
     #[cfg(test)]
     failed_scans: AtomicU64,
+    /// Lookups that took the lock (unit tests count them).
+    #[cfg(test)]
+    locked_lookups: AtomicU64,
+}
+
+/// How many times a new key's make-room pass looks again after cached lookups took hold of
+/// every breaker it was removing.
+const MAKE_ROOM_TRIES: usize = 4;
+
+/// What a make-room pass did.
+enum Room {
+    /// It removed at least one entry.
+    Made,
+    /// Nothing may go before this instant (as `full_until`).
+    Full(u64),
+    /// What it was removing was taken hold of meanwhile (by cached lookups).
+    Raced,
 }
 
 /// `full_until` of a shard whose protected breakers can only become evictable through a sweep
@@ -460,6 +548,8 @@ where
             return Ok(breaker);
         }
         let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        #[cfg(test)]
+        shard.locked_lookups.fetch_add(1, Ordering::Relaxed);
         let found = {
             let table = shard.read();
             table.find(hash, |e| e.key.borrow() == key).map(|entry| {
@@ -505,6 +595,8 @@ where
     {
         let inner = &*self.inner;
         let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        #[cfg(test)]
+        shard.locked_lookups.fetch_add(1, Ordering::Relaxed);
         let (found, fill) = {
             let table = shard.read();
             match table.find(hash, |e| e.key.borrow() == key) {
@@ -559,14 +651,19 @@ where
         let breaker = inner.create(&key);
         let result = breaker.clone();
         let hasher = &inner.hasher;
+        let live = Arc::new(Live {
+            breaker: breaker.clone(),
+            used: sync::AtomicBool::new(false),
+            dead: sync::AtomicBool::new(false),
+        });
         table.insert_unique(
             hash,
-            Arc::new(Entry {
+            Entry {
                 key,
                 breaker,
                 used: AtomicBool::new(true),
-                dead: AtomicBool::new(false),
-            }),
+                live,
+            },
             |e| hasher.hash_one(&e.key),
         );
         Ok(result)
@@ -680,9 +777,7 @@ where
     }
 
     /// `take(breaker)` on `key`'s entry in this thread's cache, if it holds it and it is
-    /// alive: the lookup's half of the protocol in `cache.rs`. `take` clones the breaker's
-    /// handle or takes a closed permit (either increments its reference count) and runs no
-    /// listener; what it returns is dropped again, unrecorded, if the entry turns out dead.
+    /// alive (see [`Live::take`]).
     #[inline(always)]
     fn cached<Q, T>(&self, hash: u64, key: &Q, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T>
     where
@@ -690,36 +785,22 @@ where
         Q: ?Sized + Eq,
     {
         let cache = self.cache.get()?.try_borrow().ok()?;
-        let entry = cache.find(hash, key)?;
-        if entry.is_dead() {
-            return None;
-        }
-        entry.touch();
-        let taken = take(&entry.breaker)?;
-        // Orders the count's increment before the mark's read, against the eviction's heavy
-        // barrier between its marks and its reads of the counts.
-        barrier::light();
-        if entry.is_dead() {
-            drop(cache);
-            discard(taken);
-            return None;
-        }
-        Some(taken)
+        cache.find(hash, key)?.take(take)
     }
 
     /// The entry to cache after a locked lookup found it, on one miss in
     /// [`FILL_ONE_IN`](super::cache::FILL_ONE_IN) (under the shard's lock: a clone).
     #[inline]
-    fn to_cache(&self, entry: &Arc<Entry<K>>) -> Option<Arc<Entry<K>>> {
+    fn to_cache(&self, entry: &Entry<K>) -> Option<(K, Arc<Live>)> {
         let cache = self.cache.get_or_new();
         let mut cache = cache.try_borrow_mut().ok()?;
-        cache.draw().then(|| entry.clone())
+        cache.draw().then(|| (entry.key.clone(), entry.live.clone()))
     }
 
     /// Caches `entry` in this thread's cache (outside any shard lock: what it replaces may
     /// be the last reference to an evicted breaker, whose listeners then drop).
     #[inline]
-    fn fill(&self, hash: u64, entry: Option<Arc<Entry<K>>>) {
+    fn fill(&self, hash: u64, entry: Option<(K, Arc<Live>)>) {
         let Some(entry) = entry else { return };
         let Some(cache) = self.cache.get() else { return };
         let replaced = match cache.try_borrow_mut() {
@@ -770,10 +851,10 @@ where
         // dropped, a handle from `get`): kept, so that the outcome reaches the key's breaker
         // and a key never has two breakers. Nobody can take a new hold while the shard's
         // write lock is held, so the count cannot go up under us.
-        if LaneArc::strong_count(&entry.breaker.root) > 1 {
+        if entry.held() {
             return recheck;
         }
-        let used = entry.used.load(Ordering::Relaxed);
+        let used = entry.was_used();
         match entry.breaker.state() {
             State::Closed if used => Verdict::Evict(Tier::Closed),
             State::Closed => Verdict::Evict(Tier::ClosedUnused),
@@ -816,13 +897,27 @@ where
                 marked += 1;
             }
         }
-        reap(table, marked, |e| e.used.store(false, Ordering::Relaxed))
+        reap(table, marked, Entry::clear_used)
     }
 
     /// Makes room in a full shard: removes up to an eighth of its capacity (at least one),
     /// best candidates first, so the scan is paid once per many inserts. When nothing may go,
     /// returns the instant until which nothing can (for `full_until`).
     fn make_room(&self, shard: &Shard<K>, table: &mut Table<K>, now: Now) -> Option<u64> {
+        // A cached lookup may take hold of a breaker between the verdict and the removal (it
+        // takes no lock): that breaker stays, and the scan is made again, a few times at most.
+        for _ in 0..MAKE_ROOM_TRIES {
+            match self.make_room_once(shard, table, now) {
+                Room::Made => return None,
+                Room::Full(until) => return Some(until),
+                Room::Raced => {}
+            }
+        }
+        Some(now.recheck())
+    }
+
+    /// One pass of [`make_room`](Self::make_room).
+    fn make_room_once(&self, shard: &Shard<K>, table: &mut Table<K>, now: Now) -> Room {
         let mut count = [0usize; 3];
         let mut until = UNTIL_SWEEP;
         for e in table.iter() {
@@ -834,7 +929,7 @@ where
         if count.iter().all(|&c| c == 0) {
             #[cfg(test)]
             shard.failed_scans.fetch_add(1, Ordering::Relaxed);
-            return Some(until);
+            return Room::Full(until);
         }
         shard.full_until.store(0, Ordering::Release);
         let mut budget = (shard.capacity / 8).max(1);
@@ -854,15 +949,223 @@ where
             }
         }
         reap(table, marked, |_| {});
-        // A breaker counted as evictable may have changed between the two passes.
-        (table.len() >= shard.capacity).then(|| now.recheck())
+        // A breaker counted as evictable may have changed since it was counted.
+        if table.len() >= shard.capacity {
+            Room::Raced
+        } else {
+            Room::Made
+        }
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "loom_tests.rs"]
+mod loom_tests;
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::Outcome;
     use tokio::time::advance;
+
+    /// Set by the stress test: a cached lookup yields between its first look at the mark and
+    /// its permit, so that evictions land in that window often.
+    pub(super) static WIDEN_RACE: AtomicBool = AtomicBool::new(false);
+
+    fn locked(registry: &KeyedRegistry<String>) -> u64 {
+        registry
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.locked_lookups.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Whether `breaker` is the breaker the table holds for `key` now.
+    fn in_table(registry: &KeyedRegistry<String>, key: &str, breaker: &CircuitBreaker) -> bool {
+        let inner = &*registry.inner;
+        let hash = inner.hasher.hash_one(key);
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        shard
+            .read()
+            .find(hash, |e| e.key == key)
+            .is_some_and(|e| LaneArc::ptr_eq(&e.breaker.root, &breaker.root))
+    }
+
+    #[test]
+    fn a_hot_key_is_served_from_the_threads_cache_without_the_shards_lock() {
+        let registry =
+            KeyedRegistry::<String>::new(CircuitBreaker::builder("up").consecutive_failures(5)).unwrap();
+        // A miss fills the cache one time in eight: within a few dozen lookups.
+        for _ in 0..100 {
+            registry.try_acquire("a").unwrap().record(Outcome::Success);
+        }
+        let before = locked(&registry);
+        for _ in 0..1_000 {
+            registry.try_acquire("a").unwrap().record(Outcome::Success);
+            drop(registry.get("a").unwrap());
+        }
+        assert_eq!(
+            locked(&registry),
+            before,
+            "no lookup of a cached key took the lock"
+        );
+        // Another thread has a cache of its own, empty at first.
+        let other = registry.clone();
+        std::thread::spawn(move || other.try_acquire("a").unwrap().record(Outcome::Success))
+            .join()
+            .unwrap();
+        assert_eq!(locked(&registry), before + 1);
+        // Not cached: an open breaker's refusal goes through the lock (and the breaker decides).
+        registry.get("a").unwrap().force_open();
+        assert!(registry.try_acquire("a").is_err());
+        assert_eq!(locked(&registry), before + 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_keys_cached_entry_is_never_used_again() {
+        let registry =
+            KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(5))
+                .idle_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+        let old = registry.get("a").unwrap();
+        for _ in 0..100 {
+            registry.try_acquire("a").unwrap().record(Outcome::Success);
+        }
+        let cached = locked(&registry);
+        drop(old.clone());
+        let old_root = LaneArc::downgrade(&old.root);
+        drop(old);
+        // Two sweeps without a use: the key goes (its cached entry stays in this thread's
+        // cache, marked dead).
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(registry.evict_idle(), 0);
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(registry.evict_idle(), 1);
+        assert!(registry.is_empty());
+        assert!(
+            old_root.upgrade().is_some(),
+            "the cache still holds the evicted breaker"
+        );
+        // The next lookup skips the dead entry, takes the lock and builds a new breaker.
+        let new = registry.get("a").unwrap();
+        assert!(locked(&registry) > cached);
+        assert!(!LaneArc::ptr_eq(&new.root, &old_root.upgrade().unwrap()));
+        assert!(in_table(&registry, "a", &new));
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_eviction_keeps_a_breaker_that_a_cached_lookup_holds() {
+        // One shard of 8: each new key in the full shard evicts one closed breaker.
+        let registry =
+            KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(5))
+                .max_keys(8)
+                .idle_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+        for _ in 0..100 {
+            drop(registry.get("hot").unwrap());
+        }
+        let before = locked(&registry);
+        let held = registry.get("hot").unwrap();
+        let permit = registry.try_acquire("hot").unwrap();
+        assert_eq!(locked(&registry), before, "both from this thread's cache");
+        for i in 0..64 {
+            drop(registry.get(format!("cold-{i}").as_str()).unwrap());
+        }
+        assert!(in_table(&registry, "hot", &held), "held, so never made room for");
+        for _ in 0..2 {
+            advance(Duration::from_secs(10)).await;
+            registry.evict_idle();
+        }
+        assert!(in_table(&registry, "hot", &held), "held, so never swept");
+        drop(held);
+        for _ in 0..2 {
+            advance(Duration::from_secs(10)).await;
+            registry.evict_idle();
+        }
+        assert!(
+            registry.get("hot").is_ok() && registry.len() == 1,
+            "the permit still holds it"
+        );
+        permit.record(Outcome::Failure);
+        for _ in 0..2 {
+            advance(Duration::from_secs(10)).await;
+            registry.evict_idle();
+        }
+        assert!(registry.is_empty(), "no longer held: swept as any idle breaker");
+    }
+
+    /// The protocol under real threads: lookups through their caches race a thread whose new
+    /// keys evict the hot ones (a shard of 8, one eviction per new key). Every handle a lookup
+    /// returns must be the one its key has in the table while the handle is held, and every
+    /// permit's outcome must land in a breaker of the table. `loom_tests.rs` checks the same
+    /// two steps exhaustively.
+    #[test]
+    fn cached_lookups_racing_evictions_never_hold_a_breaker_that_left_the_table() {
+        use std::sync::atomic::AtomicUsize;
+        // `Reject`: a key that finds no room is refused, rather than served by the overflow
+        // breaker (which is not in the table either, by design).
+        let registry =
+            KeyedRegistry::<String>::builder(CircuitBreaker::builder("race").consecutive_failures(1_000_000))
+                .max_keys(8)
+                .when_full(WhenFull::Reject)
+                .build()
+                .unwrap();
+        let hot = ["h0", "h1", "h2", "h3"];
+        WIDEN_RACE.store(true, Ordering::Relaxed);
+        let running = Arc::new(AtomicUsize::new(2));
+        let evictor = {
+            let (registry, running) = (registry.clone(), running.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while running.load(Ordering::Relaxed) > 0 {
+                    drop(registry.get(format!("cold-{i}").as_str()));
+                    i += 1;
+                }
+                i
+            })
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|t| {
+                let (registry, running) = (registry.clone(), running.clone());
+                std::thread::spawn(move || {
+                    let (mut stray, mut refused) = (0, 0);
+                    for i in 0..20_000 {
+                        let key = hot[(i + t) % hot.len()];
+                        let Ok(breaker) = registry.get(key) else {
+                            refused += 1;
+                            continue;
+                        };
+                        if !in_table(&registry, key, &breaker) {
+                            stray += 1;
+                        }
+                        drop(breaker);
+                        // A permit holds its breaker in the table the same way.
+                        if let Ok(permit) = registry.try_acquire(key) {
+                            permit.record(Outcome::Failure);
+                        }
+                    }
+                    running.fetch_sub(1, Ordering::Relaxed);
+                    assert!(
+                        refused < 20_000 / 2,
+                        "most lookups found their key ({refused} refused)"
+                    );
+                    stray
+                })
+            })
+            .collect();
+        let strays: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        let evictions = evictor.join().unwrap();
+        WIDEN_RACE.store(false, Ordering::Relaxed);
+        assert!(
+            evictions > 100,
+            "the evictor ran alongside ({evictions} new keys)"
+        );
+        assert_eq!(strays, 0, "a handle on a breaker that had left the table");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_full_shard_is_scanned_once_per_deadline_not_once_per_new_key() {
