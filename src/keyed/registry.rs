@@ -532,8 +532,9 @@ where
     /// While the returned handle (or a permit or refusal it gives) is alive, the key is not
     /// evicted: keep it only as long as you need it.
     ///
-    /// This is the hot path of the keyed service: one hash, one shared lock of one shard, held
-    /// only to clone the breaker's handle (so listeners never run under a registry lock).
+    /// One hash; then this thread's cache, or one shared lock of one shard, held only to clone
+    /// the breaker's handle (so listeners never run under a registry lock). See
+    /// [Concurrency](super#concurrency).
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Result<CircuitBreaker, RegistryFull>
     where
@@ -568,9 +569,10 @@ where
 
     /// Asks `key`'s breaker for a permit (creating the breaker if the key is new).
     ///
-    /// A closed breaker's permit is taken under the shard's shared lock, without cloning the
-    /// breaker's handle (that path runs no listener); any other state goes through
-    /// [`get`](Self::get), and the breaker decides outside the lock.
+    /// The hot path of the keyed service. A closed breaker's permit is taken from this
+    /// thread's cache with no lock, or else under the shard's shared lock, without cloning the
+    /// breaker's handle (that path runs no listener); any other state goes through the
+    /// breaker's own `try_acquire` outside the lock. See [Concurrency](super#concurrency).
     #[inline]
     pub fn try_acquire<Q>(&self, key: &Q) -> Result<Permit, KeyedError>
     where
