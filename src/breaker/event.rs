@@ -41,6 +41,15 @@ pub enum Reason {
     /// Another replica's trip, shared through a sync component (e.g. Redis), or
     /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote).
     Remote,
+    /// The [recovery probe](crate#recovery-probes) succeeded at the end of the open period:
+    /// the breaker goes half-open and judges live calls as its probes (open → half-open).
+    RecoveryProbeSucceeded,
+    /// The [recovery probe](crate#recovery-probes) failed: the breaker opens again for the
+    /// backoff's next value (open → open).
+    RecoveryProbeFailed,
+    /// The [recovery probe](crate#recovery-probes) brought no verdict within its timeout:
+    /// the breaker opens again for the backoff's next value (open → open).
+    RecoveryProbeTimedOut,
 }
 
 impl Reason {
@@ -60,6 +69,9 @@ impl Reason {
             Reason::Disabled => "disabled",
             Reason::Reset => "reset",
             Reason::Remote => "remote",
+            Reason::RecoveryProbeSucceeded => "recovery_probe_succeeded",
+            Reason::RecoveryProbeFailed => "recovery_probe_failed",
+            Reason::RecoveryProbeTimedOut => "recovery_probe_timed_out",
         }
     }
 }

@@ -70,6 +70,7 @@ mod outcome;
 mod permit;
 mod probes;
 mod record;
+mod recovery;
 mod snapshot;
 mod state;
 pub(crate) mod sync;
@@ -157,6 +158,9 @@ pub(crate) struct Shared {
     shadow: AtomicBool,
     /// Calls let through in shadow mode that the breaker would have refused.
     would_reject: AtomicU64,
+    /// The out-of-band recovery probe, if one is set (see `recovery.rs`). Read only on the
+    /// cold paths: transitions, and calls past the open deadline.
+    recovery: Option<recovery::RecoveryProbe>,
 }
 
 /// What changes only under the lock.
@@ -177,6 +181,8 @@ struct Locked {
     /// Whether the open deadline is a server's wait (a `Trip`, a remote trip), which
     /// `try_probe_early` keeps; cleared by every transition.
     server_wait: bool,
+    /// The recovery probe's task and the probe in flight (see `recovery.rs`).
+    recovery: recovery::Recovery,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -203,6 +209,7 @@ impl CircuitBreaker {
         name: std::sync::Arc<str>,
         config: Config,
         listeners: Vec<Listener>,
+        recovery: Option<recovery::RecoveryProbe>,
         lanes: Lanes,
     ) -> Self {
         let clock = Clock::new(clock::forced());
@@ -238,6 +245,7 @@ impl CircuitBreaker {
                 waiters: Waiters::default(),
                 reason: None,
                 server_wait: false,
+                recovery: recovery::Recovery::default(),
             }),
             clock,
             config,
@@ -246,6 +254,7 @@ impl CircuitBreaker {
             id: next_id(),
             shadow: AtomicBool::new(shadow),
             would_reject: AtomicU64::new(0),
+            recovery,
             name,
         };
         let id = shared.id;
@@ -311,6 +320,7 @@ pub(crate) use clock::nanos as saturating_nanos;
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        self.stop_recovery();
         ids::unregister(self.id);
     }
 }

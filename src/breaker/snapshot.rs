@@ -70,6 +70,10 @@ pub struct Snapshot {
     /// How many calls the breaker let through in shadow mode that it would have refused,
     /// since it was built.
     pub would_reject: u64,
+    /// Whether a [recovery probe](crate#recovery-probes) is due or running: the open period
+    /// ended, and the breaker waits for the probe's verdict (while it refuses calls, and
+    /// `retry_after` is the time left until the probe's timeout).
+    pub recovery_probe: bool,
 }
 
 /// Serialises a duration as fractional seconds (`null` when absent).
@@ -117,6 +121,7 @@ impl CircuitBreaker {
             reason: l.reason,
             shadow: shared.shadow.load(Ordering::Relaxed),
             would_reject: shared.would_reject.load(Ordering::Relaxed),
+            recovery_probe: l.recovery.in_flight(),
         }
     }
 }
