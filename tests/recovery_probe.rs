@@ -232,6 +232,28 @@ async fn it_runs_once_at_the_deadline_whatever_the_callers() {
     assert_eq!(probe.most_at_once.load(Ordering::SeqCst), 1);
 }
 
+/// No runtime where the breaker opened (here another thread): no task then; the first call
+/// after the deadline starts the probe on its own runtime, and is refused.
+#[tokio::test(start_paused = true)]
+async fn with_no_runtime_at_the_trip_the_first_call_after_the_deadline_starts_it() {
+    let probe = Probe::new(Answer::Ok);
+    let breaker = breaker(&probe);
+    let tasks = tokio::runtime::Handle::current().metrics();
+    let before = tasks.num_alive_tasks();
+    std::thread::scope(|s| {
+        s.spawn(|| trip(&breaker));
+    });
+    assert_eq!(tasks.num_alive_tasks(), before, "no runtime at the trip: no task");
+    // That thread read the unpaused clock: a second covers how far it ran ahead.
+    advance(OPEN + Duration::from_secs(1)).await;
+    assert_eq!(probe.runs(), 0, "nothing ran it yet");
+    let refused = breaker.try_acquire().unwrap_err();
+    assert_eq!(refused.retry_after(), Some(TIMEOUT));
+    assert!(breaker.snapshot().recovery_probe);
+    settle().await;
+    assert_eq!((probe.runs(), breaker.state()), (1, State::HalfOpen));
+}
+
 #[tokio::test(start_paused = true)]
 async fn while_it_runs_calls_are_refused_until_its_timeout() {
     let probe = Probe::new(Answer::After(Duration::from_secs(2), true));

@@ -89,7 +89,9 @@ impl fmt::Display for Reason {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Event<'a> {
-    /// The breaker changed state. Only real changes are published.
+    /// The breaker changed state. Only real changes are published; a new open period after a
+    /// failed [recovery probe](crate#recovery-probes) is one (`from` and `to` are both
+    /// `Open`).
     Transition {
         /// The breaker's name.
         name: &'a str,

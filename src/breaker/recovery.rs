@@ -378,3 +378,92 @@ impl Drop for FreeSlot {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use super::Verdict;
+    use crate::{CircuitBreaker, Outcome, Reason, State, breaker::sync::Ordering};
+
+    fn breaker() -> CircuitBreaker {
+        CircuitBreaker::builder("recovery")
+            .consecutive_failures(1)
+            .recovery_probe(|| async { Ok::<(), std::io::Error>(()) }, Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    /// With no tokio runtime, at the trip or at the first call after the deadline, the breaker
+    /// goes half-open as a breaker without a probe does, and nothing panics.
+    #[test]
+    fn with_no_runtime_the_breaker_goes_half_open_as_without_a_probe() {
+        let b = breaker();
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        assert!(b.shared().locked.lock().recovery.task.is_none());
+        b.shared().hot.open_until.store(0, Ordering::Release); // the open period ended
+        let probe = b.try_acquire().unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(b.snapshot().reason, Some(Reason::OpenElapsed));
+        probe.record(Outcome::Success);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    /// A verdict that arrives after the breaker moved on (a manual control, a new outage)
+    /// changes nothing, even if its task was not stopped in time.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_verdict_changes_nothing() {
+        let b = breaker();
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        let (id, generation) = {
+            let mut l = b.shared().locked.lock();
+            let generation = l.generation;
+            let now = b.shared().clock.now();
+            b.shared().claim(&mut l, now, Duration::from_secs(5));
+            l.recovery.probing.as_mut().unwrap().started = true;
+            (l.recovery.task.as_ref().unwrap().id, generation)
+        };
+        b.reset();
+        b.shared().recovery_verdict(id, generation, Verdict::Succeeded);
+        assert_eq!(
+            (b.state(), b.snapshot().reason),
+            (State::Closed, Some(Reason::Reset))
+        );
+
+        b.try_acquire().unwrap().record(Outcome::Failure); // a new outage, a new task
+        b.shared().recovery_verdict(id, generation, Verdict::Succeeded);
+        b.shared()
+            .recovery_verdict(id, generation, Verdict::Failed("late".into()));
+        let snapshot = b.snapshot();
+        assert_eq!(
+            (snapshot.state, snapshot.reason),
+            (State::Open, Some(Reason::ConsecutiveFailures))
+        );
+        assert_eq!(snapshot.retry_after, Some(Duration::from_secs(30)));
+    }
+
+    /// A probe claimed but never started (its task's runtime is no longer driven) is given up
+    /// at its deadline: the task is replaced on the caller's runtime.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_never_starts_its_probe_is_replaced() {
+        let b = breaker();
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        let first = {
+            let mut l = b.shared().locked.lock();
+            let now = b.shared().clock.now();
+            b.shared().claim(&mut l, now, Duration::from_secs(5));
+            // Its task is stopped behind the breaker's back: it will never run.
+            let task = l.recovery.task.as_ref().unwrap();
+            task.abort.abort();
+            task.id
+        };
+        tokio::task::yield_now().await;
+        // Stopped before its first poll, it did not even free its slot.
+        assert!(b.shared().locked.lock().recovery.task_is(first));
+        tokio::time::advance(Duration::from_secs(5)).await; // the claimed probe's deadline
+        assert!(b.try_acquire().is_err(), "a new task claims the probe");
+        let l = b.shared().locked.lock();
+        assert!(l.recovery.task.as_ref().is_some_and(|t| t.id != first));
+        assert!(l.recovery.probing.is_some_and(|p| !p.started));
+    }
+}
