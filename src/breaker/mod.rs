@@ -55,6 +55,10 @@
 //! A permit is two words (its lane, and its generation, probe flag and start stamp in one),
 //! so that it moves in registers.
 //! A keyed registry's breakers have one lane (memory per key), as does any breaker under loom.
+//!
+//! An optional recovery probe (see `recovery.rs`) runs on a tokio task of its own, holding a
+//! weak reference to the breaker; it is looked at only in transitions and by a call that finds
+//! the open period over, never on the closed path or an ordinary refusal.
 
 mod admission;
 mod backoff;
@@ -291,7 +295,9 @@ impl CircuitBreaker {
     /// The current state. Transitions out of `Open` happen lazily, on the first
     /// [`try_acquire`](Self::try_acquire) after the open period, so an open breaker whose
     /// period ended still reads `Open` until a call arrives
-    /// ([`Snapshot::retry_after`] is then zero).
+    /// ([`Snapshot::retry_after`] is then zero). With a
+    /// [recovery probe](crate#recovery-probes), it stays `Open` until the probe succeeds,
+    /// whether or not calls arrive.
     pub fn state(&self) -> State {
         unpack(self.shared().hot.word.load(Ordering::Acquire)).1
     }

@@ -49,8 +49,9 @@ pub struct Snapshot {
     pub slow_call_rate: Option<f64>,
     /// Half-open probes in flight.
     pub probes_in_flight: u32,
-    /// When open: the time until a probe may go through (zero once due). Serialised as
-    /// `retry_after_secs`, a number of seconds.
+    /// When open: the time until a probe may go through (zero once due); while a
+    /// [recovery probe](crate#recovery-probes) runs, the time left until its timeout.
+    /// Serialised as `retry_after_secs`, a number of seconds.
     #[cfg_attr(
         feature = "serde",
         serde(rename = "retry_after_secs", serialize_with = "secs")
