@@ -541,8 +541,8 @@ pub mod keyed;
 pub mod service;
 
 pub use breaker::{
-    Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Permit, Reason, Snapshot,
-    State,
+    Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Origin, Override, Permit,
+    Reason, Snapshot, State,
 };
 pub use classify::{
     AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome, is_circuit_open, is_dead_buffer,

@@ -165,6 +165,7 @@ impl Handles {
             Event::Released { .. } => self.cancelled.increment(1),
             // Shadow mode: not yet a series of its own (the snapshot counts them).
             Event::WouldReject { .. } => {}
+            Event::Override { .. } => {}
             Event::Transition { from, to, reason, .. } => {
                 self.state.set(state_value(to));
                 self.transition(from, to, reason).increment(1);

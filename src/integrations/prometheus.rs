@@ -331,6 +331,7 @@ impl Handles {
             }
             // Shadow mode: not yet a series of its own (the snapshot counts them).
             Event::WouldReject { .. } => {}
+            Event::Override { .. } => {}
             Event::Transition { from, to, reason, .. } => {
                 // Rare: a label set is built here, once per transition, and noted so that the
                 // series goes with the others.
