@@ -9,7 +9,13 @@ use std::{
 use ::redis::Script;
 use tokio::sync::mpsc;
 
-use super::{Client, RedisSync, shared::Shared, sync::Handle, wire::{STORE, STORE_OVERRIDE}, worker::Worker};
+use super::{
+    Client, RedisSync,
+    shared::Shared,
+    sync::Handle,
+    wire::{STORE, STORE_OVERRIDE},
+    worker::Worker,
+};
 use crate::breaker::ConfigError;
 
 /// Builds a [`RedisSync`]; see [`RedisSync::builder`].

@@ -257,7 +257,11 @@ impl Shared {
 impl Shared {
     /// The hash where `wire`'s kind of override stands.
     pub(super) fn override_hash(&self, shadow: bool) -> &str {
-        if shadow { &self.shadow_hash } else { &self.manual_hash }
+        if shadow {
+            &self.shadow_hash
+        } else {
+            &self.manual_hash
+        }
     }
 
     /// An override from the channel or the store: applied when it is another replica's and
@@ -329,7 +333,10 @@ impl Shared {
 
     /// The other replicas' standing overrides (not resets) that `filter` selects, oldest first:
     /// for a breaker registered after they were learned.
-    pub(super) fn standing_overrides(&self, filter: impl Fn(&OverrideWire) -> bool) -> Vec<(OverrideWire, Override)> {
+    pub(super) fn standing_overrides(
+        &self,
+        filter: impl Fn(&OverrideWire) -> bool,
+    ) -> Vec<(OverrideWire, Override)> {
         let mut standing: Vec<_> = lock(&self.overrides)
             .values()
             .filter(|w| w.origin != self.origin && filter(w))

@@ -146,7 +146,8 @@ impl RedisSync {
                 shared.apply(&wire);
             }
         }
-        for (wire, action) in shared.standing_overrides(|w| w.registry.is_none() && w.name == breaker.name()) {
+        for (wire, action) in shared.standing_overrides(|w| w.registry.is_none() && w.name == breaker.name())
+        {
             breaker.apply_override(action, Origin::Remote(&wire.origin));
         }
     }

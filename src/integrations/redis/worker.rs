@@ -253,7 +253,11 @@ impl Worker {
 
     /// Stores `wire` as the standing override of its slot and publishes it, unless a later
     /// one (or the same) is stored. Refusals are handled as for trips.
-    async fn publish_override(&mut self, conn: &mut MultiplexedConnection, wire: &OverrideWire) -> RedisResult<()> {
+    async fn publish_override(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        wire: &OverrideWire,
+    ) -> RedisResult<()> {
         let Ok(payload) = serde_json::to_string(wire) else {
             return Ok(());
         };
