@@ -68,7 +68,7 @@ impl CircuitBreaker {
     ///
     /// In shadow mode the breaker runs its state machine and publishes every event, but never
     /// refuses a call: a call it would refuse passes, counted in
-    /// [`Snapshot::would_reject`](super::Snapshot::would_reject) and announced as [`Event::WouldReject`](super::Event::WouldReject). Switched off while
+    /// [`Snapshot::would_reject`](super::Snapshot::would_reject) and announced as [`Event::WouldReject`]. Switched off while
     /// notionally open, it refuses from the next call; switched on, it lets calls through
     /// from the next call. The state, the open deadline and the windows are kept.
     ///

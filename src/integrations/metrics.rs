@@ -129,6 +129,9 @@ pub fn describe() {
     metrics::describe_gauge!(KEYS, "Keys held by a keyed circuit breaker registry");
 }
 
+/// `from`, `to`, `reason`, `shadow`.
+type TransitionLabels = (State, State, Reason, bool);
+
 struct Handles {
     labels: Vec<Label>,
     state: Gauge,
@@ -140,7 +143,7 @@ struct Handles {
     would_reject: Counter,
     slow: Counter,
     shadow: Gauge,
-    transitions: Mutex<Vec<(State, State, Reason, bool, Counter)>>,
+    transitions: Mutex<Vec<(TransitionLabels, Counter)>>,
     overrides: Mutex<Vec<(Override, bool, Counter)>>,
 }
 
@@ -210,10 +213,8 @@ impl Handles {
             .transitions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((.., c)) = seen
-            .iter()
-            .find(|(f, t, r, s, _)| (*f, *t, *r, *s) == (from, to, reason, shadow))
-        {
+        let key = (from, to, reason, shadow);
+        if let Some((_, c)) = seen.iter().find(|(k, _)| *k == key) {
             return c.clone();
         }
         let mut labels = self.labels.clone();
@@ -225,7 +226,7 @@ impl Handles {
             if shadow { "true" } else { "false" },
         ));
         let counter = metrics::counter!(TRANSITIONS, labels);
-        seen.push((from, to, reason, shadow, counter.clone()));
+        seen.push((key, counter.clone()));
         counter
     }
 
