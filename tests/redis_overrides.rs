@@ -12,7 +12,7 @@ use std::{
 };
 
 use redis_support::{Proxy, RedisServer, connected, eventually, sync_as, sync_via};
-use tower_breaker::{CircuitBreaker, Event, Outcome, Override, State, keyed::KeyedRegistry};
+use tower_breaker::{CircuitBreaker, Event, Outcome, Override, Reason, State, keyed::KeyedRegistry};
 
 fn breaker(name: &str) -> tower_breaker::Builder {
     CircuitBreaker::builder(name)
@@ -54,6 +54,9 @@ async fn force_open_and_reset_on_one_replica_apply_on_the_other_with_its_origin(
     println!("override propagation latency (force_open on A -> B forced open): {latency:?}");
     assert!(on_b.try_acquire().is_err());
     assert_eq!(other_b.state(), State::Closed, "other names untouched");
+    // The transition says why: another replica (the audit event says which, and what).
+    assert_eq!(on_b.snapshot().reason, Some(Reason::Remote));
+    assert_eq!(on_a.snapshot().reason, Some(Reason::Forced));
 
     on_a.reset();
     eventually("B closed", || on_b.state() == State::Closed).await;

@@ -587,6 +587,35 @@ async fn an_opening_learned_from_another_replica_is_not_alerted() {
     assert_eq!(receiver.next().await.body["reason"], "remote");
 }
 
+/// Issue 18 point 5: an operator's force-open on one replica applies on every replica (Redis);
+/// only the acting replica alerts, by default, as for trips.
+#[tokio::test]
+async fn an_override_from_another_replica_is_not_alerted() {
+    use tower_breaker::{Origin, Override};
+
+    let mut receiver = Receiver::start([]).await;
+    let alerts = WebhookAlerts::builder(receiver.url())
+        .rate_limit(Duration::ZERO)
+        .build()
+        .unwrap();
+    let breaker = alerts
+        .attach(CircuitBreaker::builder("openai").consecutive_failures(1))
+        .unwrap();
+    // As RedisSync applies another replica's force-open and reset.
+    breaker.apply_override(Override::ForceOpen, Origin::Remote("web-2"));
+    assert_eq!(breaker.state(), State::ForcedOpen);
+    breaker.apply_override(Override::Reset, Origin::Remote("web-2"));
+    // The acting replica's (here: a local force-open) is alerted.
+    breaker.force_open();
+    let body = receiver.next().await.body;
+    assert_eq!(
+        (&body["alert"], &body["reason"]),
+        (&json!("opened"), &json!("forced"))
+    );
+    assert_eq!(status_until(&alerts, |s| s.sent == 1).await.sent, 1);
+    assert!(receiver.hits.try_recv().is_err());
+}
+
 #[tokio::test]
 async fn https_goes_through_rustls() {
     // A plain-http receiver behind an https:// URL: the TLS handshake fails (rustls, no panic

@@ -34,8 +34,9 @@ impl CircuitBreaker {
     ///
     /// A sync component applies the actions of other replicas with
     /// [`Origin::Remote`]`(their origin)`: the [`Event::Override`] it announces then names that
-    /// replica, and the component does not share it again (no echo). The action is traced at
-    /// INFO with its origin.
+    /// replica, the transition it causes, if any, has the reason [`Reason::Remote`] (as a
+    /// remote trip's: so that, for example, only the acting replica alerts), and the component
+    /// does not share it again (no echo). The action is traced at INFO with its origin.
     ///
     /// ```
     /// use tower_breaker::{CircuitBreaker, State, breaker::{Origin, Override}};
@@ -54,10 +55,13 @@ impl CircuitBreaker {
                 origin,
             });
         }
+        // Another replica's action changes the state for a remote reason, as its trips do: a
+        // component that reacts to transitions (alerts) tells the fleet's echo from the act.
+        let reason = |local| if origin.is_local() { local } else { Reason::Remote };
         match action {
-            Override::ForceOpen => self.manual(State::ForcedOpen, Reason::Forced),
-            Override::Disable => self.manual(State::Disabled, Reason::Disabled),
-            Override::Reset => self.manual(State::Closed, Reason::Reset),
+            Override::ForceOpen => self.manual(State::ForcedOpen, reason(Reason::Forced)),
+            Override::Disable => self.manual(State::Disabled, reason(Reason::Disabled)),
+            Override::Reset => self.manual(State::Closed, reason(Reason::Reset)),
             Override::Shadow(shadow) => {
                 shared.shadow.store(shadow, Ordering::Relaxed);
             }

@@ -40,7 +40,10 @@ pub enum Reason {
     /// [`reset`](super::CircuitBreaker::reset) was called.
     Reset,
     /// Another replica's trip, shared through a sync component (e.g. Redis), or
-    /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote).
+    /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote); or another
+    /// replica's force-open, disable or reset
+    /// ([`apply_override`](super::CircuitBreaker::apply_override) with
+    /// [`Origin::Remote`], whose [`Event::Override`] names the action).
     Remote,
 }
 

@@ -75,7 +75,9 @@
 //! endpoint behind the load balancer reaches one of them), and the fleet follows. Each
 //! replica's breaker announces the action as [`Event::Override`] with
 //! [`Origin::Remote`]`("<origin of the replica that acted>")`, and traces it at INFO with that
-//! origin; the acting replica's says [`Origin::Local`]. A remote override is not shared again
+//! origin; the acting replica's says [`Origin::Local`]. The transitions a remote override
+//! causes have the reason [`Reason::Remote`], as remote trips do (so webhook alerts come from
+//! the acting replica only, by default). A remote override is not shared again
 //! (no echo). A shadow switch is shared even though a shadow breaker's trips are not:
 //! switching the fleet to enforce (or back to observe) is an operator's decision.
 //!

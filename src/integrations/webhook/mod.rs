@@ -46,9 +46,9 @@
 //! [`Alert::text`] for Slack's. [`WebhookBuilder::alert_on`] picks the kinds.
 //!
 //! With [`RedisSync`](crate::integrations), every replica's breaker opens when one replica's
-//! trips: by default only that replica alerts (an opening whose reason is
-//! [`Remote`](crate::Reason::Remote) is not alerted, nor is the recovery that ends it), so a
-//! fleet of 20 does not post 20 alerts per outage; see
+//! trips (or an operator force-opens it on one replica): by default only that replica alerts
+//! (an opening whose reason is [`Remote`](crate::Reason::Remote) is not alerted, nor is the
+//! recovery that ends it), so a fleet of 20 does not post 20 alerts per outage; see
 //! [`alert_remote_openings`](WebhookBuilder::alert_remote_openings).
 //!
 //! A breaker in [shadow mode](crate#shadow-mode) refuses no call, but its notional outages
