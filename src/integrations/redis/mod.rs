@@ -40,7 +40,7 @@
 //! same upstreams (same names), and all of them reach one Redis (a single instance or a
 //! primary with replicas; Redis Cluster is not supported: the store script touches two keys).
 //! Each replica builds one [`RedisSync`] at start-up with the same [`prefix`](RedisSyncBuilder::prefix),
-//! and attaches the breakers that should share trips.
+//! and attaches the breakers that should share trips and overrides.
 //!
 //! When the upstream goes down, the first replica whose breaker trips tells the others, and
 //! every replica stops sending it traffic at once instead of each paying for its own

@@ -23,7 +23,7 @@ use crate::{
     keyed::{KeyedRegistry, KeyedRegistryBuilder},
 };
 
-/// Shares the trips of a set of breakers (plain and keyed) with the other replicas through
+/// Shares the trips and operators' overrides of a set of breakers (plain and keyed) with the other replicas through
 /// Redis. See [the module docs](super) for the deployment, what is shared, the format in
 /// Redis, clock skew and outages.
 ///
@@ -112,7 +112,7 @@ impl RedisSync {
         }
     }
 
-    /// Builds the breaker from `builder` with its trips shared: [`instrument`](Self::instrument)
+    /// Builds the breaker from `builder` with its trips and overrides shared: [`instrument`](Self::instrument)
     /// then [`register`](Self::register).
     pub fn attach(&self, builder: Builder) -> Result<CircuitBreaker, ConfigError> {
         let breaker = self.instrument(builder).build()?;
