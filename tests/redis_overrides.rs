@@ -296,3 +296,28 @@ async fn remote_overrides_are_not_echoed_back() {
     );
     assert_eq!(a.status().overrides_received, 1, "the marker only");
 }
+
+#[tokio::test]
+async fn a_replica_restarted_under_the_same_origin_learns_its_own_standing_override() {
+    let server = RedisServer::start();
+    let a = sync_as(&server, "o9", "web-1");
+    let on_a = a.attach(breaker("x")).unwrap();
+    connected(&[&a]).await;
+    on_a.force_open();
+    eventually("A published", || a.status().overrides_published == 1).await;
+    // A breaker of the same name registered later on the same replica follows it too.
+    assert_eq!(a.attach(breaker("x")).unwrap().state(), State::ForcedOpen);
+    drop((a, on_a));
+
+    // The same replica restarts (a stable pod name as its origin).
+    let again = sync_as(&server, "o9", "web-1");
+    let (builder, audit) = audited("x");
+    let x = again.attach(builder).unwrap();
+    eventually("forced open again", || x.state() == State::ForcedOpen).await;
+    assert_eq!(
+        *audit.lock().unwrap(),
+        [(Override::ForceOpen, "web-1".to_string())]
+    );
+    // Not published again: it is the standing one.
+    assert_eq!(again.status().overrides_published, 0);
+}

@@ -82,8 +82,9 @@
 //! switching the fleet to enforce (or back to observe) is an operator's decision.
 //!
 //! Overrides stand until replaced, as in one breaker: a force-open (or disable) holds on
-//! every replica, including those that start or reconnect later, until a reset on any
-//! replica ends it; a shadow switch holds until the next one (whatever the builders of
+//! every breaker of the name, on every replica, including breakers registered later and
+//! replicas that start or reconnect later (a replica restarted under the same
+//! [`origin`](RedisSyncBuilder::origin) included), until a reset on any replica ends it; a shadow switch holds until the next one (whatever the builders of
 //! replicas started later say). Force-open, disable and reset replace one another; shadow
 //! switches are apart from them. Where two replicas act on the same breaker, the later action
 //! (by time of action, on Redis's clock) wins everywhere, including an action taken on a

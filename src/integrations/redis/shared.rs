@@ -285,7 +285,9 @@ impl Shared {
                 return;
             }
         };
-        if wire.origin == self.origin {
+        // Our own, echoed by the channel. From the store, our own is applied unless known: a
+        // replica restarted under the same origin learns what it did before.
+        if wire.origin == self.origin && source == "channel" {
             return;
         }
         let previous = {
@@ -331,15 +333,16 @@ impl Shared {
         }
     }
 
-    /// The other replicas' standing overrides (not resets) that `filter` selects, oldest first:
-    /// for a breaker registered after they were learned.
+    /// The standing overrides (not resets) known that `filter` selects, oldest first: for a
+    /// breaker registered after they were learned or taken (this replica's own included: an
+    /// override stands for every breaker of its name).
     pub(super) fn standing_overrides(
         &self,
         filter: impl Fn(&OverrideWire) -> bool,
     ) -> Vec<(OverrideWire, Override)> {
         let mut standing: Vec<_> = lock(&self.overrides)
             .values()
-            .filter(|w| w.origin != self.origin && filter(w))
+            .filter(|w| filter(w))
             .filter_map(|w| Some((w.clone(), w.action().filter(|a| *a != Override::Reset)?)))
             .collect();
         standing.sort_by_key(|(w, _)| w.at);
