@@ -177,9 +177,9 @@
 //! Whoever can publish on the trips channel can open any shared breaker of the fleet, for at
 //! most its `max_open_duration`; whoever can write the overrides channel or hashes can force
 //! open, disable or reset any of them, for good: give the application's Redis the same trust
-//! as its configuration (ACLs, a private network). A breaker that a remote trip opened for longer than its own
-//! `max_open_duration` allows is opened again (for at most that) each time the sync
-//! reconnects and reads the trip from the store.
+//! as its configuration (ACLs, a private network). A breaker that a remote trip opened for
+//! longer than its own `max_open_duration` allows is opened again (for at most that) each
+//! time the sync reconnects and reads the trip from the store.
 //!
 //! # Metrics
 //!

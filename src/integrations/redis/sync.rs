@@ -23,9 +23,9 @@ use crate::{
     keyed::{KeyedRegistry, KeyedRegistryBuilder},
 };
 
-/// Shares the trips and operators' overrides of a set of breakers (plain and keyed) with the other replicas through
-/// Redis. See [the module docs](super) for the deployment, what is shared, the format in
-/// Redis, clock skew and outages.
+/// Shares the trips and operators' overrides of a set of breakers (plain and keyed) with the
+/// other replicas through Redis. See [the module docs](super) for the deployment, what is
+/// shared, the format in Redis, clock skew and outages.
 ///
 /// A cheap `Clone` handle. The background task runs while any clone is alive.
 #[derive(Clone)]
@@ -112,8 +112,8 @@ impl RedisSync {
         }
     }
 
-    /// Builds the breaker from `builder` with its trips and overrides shared: [`instrument`](Self::instrument)
-    /// then [`register`](Self::register).
+    /// Builds the breaker from `builder` with its trips and overrides shared:
+    /// [`instrument`](Self::instrument) then [`register`](Self::register).
     pub fn attach(&self, builder: Builder) -> Result<CircuitBreaker, ConfigError> {
         let breaker = self.instrument(builder).build()?;
         self.register(&breaker);
