@@ -112,6 +112,7 @@ impl Builder {
     }
 
     /// Whether breakers built from this builder start in shadow mode.
+    #[cfg(feature = "metrics")]
     pub(crate) const fn starts_shadow(&self) -> bool {
         self.shadow
     }
