@@ -59,3 +59,35 @@ async fn warn_on_open_info_on_recovery_debug_per_rejection() {
     let opened = events.iter().filter(|(l, _)| *l == Level::WARN).count();
     assert_eq!(opened, 1, "one WARN for one opening: {events:?}");
 }
+
+/// Issue 18 point 5: an operator's action is traced at INFO with its origin.
+#[test]
+fn an_override_is_traced_with_its_origin() {
+    use tower_breaker::{Origin, Override};
+
+    let capture = Capture::default();
+    let _guard = tracing_subscriber::registry().with(capture.clone()).set_default();
+    let b = CircuitBreaker::builder("traced")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    b.force_open();
+    b.apply_override(Override::Reset, Origin::Remote("web-2-4242"));
+    let overrides: Vec<String> = capture
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, m)| *l == Level::INFO && m.contains("circuit breaker override"))
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(overrides.len(), 2, "{overrides:?}");
+    assert!(
+        overrides[0].contains("action=\"force_open\"") && overrides[0].contains("origin=local"),
+        "{overrides:?}"
+    );
+    assert!(
+        overrides[1].contains("action=\"reset\"") && overrides[1].contains("origin=web-2-4242"),
+        "{overrides:?}"
+    );
+}
