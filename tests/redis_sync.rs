@@ -3,6 +3,8 @@
 //! through `scripts/test.sh`, which installs it.
 #![cfg(feature = "redis")]
 
+#[path = "support/capture.rs"]
+mod capture;
 #[path = "support/redis.rs"]
 mod redis_support;
 
@@ -11,11 +13,11 @@ use std::{
     time::Duration,
 };
 
+use capture::Capture;
 use redis_support::{RedisServer, connected, eventually, sync};
 
 use tower_breaker::{CircuitBreaker, Event, Outcome, Reason, State, keyed::KeyedRegistry};
-use tracing::{Level, Subscriber};
-use tracing_subscriber::{Layer, layer::Context, prelude::*};
+use tracing::Level;
 
 fn breaker(name: &str) -> tower_breaker::Builder {
     CircuitBreaker::builder(name)
@@ -25,58 +27,6 @@ fn breaker(name: &str) -> tower_breaker::Builder {
 
 fn fail(b: &CircuitBreaker) {
     b.try_acquire().unwrap().record(Outcome::Failure);
-}
-
-/// Captures the `tracing` events of the test's thread (a current-thread runtime runs the
-/// sync's task there too). One global subscriber routes them: per-test `set_default`
-/// subscribers race on the callsites' cached interest when tests run in parallel.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
-
-thread_local! {
-    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
-}
-
-struct Router;
-
-impl<S: Subscriber> Layer<S> for Router {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Msg(String);
-        impl tracing::field::Visit for Msg {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                use std::fmt::Write;
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        CURRENT.with(|c| {
-            if let Some(capture) = &*c.borrow() {
-                let mut m = Msg(String::new());
-                event.record(&mut m);
-                capture.0.lock().unwrap().push((*event.metadata().level(), m.0));
-            }
-        });
-    }
-}
-
-impl Capture {
-    /// Starts capturing this thread's events.
-    fn start() -> Self {
-        static INIT: std::sync::Once = std::sync::Once::new();
-        INIT.call_once(|| {
-            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Router)).unwrap();
-        });
-        let capture = Capture::default();
-        CURRENT.with(|c| *c.borrow_mut() = Some(capture.clone()));
-        capture
-    }
-
-    fn count(&self, level: Level, text: &str) -> usize {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .filter(|(l, m)| *l == level && m.contains(text))
-            .count()
-    }
 }
 
 #[tokio::test]
