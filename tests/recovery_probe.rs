@@ -456,6 +456,21 @@ async fn a_server_wait_during_a_successful_probe_keeps_its_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_server_wait_before_the_deadline_moves_the_probe_to_its_end() {
+    let s = Duration::from_secs;
+    let probe = Probe::new(Answer::Ok);
+    let breaker = breaker(&probe);
+    trip(&breaker);
+    advance(s(10)).await;
+    breaker.trip(s(60)); // until 70 s, not 30 s
+    advance(s(50)).await;
+    assert_eq!(probe.runs(), 0, "not at the first deadline");
+    assert!(!breaker.snapshot().recovery_probe);
+    advance(s(10)).await;
+    assert_eq!((probe.runs(), breaker.state()), (1, State::HalfOpen));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_server_wait_during_a_failed_probe_outlasts_a_shorter_backoff() {
     let s = Duration::from_secs;
     let probe = Probe::new(Answer::Ok).script([Answer::After(s(2), false)]);
