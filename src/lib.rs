@@ -506,9 +506,9 @@
 //!   until the server's deadline and probes again then; after a failure it stays open until
 //!   the later of that deadline and the backoff's.
 //! - **One at a time**, run by one task per breaker, spawned on the tokio runtime current
-//!   when the breaker opens (or, if there was none, on the runtime of the first call after the
-//!   deadline, which is refused). With no runtime at all the breaker goes half-open as one
-//!   without a probe does; it never panics. The task holds a weak reference: dropping the
+//!   when the breaker opens (or, if there was none or it has shut down since, on the runtime
+//!   of the first call after the deadline, which is refused). With no runtime at all the
+//!   breaker goes half-open as one without a probe does; it never panics. The task holds a weak reference: dropping the
 //!   breaker ends it, and drops a probe in flight. A probe that panics ends its task; its
 //!   timeout then counts as a failure and the next open period gets a new task. The probe
 //!   needs tokio's timer (`enable_time`, which `#[tokio::main]` and `#[tokio::test]` turn on).
