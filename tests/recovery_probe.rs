@@ -254,6 +254,36 @@ async fn with_no_runtime_at_the_trip_the_first_call_after_the_deadline_starts_it
     assert_eq!((probe.runs(), breaker.state()), (1, State::HalfOpen));
 }
 
+/// The runtime where the breaker opened shuts down (its task with it): the first call after
+/// the deadline hands the probe to its own runtime.
+#[test]
+fn a_runtime_shut_down_since_the_trip_hands_the_probe_over() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let probe = Probe::new(Answer::Ok);
+    let first = runtime();
+    let breaker = first.block_on(async {
+        let b = breaker(&probe);
+        trip(&b);
+        settle().await; // its task sleeps until the deadline
+        b
+    });
+    drop(first);
+    runtime().block_on(async {
+        // This runtime's paused clock starts a little later than the first's.
+        advance(OPEN + Duration::from_secs(1)).await;
+        assert_eq!(probe.runs(), 0);
+        assert_eq!(breaker.try_acquire().unwrap_err().retry_after(), Some(TIMEOUT));
+        settle().await;
+        assert_eq!((probe.runs(), breaker.state()), (1, State::HalfOpen));
+    });
+}
+
 #[tokio::test(start_paused = true)]
 async fn while_it_runs_calls_are_refused_until_its_timeout() {
     let probe = Probe::new(Answer::After(Duration::from_secs(2), true));
