@@ -494,7 +494,8 @@
 //!   `half_open_successes`).
 //! - **Failure** (`Err`) or **timeout** opens it again for the backoff's next value
 //!   ([`Reason::RecoveryProbeFailed`], [`Reason::RecoveryProbeTimedOut`]; an `Open → Open`
-//!   [`Event::Transition`]); closing resets the backoff, as always.
+//!   [`Event::Transition`]); closing resets the backoff, as always. The verdict is traced at
+//!   INFO, the probe's error (its `Display`) only at DEBUG.
 //! - **Meanwhile** calls are refused as while open. From the deadline until the verdict,
 //!   [`Snapshot::recovery_probe`] is `true` and a refusal's
 //!   [`retry_after`](CircuitOpen::retry_after) (and [`Snapshot::retry_after`]) is the time

@@ -270,7 +270,10 @@ impl Shared {
                 return self.transition(l, State::HalfOpen, Reason::RecoveryProbeSucceeded, now, pending);
             }
             Verdict::Failed(error) => {
-                tracing::info!(breaker = %self.name, error = %error, "circuit breaker recovery probe failed");
+                // The error is the user's (a client's error may name the URL it called): its
+                // text only at DEBUG.
+                tracing::debug!(breaker = %self.name, error = %error, "circuit breaker recovery probe error");
+                tracing::info!(breaker = %self.name, "circuit breaker recovery probe failed");
                 Reason::RecoveryProbeFailed
             }
             Verdict::TimedOut => {
