@@ -509,10 +509,10 @@
 //! - **One at a time**, run by one task per breaker, spawned on the tokio runtime current
 //!   when the breaker opens (or, if there was none or it has shut down since, on the runtime
 //!   of the first call after the deadline, which is refused). With no runtime at all the
-//!   breaker goes half-open as one without a probe does; it never panics. The task holds a weak reference: dropping the
-//!   breaker ends it, and drops a probe in flight. A probe that panics ends its task; its
-//!   timeout then counts as a failure and the next open period gets a new task. The probe
-//!   needs tokio's timer (`enable_time`, which `#[tokio::main]` and `#[tokio::test]` turn on).
+//!   breaker goes half-open as one without a probe does; it never panics. The task holds a
+//!   weak reference: dropping the breaker ends it, and drops a probe in flight. A probe that
+//!   panics has failed. The probe needs tokio's timer (`enable_time`, which `#[tokio::main]`
+//!   and `#[tokio::test]` turn on).
 //! - **Manual controls win**: [`force_open`](CircuitBreaker::force_open),
 //!   [`disable`](CircuitBreaker::disable) and [`reset`](CircuitBreaker::reset) stop a probe in
 //!   flight, and a verdict from before them is discarded (it carries the generation it was

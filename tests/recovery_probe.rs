@@ -405,6 +405,36 @@ async fn a_failure_reopens_with_the_next_backoff_value() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_probe_that_panics_has_failed() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let breaker = builder()
+        .recovery_probe(
+            move || {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    assert!(!first, "a probe that panics (on purpose, in this test)");
+                    Ok::<(), std::io::Error>(())
+                }
+            },
+            TIMEOUT,
+        )
+        .build()
+        .unwrap();
+    trip(&breaker);
+    advance(OPEN).await;
+    assert_eq!(breaker.snapshot().reason, Some(Reason::RecoveryProbeFailed));
+    assert_eq!(
+        retry_after(&breaker),
+        Some(OPEN),
+        "at once, not after its timeout"
+    );
+    advance(OPEN).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the same task probes again");
+    assert_eq!(breaker.state(), State::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_probe_that_never_completes_times_out_and_reopens() {
     let probe = Probe::new(Answer::Ok).script([Answer::Hang]);
     let (breaker, seen) = breaker_with(

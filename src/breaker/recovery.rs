@@ -350,7 +350,7 @@ async fn run(breaker: std::sync::Weak<Shared>, id: u64) {
             Step::Exit => return,
             Step::Sleep(at) => tokio::time::sleep_until(at).await,
             Step::Run(probe, deadline, generation) => {
-                let verdict = match tokio::time::timeout_at(deadline, probe()).await {
+                let verdict = match tokio::time::timeout_at(deadline, run_probe(&*probe)).await {
                     Ok(Ok(())) => Verdict::Succeeded,
                     Ok(Err(error)) => Verdict::Failed(error),
                     Err(_) => Verdict::TimedOut,
@@ -364,8 +364,29 @@ async fn run(breaker: std::sync::Weak<Shared>, id: u64) {
     }
 }
 
-/// Frees the breaker's task slot when the task ends, however it ends (returned, aborted,
-/// dropped with its runtime, or a probe that panicked), so that the next call after the
+/// Runs the user's probe once; a panic (in the function or its future) is a failure, and the
+/// task goes on.
+#[cfg(not(loom))]
+async fn run_probe(probe: &(dyn Fn() -> ProbeFuture + Send + Sync)) -> Result<(), BoxError> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::Poll;
+
+    let panicked = || -> BoxError { "the recovery probe panicked".into() };
+    // Unwind safety: after a panic the probe (function or future) is not used again.
+    let Ok(mut future) = catch_unwind(AssertUnwindSafe(probe)) else {
+        return Err(panicked());
+    };
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => Poll::Ready(Err(panicked())),
+        },
+    )
+    .await
+}
+
+/// Frees the breaker's task slot when the task ends, however it ends (returned, aborted, or
+/// dropped with its runtime), so that the next call after the
 /// deadline can start another.
 #[cfg(not(loom))]
 struct FreeSlot {
