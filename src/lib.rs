@@ -443,7 +443,7 @@
 //! counts it healthy whatever its state (it refuses nothing) and lists it under `shadow`;
 //! the metrics count its would-be rejections as `circuit_breaker_calls_total{outcome="would_reject"}`
 //! and label its transitions `shadow="true"`; webhook alerts say "shadow: would have opened"
-//! (or are not sent, with [`WebhookBuilder::shadow_alerts`](integrations::webhook::WebhookBuilder::shadow_alerts)`(false)`).
+//! (or are not sent, with `WebhookBuilder::shadow_alerts(false)`, feature `webhook`).
 //!
 //! # Manual overrides
 //!
