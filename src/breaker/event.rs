@@ -1,4 +1,5 @@
-//! Events a breaker publishes to its listeners: transitions with their reasons, rejections.
+//! Events a breaker publishes to its listeners: transitions with their reasons, rejections,
+//! operator overrides.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -39,8 +40,20 @@ pub enum Reason {
     /// [`reset`](super::CircuitBreaker::reset) was called.
     Reset,
     /// Another replica's trip, shared through a sync component (e.g. Redis), or
-    /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote).
+    /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote); or another
+    /// replica's force-open, disable or reset
+    /// ([`apply_override`](super::CircuitBreaker::apply_override) with
+    /// [`Origin::Remote`], whose [`Event::Override`] names the action).
     Remote,
+    /// The [recovery probe](crate#recovery-probes) succeeded at the end of the open period:
+    /// the breaker goes half-open and judges live calls as its probes (open → half-open).
+    RecoveryProbeSucceeded,
+    /// The [recovery probe](crate#recovery-probes) failed: the breaker opens again for the
+    /// backoff's next value (open → open).
+    RecoveryProbeFailed,
+    /// The [recovery probe](crate#recovery-probes) brought no verdict within its timeout:
+    /// the breaker opens again for the backoff's next value (open → open).
+    RecoveryProbeTimedOut,
 }
 
 impl Reason {
@@ -60,6 +73,9 @@ impl Reason {
             Reason::Disabled => "disabled",
             Reason::Reset => "reset",
             Reason::Remote => "remote",
+            Reason::RecoveryProbeSucceeded => "recovery_probe_succeeded",
+            Reason::RecoveryProbeFailed => "recovery_probe_failed",
+            Reason::RecoveryProbeTimedOut => "recovery_probe_timed_out",
         }
     }
 }
@@ -70,6 +86,82 @@ impl fmt::Display for Reason {
     }
 }
 
+/// An operator's action on a breaker (see [Manual overrides](crate#manual-overrides)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Override {
+    /// [`force_open`](super::CircuitBreaker::force_open): open until reset.
+    ForceOpen,
+    /// [`disable`](super::CircuitBreaker::disable): admit everything, record nothing, until
+    /// reset.
+    Disable,
+    /// [`reset`](super::CircuitBreaker::reset): closed, statistics and backoff cleared (a
+    /// standing force-open or disable ends).
+    Reset,
+    /// [`set_shadow`](super::CircuitBreaker::set_shadow): shadow mode on (`true`) or off.
+    Shadow(bool),
+}
+
+impl Override {
+    /// A lowercase, stable name, fit for a metric label or a log: `force_open`, `disable`,
+    /// `reset`, `shadow_on`, `shadow_off`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Override::ForceOpen => "force_open",
+            Override::Disable => "disable",
+            Override::Reset => "reset",
+            Override::Shadow(true) => "shadow_on",
+            Override::Shadow(false) => "shadow_off",
+        }
+    }
+
+    /// The action named by [`as_str`](Self::as_str), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "force_open" => Override::ForceOpen,
+            "disable" => Override::Disable,
+            "reset" => Override::Reset,
+            "shadow_on" => Override::Shadow(true),
+            "shadow_off" => Override::Shadow(false),
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an [`Override`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin<'a> {
+    /// This process: [`force_open`](super::CircuitBreaker::force_open) and the other controls.
+    Local,
+    /// Another replica, named by its origin string (for the Redis sync,
+    /// `RedisSyncBuilder::origin`), applied with
+    /// [`apply_override`](super::CircuitBreaker::apply_override).
+    Remote(&'a str),
+}
+
+impl Origin<'_> {
+    /// Whether the action was taken on this process.
+    pub const fn is_local(&self) -> bool {
+        matches!(self, Origin::Local)
+    }
+}
+
+impl fmt::Display for Origin<'_> {
+    /// `local`, or the remote replica's origin string.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Local => f.write_str("local"),
+            Origin::Remote(origin) => f.write_str(origin),
+        }
+    }
+}
+
 /// Something that happened to a breaker, as its listeners see it.
 ///
 /// Events borrow the breaker's name, so building one costs nothing; a listener that keeps an
@@ -77,7 +169,9 @@ impl fmt::Display for Reason {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Event<'a> {
-    /// The breaker changed state. Only real changes are published.
+    /// The breaker changed state. Only real changes are published; a new open period after a
+    /// failed [recovery probe](crate#recovery-probes) is one (`from` and `to` are both
+    /// `Open`).
     Transition {
         /// The breaker's name.
         name: &'a str,
@@ -124,6 +218,17 @@ pub enum Event<'a> {
         /// The breaker's name.
         name: &'a str,
     },
+    /// An operator's action (see [Manual overrides](crate#manual-overrides)), announced
+    /// whenever it is applied, even when it changes nothing (a reset of a closed breaker), and
+    /// before the [`Transition`](Event::Transition) it causes, if any: the audit trail.
+    Override {
+        /// The breaker's name.
+        name: &'a str,
+        /// What the operator did.
+        action: Override,
+        /// Where: this process, or another replica (through a sync component).
+        origin: Origin<'a>,
+    },
 }
 
 impl Event<'_> {
@@ -134,7 +239,8 @@ impl Event<'_> {
             | Event::Rejected { name, .. }
             | Event::WouldReject { name, .. }
             | Event::Recorded { name, .. }
-            | Event::Released { name } => name,
+            | Event::Released { name }
+            | Event::Override { name, .. } => name,
         }
     }
 }

@@ -55,6 +55,10 @@
 //! A permit is two words (its lane, and its generation, probe flag and start stamp in one),
 //! so that it moves in registers.
 //! A keyed registry's breakers have one lane (memory per key), as does any breaker under loom.
+//!
+//! An optional recovery probe (see `recovery.rs`) runs on a tokio task of its own, holding a
+//! weak reference to the breaker; it is looked at only in transitions and by a call that finds
+//! the open period over, never on the closed path or an ordinary refusal.
 
 mod admission;
 mod backoff;
@@ -70,6 +74,7 @@ mod outcome;
 mod permit;
 mod probes;
 mod record;
+mod recovery;
 mod snapshot;
 mod state;
 pub(crate) mod sync;
@@ -85,7 +90,7 @@ use std::{fmt, time::Duration};
 pub use backoff::Backoff;
 pub use builder::Builder;
 pub use error::{BoxError, CircuitOpen, ConfigError};
-pub use event::{Event, Reason};
+pub use event::{Event, Origin, Override, Reason};
 pub(crate) use lane::Lanes;
 pub use outcome::Outcome;
 pub use permit::Permit;
@@ -157,6 +162,9 @@ pub(crate) struct Shared {
     shadow: AtomicBool,
     /// Calls let through in shadow mode that the breaker would have refused.
     would_reject: AtomicU64,
+    /// The out-of-band recovery probe, if one is set (see `recovery.rs`). Read only on the
+    /// cold paths: transitions, and calls past the open deadline.
+    recovery: Option<recovery::RecoveryProbe>,
 }
 
 /// What changes only under the lock.
@@ -177,6 +185,8 @@ struct Locked {
     /// Whether the open deadline is a server's wait (a `Trip`, a remote trip), which
     /// `try_probe_early` keeps; cleared by every transition.
     server_wait: bool,
+    /// The recovery probe's task and the probe in flight (see `recovery.rs`).
+    recovery: recovery::Recovery,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -203,6 +213,7 @@ impl CircuitBreaker {
         name: std::sync::Arc<str>,
         config: Config,
         listeners: Vec<Listener>,
+        recovery: Option<recovery::RecoveryProbe>,
         lanes: Lanes,
     ) -> Self {
         let clock = Clock::new(clock::forced());
@@ -238,6 +249,7 @@ impl CircuitBreaker {
                 waiters: Waiters::default(),
                 reason: None,
                 server_wait: false,
+                recovery: recovery::Recovery::default(),
             }),
             clock,
             config,
@@ -246,6 +258,7 @@ impl CircuitBreaker {
             id: next_id(),
             shadow: AtomicBool::new(shadow),
             would_reject: AtomicU64::new(0),
+            recovery,
             name,
         };
         let id = shared.id;
@@ -282,7 +295,9 @@ impl CircuitBreaker {
     /// The current state. Transitions out of `Open` happen lazily, on the first
     /// [`try_acquire`](Self::try_acquire) after the open period, so an open breaker whose
     /// period ended still reads `Open` until a call arrives
-    /// ([`Snapshot::retry_after`] is then zero).
+    /// ([`Snapshot::retry_after`] is then zero). With a
+    /// [recovery probe](crate#recovery-probes), it stays `Open` until the probe succeeds,
+    /// whether or not calls arrive.
     pub fn state(&self) -> State {
         unpack(self.shared().hot.word.load(Ordering::Acquire)).1
     }
@@ -311,6 +326,7 @@ pub(crate) use clock::nanos as saturating_nanos;
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        self.stop_recovery();
         ids::unregister(self.id);
     }
 }

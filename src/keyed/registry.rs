@@ -8,7 +8,7 @@ use std::{
     hash::{BuildHasher, Hash},
     sync::{
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -198,6 +198,7 @@ where
                 overflow: std::sync::OnceLock::new(),
                 epoch: Instant::now(),
                 cache: Box::new(thread_local::ThreadLocal::<RefCell<Cache<K>>>::new()),
+                shadow: AtomicU8::new(SHADOW_UNSET),
             }),
         })
     }
@@ -435,7 +436,14 @@ struct Inner<K> {
     epoch: Instant,
     /// Each thread's cache of hot entries (see `cache.rs`).
     cache: Box<dyn Caches<K>>,
+    /// [`KeyedRegistry::set_shadow`]'s switch for keys created later: `SHADOW_UNSET`, or
+    /// `SHADOW_OFF` / `SHADOW_ON` over the builders' own setting.
+    shadow: AtomicU8,
 }
+
+const SHADOW_UNSET: u8 = 0;
+const SHADOW_OFF: u8 = 1;
+const SHADOW_ON: u8 = 2;
 
 /// The time, read once per insert or sweep.
 #[derive(Clone, Copy, Debug)]
@@ -755,6 +763,37 @@ impl<K> KeyedRegistry<K> {
     pub fn name(&self) -> &str {
         &self.inner.template.base
     }
+
+    /// Switches [shadow mode](crate#shadow-mode) on or off for the whole registry at runtime:
+    /// every key's breaker now (each with [`CircuitBreaker::set_shadow`], the overflow breaker
+    /// too), and the breakers of keys created later, whatever their builders (template,
+    /// per-key override) say.
+    ///
+    /// Each live key's switch is an operator's action on that breaker: announced as
+    /// [`Event::Override`](crate::Event::Override), and, with
+    /// [`RedisSync::attach_keyed`](crate::integrations), shared per key with the other
+    /// replicas. The setting for keys created later stays on this replica.
+    ///
+    /// ```
+    /// use tower_breaker::{CircuitBreaker, keyed::KeyedRegistry};
+    ///
+    /// let models = KeyedRegistry::<String>::new(CircuitBreaker::builder("openai").consecutive_failures(5))?;
+    /// let live = models.get("gpt-4o")?;
+    /// models.set_shadow(true);
+    /// assert!(live.is_shadow());
+    /// assert!(models.get("o3")?.is_shadow()); // a key created later
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_shadow(&self, shadow: bool) {
+        let inner = &*self.inner;
+        inner
+            .shadow
+            .store(if shadow { SHADOW_ON } else { SHADOW_OFF }, Ordering::Release);
+        self.for_each(|_, breaker| breaker.set_shadow(shadow));
+        if let Some(overflow) = inner.overflow.get() {
+            overflow.set_shadow(shadow);
+        }
+    }
 }
 
 impl<K> Inner<K>
@@ -831,7 +870,18 @@ where
         if let Some(f) = &self.map_builder {
             builder = f(builder, key);
         }
-        builder.build_with(template.config.clone(), Lanes::One)
+        builder.build_with(self.shadowed(&template.config), Lanes::One)
+    }
+
+    /// `config`, with [`KeyedRegistry::set_shadow`]'s switch if it was used.
+    fn shadowed(&self, config: &Config) -> Config {
+        let mut config = config.clone();
+        match self.shadow.load(Ordering::Acquire) {
+            SHADOW_ON => config.shadow = true,
+            SHADOW_OFF => config.shadow = false,
+            _ => {}
+        }
+        config
     }
 
     fn overflow(&self) -> &CircuitBreaker {
@@ -840,7 +890,7 @@ where
             t.builder
                 .clone()
                 .name(format!("{}:<overflow>", t.base))
-                .build_with(t.config.clone(), Lanes::Auto)
+                .build_with(self.shadowed(&t.config), Lanes::Auto)
         })
     }
 
