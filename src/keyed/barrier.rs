@@ -10,7 +10,7 @@
 //! reference count increment cost 6 ns of a 24 ns lookup; the compiler fence costs nothing.
 //! Where the system call is missing or refused (another OS, a seccomp filter, a kernel older
 //! than 4.14), both sides are `SeqCst` fences. So they are under loom, whose model of the
-//! protocol (`loom_tests.rs`) checks the fence pair.
+//! protocol (`registry/loom_tests.rs`) checks the fence pair.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 #[cfg(not(loom))]

@@ -22,7 +22,7 @@
 //! locked path, which sees the table as it is. The barrier pair orders as two `SeqCst` fences:
 //! either the eviction's comes first and the lookup sees the mark, or the lookup's does and
 //! the eviction sees the count. So no permit, handle or refusal is ever kept on a breaker that
-//! left the table, and a key never has two breakers. `loom_tests.rs` models it (against
+//! left the table, and a key never has two breakers. `registry/loom_tests.rs` models it (against
 //! `std::sync::Arc`'s relaxed count orderings), and a stress test races real threads.
 //!
 //! # Bounds

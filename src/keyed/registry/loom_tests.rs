@@ -10,6 +10,7 @@ use std::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicUsize};
 use loom::thread;
 
+use super::entry::reap;
 use super::*;
 
 /// A table holding one entry for `"k"`, and the entry's shared part as a cache holds it.
