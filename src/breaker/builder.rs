@@ -25,14 +25,9 @@ pub(crate) struct Config {
     pub(crate) half_open_permits: u32,
     pub(crate) half_open_successes: u32,
     pub(crate) half_open_max_wait: Duration,
-    pub(crate) shadow: bool,
-}
-
-impl Config {
-    /// Whether a call's start time must be read at admission.
-    pub(crate) fn times_calls(&self) -> bool {
-        self.slow.is_some()
-    }
+    /// `None`: the builder left it unset (a new breaker starts enforcing; a reload keeps the
+    /// live breaker's flag).
+    pub(crate) shadow: Option<bool>,
 }
 
 /// Builds a [`CircuitBreaker`]; see [`CircuitBreaker::builder`].
@@ -56,7 +51,7 @@ pub struct Builder {
     half_open_permits: u32,
     half_open_successes: u32,
     half_open_max_wait: Duration,
-    shadow: bool,
+    shadow: Option<bool>,
     pub(crate) listeners: Vec<Listener>,
 }
 
@@ -96,7 +91,7 @@ impl Builder {
             half_open_permits: 1,
             half_open_successes: 1,
             half_open_max_wait: Duration::from_secs(60),
-            shadow: false,
+            shadow: None,
             listeners: Vec::new(),
         }
     }
@@ -203,7 +198,7 @@ impl Builder {
     /// publishes every event, but never refuses a call; see [Shadow mode](crate#shadow-mode)
     /// and [`CircuitBreaker::set_shadow`], which switches it at runtime.
     pub fn shadow(mut self, shadow: bool) -> Self {
-        self.shadow = shadow;
+        self.shadow = Some(shadow);
         self
     }
 

@@ -124,6 +124,14 @@ pub enum Event<'a> {
         /// The breaker's name.
         name: &'a str,
     },
+    /// New settings were applied to the live breaker
+    /// ([`CircuitBreaker::reconfigure`](super::CircuitBreaker::reconfigure), see
+    /// [Hot reload](crate#hot-reload)). If the new trip rules open it at once, a
+    /// [`Transition`](Event::Transition) follows.
+    Reconfigured {
+        /// The breaker's name.
+        name: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -134,7 +142,8 @@ impl Event<'_> {
             | Event::Rejected { name, .. }
             | Event::WouldReject { name, .. }
             | Event::Recorded { name, .. }
-            | Event::Released { name } => name,
+            | Event::Released { name }
+            | Event::Reconfigured { name } => name,
         }
     }
 }

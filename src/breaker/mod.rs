@@ -70,6 +70,8 @@ mod outcome;
 mod permit;
 mod probes;
 mod record;
+mod reload;
+mod rules;
 mod snapshot;
 mod state;
 pub(crate) mod sync;
@@ -99,9 +101,10 @@ use builder::Window;
 use clock::Clock;
 use event::Listener;
 use probes::Probes;
+use rules::Rules;
 use state::{pack, unpack};
-use sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
-use window::{CountWindow, time::TimeWindow};
+use sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
+use window::{CountWindow, WindowStore, time::TimeWindow};
 
 /// A circuit breaker: a cheap `Clone` handle over shared state.
 ///
@@ -141,11 +144,16 @@ pub(crate) struct Shared {
     /// lane's count, as before. Padding cost 1.3 KB a breaker, which a keyed registry
     /// multiplies by its keys.
     hot: Hot,
-    count_window: Option<Box<CountWindow>>,
-    time_window: Option<Box<TimeWindow>>,
+    /// The trip rules' settings the closed path reads (a reload rewrites them).
+    rules: Rules,
+    /// The window the breaker was built with.
+    window: WindowStore,
+    /// Which window the rate rules read: 0 for `window`, `n` for `reshaped[n - 1]`. Every
+    /// reload that changes the window's shape adds one (see `reload.rs`).
+    shape: AtomicU32,
+    reshaped: std::sync::OnceLock<Box<[std::sync::OnceLock<WindowStore>]>>,
     locked: Mutex<Locked>,
     clock: Clock,
-    config: Config,
     listeners: Box<[Listener]>,
     name: std::sync::Arc<str>,
     /// The name as refusals carry it (a copy when short).
@@ -162,6 +170,8 @@ pub(crate) struct Shared {
 /// What changes only under the lock.
 #[derive(Debug)]
 struct Locked {
+    /// The settings, as last built or reloaded (the closed path reads `Shared::rules`).
+    config: Config,
     generation: u64,
     state: State,
     opened_for: Duration,
@@ -206,19 +216,16 @@ impl CircuitBreaker {
         lanes: Lanes,
     ) -> Self {
         let clock = Clock::new(clock::forced());
-        let shadow = config.shadow;
+        let shadow = config.shadow.unwrap_or(false);
         let generation = FIRST_GENERATION;
-        let count_window = match config.window {
-            Window::Count(n) => Some(Box::new(CountWindow::new(n, generation))),
-            _ => None,
-        };
-        let time_window = match config.window {
-            Window::Time(d) => Some(Box::new(TimeWindow::new(
+        let window = match config.window {
+            Window::None => WindowStore::None,
+            Window::Count(n) => WindowStore::Count(Box::new(CountWindow::new(n, generation))),
+            Window::Time(d) => WindowStore::Time(Box::new(TimeWindow::new(
                 saturating_nanos(d),
                 generation,
                 lane::count(lanes),
             ))),
-            _ => None,
         };
         let shared = Shared {
             hot: Hot {
@@ -226,9 +233,12 @@ impl CircuitBreaker {
                 consecutive: AtomicU64::new(consecutive_word(generation, 0)),
                 open_until: AtomicU64::new(0),
             },
-            count_window,
-            time_window,
+            rules: Rules::new(&config),
+            window,
+            shape: AtomicU32::new(0),
+            reshaped: std::sync::OnceLock::new(),
             locked: Mutex::new(Locked {
+                config,
                 generation,
                 state: State::Closed,
                 opened_for: Duration::ZERO,
@@ -240,7 +250,6 @@ impl CircuitBreaker {
                 server_wait: false,
             }),
             clock,
-            config,
             listeners: listeners.into_boxed_slice(),
             refusal_name: name::Name::new(&name),
             id: next_id(),

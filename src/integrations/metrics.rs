@@ -164,7 +164,7 @@ impl Handles {
             Event::Rejected { .. } => self.rejected.increment(1),
             Event::Released { .. } => self.cancelled.increment(1),
             // Shadow mode: not yet a series of its own (the snapshot counts them).
-            Event::WouldReject { .. } => {}
+            Event::WouldReject { .. } | Event::Reconfigured { .. } => {}
             Event::Transition { from, to, reason, .. } => {
                 self.state.set(state_value(to));
                 self.transition(from, to, reason).increment(1);

@@ -330,7 +330,7 @@ impl Handles {
                 self.cancelled.inc();
             }
             // Shadow mode: not yet a series of its own (the snapshot counts them).
-            Event::WouldReject { .. } => {}
+            Event::WouldReject { .. } | Event::Reconfigured { .. } => {}
             Event::Transition { from, to, reason, .. } => {
                 // Rare: a label set is built here, once per transition, and noted so that the
                 // series goes with the others.
