@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use super::Outcome;
 use super::{
-    Event, GEN_MASK, Reason, STAMP_MASK, Shared, State, consecutive_word, lane, state::unpack,
+    Event, GEN_MASK, Reason, STAMP_MASK, Shared, State, consecutive_word, lane,
+    state::unpack,
     sync::Ordering,
     window::{Counts, WindowStore},
 };

@@ -109,12 +109,11 @@ impl CircuitBreaker {
             )
             .in_breaker(name));
         }
-        let config = builder.validated()?;
-        self.reconfigure_with(config)
-            .map_err(|e| e.in_breaker(&self.shared().name))
+        self.reconfigure_with(builder.validated()?)
     }
 
-    /// Applies a validated configuration (a keyed registry's reload: no name check).
+    /// Applies a validated configuration (a keyed registry's reload: no name check). An
+    /// error names this breaker.
     pub(crate) fn reconfigure_with(&self, config: Config) -> Result<(), ConfigError> {
         let shared = &**self.shared();
         let stripes = self.root.lanes.len().max(1);
@@ -132,7 +131,8 @@ impl CircuitBreaker {
                     return Err(ConfigError::new(
                         "window",
                         "changed shape 15 times since the breaker was built: build a new breaker",
-                    ));
+                    )
+                    .in_breaker(&shared.name));
                 };
                 // Only reloads set slots, one at a time under the lock: `n` is free.
                 let _ = slot.set(fresh);
@@ -177,16 +177,22 @@ impl Shared {
     fn reshape(&self, to: Window, generation: u64, stripes: usize, now: u64) -> WindowStore {
         match (to, self.window()) {
             (Window::None, _) => WindowStore::None,
-            (Window::Count(n), WindowStore::Count(old)) => {
-                WindowStore::Count(Box::new(CountWindow::with_outcomes(n, generation, &old.outcomes())))
-            }
+            (Window::Count(n), WindowStore::Count(old)) => WindowStore::Count(Box::new(
+                CountWindow::with_outcomes(n, generation, &old.outcomes()),
+            )),
             (Window::Count(n), _) => WindowStore::Count(Box::new(CountWindow::new(n, generation))),
-            (Window::Time(d), WindowStore::Time(old)) => WindowStore::Time(
-                Box::new(TimeWindow::carried(old, saturating_nanos(d), generation, stripes, now)),
-            ),
-            (Window::Time(d), _) => {
-                WindowStore::Time(Box::new(TimeWindow::new(saturating_nanos(d), generation, stripes)))
-            }
+            (Window::Time(d), WindowStore::Time(old)) => WindowStore::Time(Box::new(TimeWindow::carried(
+                old,
+                saturating_nanos(d),
+                generation,
+                stripes,
+                now,
+            ))),
+            (Window::Time(d), _) => WindowStore::Time(Box::new(TimeWindow::new(
+                saturating_nanos(d),
+                generation,
+                stripes,
+            ))),
         }
     }
 

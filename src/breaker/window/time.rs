@@ -306,7 +306,13 @@ impl TimeWindow {
     /// counted in the new bucket where it starts, or in the oldest live one if it starts
     /// before that. Lengthened, the window keeps every call; shortened, a kept bucket's calls
     /// expire with the new bucket they were counted in.
-    pub(crate) fn carried(old: &TimeWindow, window_nanos: u64, generation: u64, stripes: usize, now: u64) -> Self {
+    pub(crate) fn carried(
+        old: &TimeWindow,
+        window_nanos: u64,
+        generation: u64,
+        stripes: usize,
+        now: u64,
+    ) -> Self {
         let new = Self::new(window_nanos, generation, stripes);
         let (w, w2) = (old.width, new.width);
         let (e, e2) = (now / w, now / w2);
