@@ -545,8 +545,7 @@ where
     }
 
     /// Hot reload of the template and the overrides of `builder` (a registry builder as
-    /// [`KeyedConfig::registry_builder`](crate::config::KeyedConfig::registry_builder) makes
-    /// from a reloaded file): as [`reconfigure`](Self::reconfigure), with `builder`'s
+    /// `config::KeyedConfig::registry_builder` makes from a reloaded file, feature `serde`): as [`reconfigure`](Self::reconfigure), with `builder`'s
     /// overrides replacing the registry's (a key whose override went takes the template).
     /// `builder`'s bounds and hooks are ignored: the registry keeps its own.
     pub fn reconfigure_from(&self, builder: KeyedRegistryBuilder<K>) -> Result<(), ConfigError> {
