@@ -1,5 +1,5 @@
 //! The `llm_failover` example's scenario, shortened, run in-process over real sockets, and the
-//! invariants of its summary. The example and this test share `scenario.rs` and `config.rs`.
+//! invariants of its summary. The example and this test share `scenario/` and `config.rs`.
 //!
 //! # Timing
 //!
@@ -26,7 +26,7 @@
 
 #[path = "../examples/llm_failover/config.rs"]
 mod config;
-#[path = "../examples/llm_failover/scenario.rs"]
+#[path = "../examples/llm_failover/scenario/mod.rs"]
 mod scenario;
 
 use std::time::Duration;

@@ -30,7 +30,7 @@
 //! filter (400 `content_filter`): the refusal goes back to the caller, never to another
 //! provider, and no breaker counts it.
 //!
-//! The client is the stack a production service would run (see `scenario.rs`): one hyper-util
+//! The client is the stack a production service would run (see `scenario/`): one hyper-util
 //! client; per provider a breaker classified by `LlmClassifier` (5xx, 529 and timeouts are
 //! failures, a quota error opens it for `max_open_duration`, a 400 about the request is
 //! ignored) over a timeout over `LlmErrorLayer` (which reads the kind from the error body); a
