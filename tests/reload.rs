@@ -582,3 +582,33 @@ async fn a_reloaded_file_applies_in_one_call() {
     registry.try_acquire("embed").unwrap().record(F);
     assert_eq!(registry.get("embed").unwrap().state(), State::Open, "override 2");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_reload_from_a_builder_replaces_the_overrides_and_reapplies_map_builder() {
+    let template = |n| CircuitBreaker::builder("hosts").consecutive_failures(n);
+    let registry = KeyedRegistry::<String>::builder(template(5))
+        .override_key("slow".to_string(), template(10))
+        .map_builder(|b, key: &String| {
+            if key == "strict" {
+                b.consecutive_failures(1)
+            } else {
+                b
+            }
+        })
+        .build()
+        .unwrap();
+    registry.try_acquire("a").unwrap().record(F);
+    registry.try_acquire("slow").unwrap().record(F);
+    registry.try_acquire("strict").unwrap().record(S);
+    registry
+        .reconfigure_from(KeyedRegistry::builder(template(2)))
+        .unwrap();
+    let state = |k: &str| registry.get(k).unwrap().state();
+    assert_eq!((state("a"), state("slow")), (State::Closed, State::Closed));
+    registry.try_acquire("slow").unwrap().record(F);
+    assert_eq!(state("slow"), State::Open, "its override went: the template's 2");
+    registry.try_acquire("strict").unwrap().record(F);
+    assert_eq!(state("strict"), State::Open, "map_builder's 1, applied again");
+    registry.try_acquire("a").unwrap().record(F);
+    assert_eq!(state("a"), State::Open);
+}
