@@ -151,7 +151,7 @@ pub(crate) struct Shared {
     /// Which window the rate rules read: 0 for `window`, `n` for `reshaped[n - 1]`. Every
     /// reload that changes the window's shape adds one (see `reload.rs`).
     shape: AtomicU32,
-    reshaped: std::sync::OnceLock<Box<[std::sync::OnceLock<WindowStore>]>>,
+    reshaped: std::sync::OnceLock<Box<reload::Reshaped>>,
     locked: Mutex<Locked>,
     clock: Clock,
     listeners: Box<[Listener]>,

@@ -10,6 +10,13 @@
 //! memory (its outcome is lost: at most one per thread racing the reload). Hence a bound:
 //! a breaker has at most [`MAX_SHAPES`] windows in its life, the one it was built with and
 //! one per reload that changed the shape (a reload that keeps the shape reuses the window).
+//!
+//! Why not `arc-swap` for the window: `ArcSwap::load()` (a guard written to a thread-local
+//! debt slot, then released) measured 12.4 ns a load here, against 0.45 ns for the shape index
+//! and 0.35 ns for the immutable field it replaces; the whole closed path in the core is about
+//! 12 ns. `arc_swap::Cache` loads in 0.5 ns but needs `&mut` per handle, which the shared
+//! `&CircuitBreaker` of the hot path does not have. A `RwLock` would write a shared line per
+//! call.
 
 use std::sync::OnceLock;
 
@@ -21,6 +28,9 @@ use super::{
 /// How many windows a breaker may have in its life: the first and one per reload that
 /// changed the window's shape.
 pub(crate) const MAX_SHAPES: usize = 16;
+
+/// The windows of the reloads that changed the window's shape, set once each, in order.
+pub(super) type Reshaped = [OnceLock<WindowStore>; MAX_SHAPES - 1];
 
 impl Shared {
     /// The window the rate rules read now.
@@ -126,7 +136,7 @@ impl CircuitBreaker {
                 let n = shared.shape.load(Ordering::Relaxed) as usize;
                 let slots = shared
                     .reshaped
-                    .get_or_init(|| (1..MAX_SHAPES).map(|_| OnceLock::new()).collect());
+                    .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
                 let Some(slot) = slots.get(n) else {
                     return Err(ConfigError::new(
                         "window",
