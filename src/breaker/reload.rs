@@ -119,12 +119,13 @@ impl CircuitBreaker {
             )
             .in_breaker(name));
         }
-        self.reconfigure_with(builder.validated()?)
+        self.reconfigure_with(builder.validated()?, true)
     }
 
-    /// Applies a validated configuration (a keyed registry's reload: no name check). An
-    /// error names this breaker.
-    pub(crate) fn reconfigure_with(&self, config: Config) -> Result<(), ConfigError> {
+    /// Applies a validated configuration (a keyed registry's reload: no name check, and the
+    /// tracing event at debug level, `loud` false: the registry traces one at info). An error
+    /// names this breaker.
+    pub(crate) fn reconfigure_with(&self, config: Config, loud: bool) -> Result<(), ConfigError> {
         let shared = &**self.shared();
         let stripes = self.root.lanes.len().max(1);
         let mut pending: Pending = None;
@@ -173,7 +174,11 @@ impl CircuitBreaker {
             // More half-open permits may admit a waiting service now.
             l.waiters.wake_all();
         }
-        tracing::info!(breaker = %shared.name, "circuit breaker reconfigured");
+        if loud {
+            tracing::info!(breaker = %shared.name, "circuit breaker reconfigured");
+        } else {
+            tracing::debug!(breaker = %shared.name, "circuit breaker reconfigured");
+        }
         if !shared.listeners.is_empty() {
             shared.emit(&Event::Reconfigured { name: &shared.name });
         }

@@ -531,7 +531,11 @@ where
     ///
     /// `template` must be named as the registry (its name is the registry's,
     /// [`name`](Self::name)); another name, or an invalid setting, is a [`ConfigError`] and
-    /// changes nothing. Listeners run outside the registry's locks.
+    /// changes nothing. A key whose breaker cannot take it (`map_builder` made its builder
+    /// invalid, or it is out of window shapes, see [`CircuitBreaker::reconfigure`]) keeps its
+    /// settings; the others are reloaded, and the first such error is returned. Listeners run
+    /// outside the registry's locks. One tracing event at
+    /// info level says `keyed registry reconfigured` (each key's, at debug level).
     pub fn reconfigure(&self, template: Builder) -> Result<(), ConfigError> {
         let overrides = {
             let templates = self.inner.templates();
@@ -571,13 +575,16 @@ where
             .unwrap_or_else(std::sync::PoisonError::into_inner) = templates;
         let mut live = Vec::with_capacity(self.len());
         self.for_each(|key, breaker| live.push((key.clone(), breaker.clone())));
+        let keys = live.len();
         let mut first_error = None;
         for (key, breaker) in live {
             let (builder, config) = inner.builder_for(&inner.templates(), &key);
             let result = match inner.map_builder {
                 // The hook may have changed a setting: validate what it made.
-                Some(_) => builder.validated().and_then(|c| breaker.reconfigure_with(c)),
-                None => breaker.reconfigure_with(config),
+                Some(_) => builder
+                    .validated()
+                    .and_then(|c| breaker.reconfigure_with(c, false)),
+                None => breaker.reconfigure_with(config, false),
             };
             if let Err(e) = result {
                 first_error.get_or_insert(e);
@@ -585,10 +592,11 @@ where
         }
         if let Some(overflow) = inner.overflow.get() {
             let config = inner.templates().template.config.clone();
-            if let Err(e) = overflow.reconfigure_with(config) {
+            if let Err(e) = overflow.reconfigure_with(config, false) {
                 first_error.get_or_insert(e);
             }
         }
+        tracing::info!(registry = %inner.base, keys, "keyed registry reconfigured");
         first_error.map_or(Ok(()), Err)
     }
 }
