@@ -36,6 +36,9 @@ pub(crate) struct Config {
 /// are off; at least one must be set. Defaults: open 30 s, `max_open_duration` 10 min, one
 /// half-open permit, one success to close, `half_open_max_wait` 60 s, `min_calls` 10 (capped at
 /// a count window's size), and a count window of 100 for the rate rules unless one is set.
+///
+/// A builder also reloads a live breaker: [`CircuitBreaker::reconfigure`] applies its settings
+/// and keeps the breaker's state and window (see [Hot reload](crate#hot-reload)).
 #[derive(Clone)]
 #[must_use]
 pub struct Builder {
