@@ -197,7 +197,7 @@
 //! | `metrics` | | [`integrations::metrics`]: counters and gauges through the `metrics` facade |
 //! | `prometheus-client` | | [`integrations::prometheus`]: the same families in a `prometheus_client` registry |
 //! | `serde` | | `Serialize` for [`Snapshot`], [`State`] and the health report (a JSON health endpoint); [`config`]: every breaker setting from TOML, YAML or environment variables (`Deserialize`; durations through `humantime`) |
-//! | `redis` | | [`integrations::redis`]: the replicas of an application share trips through Redis |
+//! | `redis` | | [`integrations::redis`]: the replicas of an application share trips and operators' overrides through Redis |
 //! | `llm` | on | [`llm`]: classifying OpenAI, Azure OpenAI and Anthropic failures by kind, from their rate-limit headers and JSON error bodies (`LlmErrorLayer`, `LlmClassifier`), and failover routing by kind (`LlmRouting`, `on_llm_failure`). Costs a dependency on `serde_json`, and nothing at run time until its layer is used; the showcase needs it |
 //! | `dashboard` | | [`integrations::dashboard`]: a live status page (HTML, a JSON snapshot, a live stream) as a tower service; turns on `serde` |
 //! | `webhook` | | [`integrations::webhook`]: Slack-compatible or JSON alerts when a breaker opens, reopens and recovers, posted by a background task with retries and a rate limit (https through rustls); turns on `serde` and `hyper-util` |
@@ -223,6 +223,11 @@
 //!   incoming webhook or any JSON receiver when a breaker opens, reopens and recovers, with
 //!   the reason, the counts and the open duration; a background task with a bounded queue,
 //!   timeouts, retries and a rate limit per breaker, never in the way of a call.
+//! - **Observe first** ([Shadow mode](#shadow-mode)): breakers that never refuse, count and
+//!   announce the calls they would have refused, and are switched to enforce at runtime.
+//! - **Acting by hand** ([Manual overrides](#manual-overrides)): force open, disable, reset
+//!   and shadow switches, audited with their origin, and shared by every replica through
+//!   Redis (feature `redis`).
 //! - **Seeing it**: the [`health`](integrations::health) report, metrics
 //!   ([`integrations::metrics`], [`integrations::prometheus`]) and a live page
 //!   ([`integrations::dashboard`]).
@@ -434,6 +439,47 @@
 //! # }
 //! ```
 //!
+//! What a shadow breaker tells the integrations: the [health report](integrations::health)
+//! counts it healthy whatever its state (it refuses nothing) and lists it under `shadow`;
+//! the metrics count its would-be rejections as `circuit_breaker_calls_total{outcome="would_reject"}`
+//! and label its transitions `shadow="true"`; webhook alerts say "shadow: would have opened"
+//! (or are not sent, with [`WebhookBuilder::shadow_alerts`](integrations::webhook::WebhookBuilder::shadow_alerts)`(false)`).
+//!
+//! # Manual overrides
+//!
+//! An operator acts on a breaker with [`CircuitBreaker::force_open`] (refuse everything until
+//! reset), [`disable`](CircuitBreaker::disable) (admit everything, record nothing, until
+//! reset), [`reset`](CircuitBreaker::reset) (closed, statistics and backoff cleared) and
+//! [`set_shadow`](CircuitBreaker::set_shadow). Each is announced to the listeners as
+//! [`Event::Override`] (the audit trail: the action and its [`Origin`], before the transition
+//! it causes, even when it changes nothing) and traced at INFO with `origin = "local"`.
+//!
+//! With [`integrations::redis`], the overrides of an attached breaker are shared: an operator
+//! acts on one replica and every replica's breaker of that name follows, including replicas
+//! that start or reconnect later, until the next override (a reset ends a force-open
+//! everywhere). There, the event says [`Origin::Remote`]`("<the acting replica's origin>")`.
+//! A sync component of your own applies other replicas' actions with
+//! [`CircuitBreaker::apply_override`] and shares only those whose origin is local.
+//!
+//! ```
+//! use tower_breaker::{CircuitBreaker, Event, Origin, Override, State};
+//!
+//! let breaker = CircuitBreaker::builder("openai")
+//!     .consecutive_failures(5)
+//!     .on_event(|e| {
+//!         if let Event::Override { name, action, origin } = e {
+//!             println!("audit: {action} on {name} from {origin}"); // e.g. to an audit log
+//!         }
+//!     })
+//!     .build()
+//!     .unwrap();
+//! breaker.force_open(); // "audit: force_open on openai from local"
+//! assert_eq!(breaker.state(), State::ForcedOpen);
+//! // What a sync applies when another replica resets it:
+//! breaker.apply_override(Override::Reset, Origin::Remote("web-2-4242-9f1c"));
+//! assert_eq!(breaker.state(), State::Closed);
+//! ```
+//!
 //! # Hot reload
 //!
 //! Tuning a breaker should not cost its memory: [`CircuitBreaker::reconfigure`] applies every
@@ -465,7 +511,9 @@
 //! admission, `half_open_successes` from the next probe success, `half_open_max_wait` at the
 //! next check of the probes in flight, and the slow-call rule to calls admitted after the
 //! reload (a call admitted before the rule was switched on is not judged slow). Listeners
-//! hear [`Event::Reconfigured`] (then the transition, if the reload opened the breaker), and
+//! hear [`Event::Reconfigured`] (with the shadow flag it leaves: a file's `shadow` is a
+//! setting, not an operator's override, and is not shared through Redis; then the
+//! transition, if the reload opened the breaker), and
 //! a tracing event at info level says `circuit breaker reconfigured`. An invalid builder is a
 //! [`ConfigError`] naming the breaker and the setting, and changes nothing.
 //!
@@ -610,8 +658,8 @@ pub mod keyed;
 pub mod service;
 
 pub use breaker::{
-    Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Permit, Reason, Snapshot,
-    State,
+    Backoff, BoxError, Builder, CircuitBreaker, CircuitOpen, ConfigError, Event, Origin, Override, Permit,
+    Reason, Snapshot, State,
 };
 pub use classify::{
     AsError, Classify, ErrorIsFailure, HttpClassifier, Outcome, is_circuit_open, is_dead_buffer,

@@ -1148,3 +1148,50 @@ fn backoff_jitter_stays_within_its_fraction() {
         assert!(seen.len() > 1, "jitter varies the wait");
     });
 }
+
+/// Issue 18 point 5: every operator action is announced (the audit trail), with its origin,
+/// before the transition it causes, and even when it changes nothing.
+#[test]
+fn operator_actions_are_announced_with_their_origin_before_their_transition() {
+    use tower_breaker::{Origin, Override};
+
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let breaker = CircuitBreaker::builder("openai")
+        .consecutive_failures(1)
+        .on_event(move |e| {
+            let line = match e {
+                Event::Override { action, origin, .. } => format!("{action} from {origin}"),
+                Event::Transition { from, to, .. } => format!("{from} -> {to}"),
+                _ => return,
+            };
+            log.lock().unwrap().push(line);
+        })
+        .build()
+        .unwrap();
+    breaker.force_open();
+    breaker.force_open(); // no change: announced, no transition
+    breaker.apply_override(Override::Reset, Origin::Remote("web-2"));
+    breaker.reset(); // closed already: announced, no transition
+    breaker.set_shadow(true);
+    breaker.set_shadow(true);
+    breaker.disable();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "force_open from local",
+            "closed -> forced_open",
+            "force_open from local",
+            "reset from web-2",
+            "forced_open -> closed",
+            "reset from local",
+            "shadow_on from local",
+            "shadow_on from local",
+            "disable from local",
+            "closed -> disabled",
+        ]
+    );
+    assert!(breaker.is_shadow());
+    assert_eq!(Override::from_name("shadow_off"), Some(Override::Shadow(false)));
+    assert_eq!(Override::from_name("nope"), None);
+}

@@ -166,6 +166,12 @@ fn prometheus_client_export() -> Exported {
         .unwrap();
     metrics.watch_keyed(&models);
     models.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
+    // An operator's action (the overrides family), on a breaker of its own, alive at the
+    // scrape (series go with their breakers).
+    let payments = metrics
+        .build(CircuitBreaker::builder("payments").consecutive_failures(1))
+        .unwrap();
+    payments.set_shadow(true);
 
     let mut text = String::new();
     encode(&mut text, &registry).unwrap();
@@ -203,6 +209,11 @@ async fn metrics_facade_export() -> Exported {
         .unwrap();
     models.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
     m::report_keyed(&models);
+    // An operator's action (the overrides family), on a breaker of its own.
+    m::instrument(CircuitBreaker::builder("payments").consecutive_failures(1))
+        .build()
+        .unwrap()
+        .set_shadow(true);
     // The sync registers its families when built; nothing listens on port 1 (loopback), so it
     // stays disconnected, which is what its gauge then says.
     let client = tower_breaker::integrations::redis::Client::open("redis://127.0.0.1:1/").unwrap();

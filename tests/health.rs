@@ -87,7 +87,8 @@ async fn the_report_serialises_with_durations_in_seconds() {
                     "reason": "consecutive_failures", "shadow": false, "would_reject": 0
                 }
             },
-            "overall": "degraded"
+            "overall": "degraded",
+            "would_refuse": []
         })
     );
 }
@@ -157,4 +158,52 @@ async fn the_json_of_an_open_consecutive_only_breaker_says_what_tripped_it() {
     assert_eq!(openai["consecutive_failures"], 5);
     assert_eq!(openai["reason"], "consecutive_failures");
     assert_eq!(json["overall"], "critical");
+}
+
+/// Issue 18 point 3: a shadow breaker refuses nothing, so a notionally open one leaves the
+/// verdict healthy; the report lists it under `would_refuse`.
+#[tokio::test(start_paused = true)]
+async fn a_notionally_open_shadow_breaker_keeps_the_report_healthy_and_is_listed() {
+    let observed = CircuitBreaker::builder("openai")
+        .consecutive_failures(1)
+        .shadow(true)
+        .build()
+        .unwrap();
+    let enforcing = breaker("anthropic");
+    observed.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(observed.state(), State::Open); // notionally
+    let report = HealthReport::new().breaker(&observed).breaker(&enforcing);
+    assert_eq!(report.overall, Overall::Healthy);
+    assert_eq!(report.status(), http::StatusCode::OK);
+    assert_eq!(report.would_refuse, ["openai"]);
+
+    // Alone, forced open: still serving, still listed.
+    observed.force_open();
+    let report = HealthReport::new().breaker(&observed);
+    assert_eq!(
+        (report.overall, report.would_refuse.as_slice()),
+        (Overall::Healthy, ["openai".to_string()].as_slice())
+    );
+
+    // Enforcing, it counts: the verdict is what `would_refuse` foretold.
+    observed.set_shadow(false);
+    let report = HealthReport::new().breaker(&observed).breaker(&enforcing);
+    assert_eq!(report.overall, Overall::Degraded);
+    assert!(report.would_refuse.is_empty());
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn the_json_lists_the_shadow_breakers_that_would_refuse() {
+    let observed = CircuitBreaker::builder("openai")
+        .consecutive_failures(1)
+        .shadow(true)
+        .build()
+        .unwrap();
+    observed.force_open();
+    let json = serde_json::to_value(HealthReport::new().breaker(&observed)).unwrap();
+    assert_eq!(json["overall"], "healthy");
+    assert_eq!(json["would_refuse"], serde_json::json!(["openai"]));
+    assert_eq!(json["breakers"]["openai"]["shadow"], true);
+    assert_eq!(json["breakers"]["openai"]["state"], "forced_open");
 }

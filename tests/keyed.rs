@@ -1,6 +1,10 @@
 //! Per-key breakers: isolation, overrides, extractors, the bounded registry and its eviction
 //! order, the refusal in `call`.
 
+#[path = "support/capture.rs"]
+mod capture;
+use capture::Capture;
+
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::advance;
@@ -526,31 +530,10 @@ async fn a_half_open_breaker_nobody_probes_may_go_but_not_while_a_probe_is_out()
     probe.record(Outcome::Success);
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn credentials_in_a_uri_never_reach_a_key_a_name_a_message_or_a_log() {
     const SECRET: &str = "s3cr3t";
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish(),
-    );
+    let capture = Capture::start();
     let a = Authority::new();
     let req = |uri: &str| http::Request::get(uri).body(()).unwrap();
     assert_eq!(
@@ -594,7 +577,7 @@ async fn credentials_in_a_uri_never_reach_a_key_a_name_a_message_or_a_log() {
     assert_eq!(snapshot.len(), 1);
     assert_eq!(snapshot[0].0, "api.example.com");
     assert_eq!(snapshot[0].1.name, "up:api.example.com");
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = format!("{:?}", capture.events());
     assert!(logs.contains("up:api.example.com"), "the breaker logged: {logs}");
     assert!(!logs.contains(SECRET), "{logs}");
 }

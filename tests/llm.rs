@@ -12,6 +12,7 @@
 #![cfg(all(feature = "llm", feature = "hyper-util"))]
 
 mod support;
+use support::capture::Capture;
 
 use std::{
     collections::VecDeque,
@@ -33,8 +34,7 @@ use tower_breaker::{
     BoxError, CircuitBreaker, CircuitBreakerLayer, Outcome, State,
     llm::{LlmBody, LlmClassifier, LlmErrorKind, LlmErrorLayer, ProviderError},
 };
-use tracing::{Level, Subscriber};
-use tracing_subscriber::{Layer, layer::Context, prelude::*};
+use tracing::Level;
 
 const S: Duration = Duration::from_secs(1);
 const MAX_OPEN: Duration = Duration::from_secs(600);
@@ -591,28 +591,9 @@ async fn a_non_json_error_falls_back_to_the_http_table() {
 
 // ---------- the authentication log ----------
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
-
-impl<S: Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Msg(String);
-        impl tracing::field::Visit for Msg {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                use std::fmt::Write;
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        let mut m = Msg(String::new());
-        event.record(&mut m);
-        self.0.lock().unwrap().push((*event.metadata().level(), m.0));
-    }
-}
-
 #[tokio::test]
 async fn auth_failures_log_once_at_error_with_the_provider_name_and_never_the_key() {
-    let capture = Capture::default();
-    let _guard = tracing_subscriber::registry().with(capture.clone()).set_default();
+    let capture = Capture::start();
     let ok = || reply(200, r#"{"id":"chatcmpl-1","choices":[]}"#);
     let mut stack = stack(
         [

@@ -105,6 +105,7 @@ async fn the_listener_counts_outcomes_rejections_transitions_and_tracks_state() 
                 ("from", from),
                 ("to", to),
                 ("reason", reason),
+                ("shadow", "false"),
             ],
         )
     };
@@ -124,6 +125,90 @@ async fn the_listener_counts_outcomes_rejections_transitions_and_tracks_state() 
     let v = take(&snap);
     assert_eq!(gauge(&v, m::STATE, &b), Some(4.0));
     assert_eq!(t(&v, "forced_open", "disabled", "disabled"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_counts_would_be_rejections_labels_transitions_and_sets_a_gauge() {
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let breaker = m::instrument(
+        CircuitBreaker::builder("openai")
+            .consecutive_failures(1)
+            .shadow(true),
+    )
+    .build()
+    .unwrap();
+    let b = [("breaker", "openai")];
+    let v = take(&snap);
+    assert_eq!(gauge(&v, m::SHADOW, &b), Some(1.0), "set when instrumented");
+
+    breaker.try_acquire().unwrap().record(Outcome::Failure); // notionally opens
+    breaker.try_acquire().unwrap().record(Outcome::Success); // passes: a would-be rejection
+    let _ = breaker.try_acquire().unwrap();
+    let v = take(&snap);
+    let calls = |v: &Values, o: &str| counter(v, m::CALLS, &[("breaker", "openai"), ("outcome", o)]);
+    assert_eq!(calls(&v, "would_reject"), 2);
+    assert_eq!(calls(&v, "rejected"), 0);
+    assert_eq!(
+        calls(&v, "success"),
+        0,
+        "a would-be rejection's outcome is not recorded"
+    );
+    let transition = |v: &Values, shadow: &str| {
+        counter(
+            v,
+            m::TRANSITIONS,
+            &[
+                ("breaker", "openai"),
+                ("from", "closed"),
+                ("to", "open"),
+                ("reason", "consecutive_failures"),
+                ("shadow", shadow),
+            ],
+        )
+    };
+    assert_eq!(transition(&v, "true"), 1);
+    assert_eq!(transition(&v, "false"), 0);
+
+    // Enforce: the gauge follows, and the switch is counted as an operator's action.
+    breaker.set_shadow(false);
+    breaker.reset();
+    let v = take(&snap);
+    assert_eq!(gauge(&v, m::SHADOW, &b), Some(0.0));
+    let overrides = |v: &Values, action: &str| {
+        counter(
+            v,
+            m::OVERRIDES,
+            &[("breaker", "openai"), ("action", action), ("origin", "local")],
+        )
+    };
+    assert_eq!(overrides(&v, "shadow_off"), 1);
+    assert_eq!(overrides(&v, "reset"), 1);
+    breaker.try_acquire().unwrap().record(Outcome::Failure);
+    assert!(breaker.try_acquire().is_err());
+    let v = take(&snap);
+    assert_eq!(transition(&v, "false"), 1);
+    assert_eq!(calls(&v, "rejected"), 1);
+
+    // An action from another replica says so.
+    breaker.apply_override(
+        tower_breaker::Override::ForceOpen,
+        tower_breaker::Origin::Remote("web-2"),
+    );
+    let v = take(&snap);
+    assert_eq!(
+        counter(
+            &v,
+            m::OVERRIDES,
+            &[
+                ("breaker", "openai"),
+                ("action", "force_open"),
+                ("origin", "remote")
+            ],
+        ),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]

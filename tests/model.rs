@@ -36,7 +36,7 @@ use std::{
 
 use proptest::prelude::*;
 use tokio::time::Instant;
-use tower_breaker::{Backoff, CircuitBreaker, Event, Outcome, Permit, Reason, State};
+use tower_breaker::{Backoff, CircuitBreaker, Event, Origin, Outcome, Override, Permit, Reason, State};
 
 #[derive(Clone, Debug)]
 enum WindowCfg {
@@ -322,6 +322,8 @@ enum Ev {
     Rejected(State),
     Recorded(Outcome, bool),
     Released,
+    /// An operator's action, from this process.
+    Override(Override),
     Reconfigured,
 }
 
@@ -338,6 +340,11 @@ impl Ev {
             Event::Rejected { state, .. } => Ev::Rejected(state),
             Event::Recorded { outcome, slow, .. } => Ev::Recorded(outcome, slow),
             Event::Released { .. } => Ev::Released,
+            Event::Override {
+                action,
+                origin: Origin::Local,
+                ..
+            } => Ev::Override(action),
             Event::Reconfigured { .. } => Ev::Reconfigured,
             _ => unreachable!("a new event kind: model it"),
         }
@@ -743,6 +750,12 @@ impl Model {
     }
 
     fn manual(&mut self, to: State, reason: Reason, now: Instant) {
+        // Announced first, whether or not it changes the state.
+        self.log.push(Ev::Override(match to {
+            State::ForcedOpen => Override::ForceOpen,
+            State::Disabled => Override::Disable,
+            _ => Override::Reset,
+        }));
         if self.state != to {
             self.transition(to, reason, now);
         } else if to == State::Closed {

@@ -84,7 +84,7 @@ async fn gauges_read_the_breaker_and_counters_count_events() {
     assert_eq!(
         line(
             &text,
-            r#"circuit_breaker_transitions_total{breaker="openai",from="closed",to="open",reason="consecutive_failures"}"#
+            r#"circuit_breaker_transitions_total{breaker="openai",from="closed",to="open",reason="consecutive_failures",shadow="false"}"#
         ),
         Some("1")
     );
@@ -112,6 +112,59 @@ async fn gauges_read_the_breaker_and_counters_count_events() {
     drop(breaker);
     let text = scrape(&registry);
     assert_eq!(line(&text, r#"circuit_breaker_state{breaker="openai"}"#), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_has_its_gauge_its_would_be_rejections_and_labelled_transitions() {
+    let mut registry = Registry::default();
+    let metrics = BreakerMetrics::register(&mut registry);
+    let breaker = metrics
+        .build(
+            CircuitBreaker::builder("openai")
+                .consecutive_failures(1)
+                .shadow(true),
+        )
+        .unwrap();
+    breaker.try_acquire().unwrap().record(Outcome::Failure); // notionally opens
+    let _ = breaker.try_acquire().unwrap(); // passes: a would-be rejection
+    let text = scrape(&registry);
+    assert_eq!(
+        line(&text, r#"circuit_breaker_shadow{breaker="openai"}"#),
+        Some("1.0")
+    );
+    assert_eq!(
+        line(&text, r#"circuit_breaker_state{breaker="openai"}"#),
+        Some("1.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="openai",outcome="would_reject"}"#
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_transitions_total{breaker="openai",from="closed",to="open",reason="consecutive_failures",shadow="true"}"#
+        ),
+        Some("1")
+    );
+
+    breaker.set_shadow(false);
+    let text = scrape(&registry);
+    assert_eq!(
+        line(&text, r#"circuit_breaker_shadow{breaker="openai"}"#),
+        Some("0.0")
+    );
+    assert_eq!(
+        line(
+            &text,
+            r#"circuit_breaker_overrides_total{breaker="openai",action="shadow_off",origin="local"}"#
+        ),
+        Some("1")
+    );
+    assert!(breaker.try_acquire().is_err(), "enforcing");
 }
 
 #[tokio::test(start_paused = true)]
@@ -201,7 +254,8 @@ async fn evicted_keys_take_their_series_with_them_so_key_churn_keeps_a_scrape_bo
     assert!(held.len() <= 8);
     assert_eq!(keys_in(&text), held, "only the keys held have series");
     let series = text.lines().filter(|l| !l.starts_with('#')).count();
-    assert!(series <= 8 * 12 + 8, "{series} series:\n{text}");
+    // Per key: 6 outcomes, slow calls, 5 gauges (state, shadow, rates, run); a few transitions.
+    assert!(series <= 8 * 13 + 8, "{series} series:\n{text}");
     assert_eq!(
         line(
             &text,

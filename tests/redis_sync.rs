@@ -3,98 +3,21 @@
 //! through `scripts/test.sh`, which installs it.
 #![cfg(feature = "redis")]
 
+#[path = "support/capture.rs"]
+mod capture;
+#[path = "support/redis.rs"]
+mod redis_support;
+
 use std::{
-    net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use tower_breaker::{
-    CircuitBreaker, Event, Outcome, Reason, State,
-    integrations::redis::{Client, RedisSync},
-    keyed::KeyedRegistry,
-};
-use tracing::{Level, Subscriber};
-use tracing_subscriber::{Layer, layer::Context, prelude::*};
+use capture::Capture;
+use redis_support::{RedisServer, connected, eventually, sync};
 
-/// A `redis-server` child process on a loopback port, without persistence.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): install it (scripts/test.sh does) to run these tests"
-                )
-            });
-        let mut server = Self { child, port };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server exited at start-up: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "redis-server did not listen within 5 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        server.port = port;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn sync(server: &RedisServer, prefix: &str) -> RedisSync {
-    RedisSync::builder(Client::open(server.url()).unwrap())
-        .prefix(prefix)
-        .timeout(Duration::from_secs(1))
-        .ping_interval(Duration::from_millis(200))
-        .reconnect_delay(Duration::from_millis(20), Duration::from_millis(200))
-        .build()
-        .unwrap()
-}
+use tower_breaker::{CircuitBreaker, Event, Outcome, Reason, State, keyed::KeyedRegistry};
+use tracing::Level;
 
 fn breaker(name: &str) -> tower_breaker::Builder {
     CircuitBreaker::builder(name)
@@ -102,79 +25,8 @@ fn breaker(name: &str) -> tower_breaker::Builder {
         .open_duration(Duration::from_secs(30))
 }
 
-/// Polls `cond` every millisecond for up to 5 s; returns how long it took.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-async fn connected(syncs: &[&RedisSync]) {
-    eventually("connected", || syncs.iter().all(|s| s.is_connected())).await;
-}
-
 fn fail(b: &CircuitBreaker) {
     b.try_acquire().unwrap().record(Outcome::Failure);
-}
-
-/// Captures the `tracing` events of the test's thread (a current-thread runtime runs the
-/// sync's task there too). One global subscriber routes them: per-test `set_default`
-/// subscribers race on the callsites' cached interest when tests run in parallel.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
-
-thread_local! {
-    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
-}
-
-struct Router;
-
-impl<S: Subscriber> Layer<S> for Router {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Msg(String);
-        impl tracing::field::Visit for Msg {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                use std::fmt::Write;
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        CURRENT.with(|c| {
-            if let Some(capture) = &*c.borrow() {
-                let mut m = Msg(String::new());
-                event.record(&mut m);
-                capture.0.lock().unwrap().push((*event.metadata().level(), m.0));
-            }
-        });
-    }
-}
-
-impl Capture {
-    /// Starts capturing this thread's events.
-    fn start() -> Self {
-        static INIT: std::sync::Once = std::sync::Once::new();
-        INIT.call_once(|| {
-            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Router)).unwrap();
-        });
-        let capture = Capture::default();
-        CURRENT.with(|c| *c.borrow_mut() = Some(capture.clone()));
-        capture
-    }
-
-    fn count(&self, level: Level, text: &str) -> usize {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .filter(|(l, m)| *l == level && m.contains(text))
-            .count()
-    }
 }
 
 #[tokio::test]

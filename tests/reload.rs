@@ -169,7 +169,18 @@ async fn forced_open_and_disabled_stay_until_reset() {
 
 #[tokio::test(start_paused = true)]
 async fn the_shadow_flag_is_kept_unless_the_builder_sets_it() {
-    let breaker = b().consecutive_failures(1).shadow(true).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let breaker = b()
+        .consecutive_failures(1)
+        .shadow(true)
+        .on_event(move |e| match e {
+            Event::Reconfigured { shadow, .. } => log.lock().unwrap().push(format!("shadow {shadow}")),
+            Event::Override { .. } => log.lock().unwrap().push("override".into()),
+            _ => {}
+        })
+        .build()
+        .unwrap();
     record(&breaker, &[F]);
     breaker.reconfigure(b().consecutive_failures(2)).unwrap();
     assert!(breaker.is_shadow(), "unset: kept");
@@ -181,6 +192,11 @@ async fn the_shadow_flag_is_kept_unless_the_builder_sets_it() {
     assert!(!breaker.is_shadow());
     assert!(breaker.try_acquire().is_err(), "enforced from the next call");
     assert_eq!(breaker.snapshot().would_reject, 1, "kept");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["shadow true", "shadow false"],
+        "each reload says the flag it leaves; a setting, not an operator's override"
+    );
 }
 
 // ------------------------------------------------------------------ count window
@@ -428,7 +444,7 @@ async fn listeners_are_kept_and_hear_the_reload() {
     let breaker = b()
         .consecutive_failures(3)
         .on_event(move |e| match e {
-            Event::Reconfigured { name } => log.lock().unwrap().push(format!("reconfigured {name}")),
+            Event::Reconfigured { name, .. } => log.lock().unwrap().push(format!("reconfigured {name}")),
             Event::Transition { to, reason, .. } => log.lock().unwrap().push(format!("{to} {reason}")),
             _ => {}
         })

@@ -1,6 +1,10 @@
 //! The tower service: readiness modes, admission stability, permit release, compositions with
 //! tower's Retry and Buffer. All timing under paused tokio time.
 
+#[path = "support/capture.rs"]
+mod capture;
+use capture::Capture;
+
 use std::{
     future::Future,
     pin::Pin,
@@ -521,25 +525,6 @@ async fn fail_fast_above_a_buffer_keeps_serving_too() {
     assert_eq!(svc.ready().await.unwrap().call(3).await.unwrap(), 3);
 }
 
-/// Captures `tracing` events (level and fields).
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                use std::fmt::Write;
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0.lock().unwrap().push((*event.metadata().level(), fields.0));
-    }
-}
-
 /// Issue 15 point 1: `Buffer` above a `FailFast` breaker. The buffer's worker takes the
 /// breaker's `poll_ready` refusal as final and stops for good; the error says so
 /// (`is_dead_buffer`), is not an open circuit (`is_circuit_open` false, `CircuitOpen::find`
@@ -549,10 +534,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
 #[tokio::test(start_paused = true)]
 async fn buffer_above_fail_fast_is_reported_as_a_dead_buffer() {
     use tower_breaker::classify::ErrorClass;
-    use tracing_subscriber::prelude::*;
 
-    let capture = Capture::default();
-    let _guard = tracing_subscriber::registry().with(capture.clone()).set_default();
+    let capture = Capture::start();
     let errors = || {
         let events = capture.0.lock().unwrap();
         events

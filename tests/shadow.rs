@@ -312,3 +312,42 @@ async fn fallback_and_failover_never_treat_a_shadow_breaker_as_open() {
         assert_eq!(breaker.snapshot().would_reject, 2, "{readiness:?}");
     }
 }
+
+/// Issue 18 point 3: a registry-wide switch, for live keys and keys created later.
+#[tokio::test(start_paused = true)]
+async fn a_keyed_registry_switches_shadow_mode_for_live_and_new_keys() {
+    use tower_breaker::keyed::KeyedRegistry;
+
+    let registry = KeyedRegistry::<String>::builder(
+        CircuitBreaker::builder("openai")
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(30)),
+    )
+    .override_key(
+        "o3".to_string(),
+        CircuitBreaker::builder("openai").consecutive_failures(2),
+    )
+    .build()
+    .unwrap();
+    registry.try_acquire("gpt-4o").unwrap().record(Outcome::Failure);
+    assert!(registry.try_acquire("gpt-4o").is_err(), "enforcing: open refuses");
+
+    registry.set_shadow(true);
+    // The live key lets calls through while notionally open ...
+    assert!(registry.try_acquire("gpt-4o").is_ok());
+    assert_eq!(registry.get("gpt-4o").unwrap().snapshot().would_reject, 1);
+    // ... and keys created later start in shadow mode, an overridden one too.
+    for key in ["gpt-4o-mini", "o3"] {
+        let breaker = registry.get(key).unwrap();
+        assert!(breaker.is_shadow(), "{key}");
+        breaker.force_open();
+        assert!(registry.try_acquire(key).is_ok(), "{key}");
+    }
+
+    registry.set_shadow(false);
+    for key in ["gpt-4o", "gpt-4o-mini", "o3", "later"] {
+        assert!(!registry.get(key).unwrap().is_shadow(), "{key}");
+    }
+    assert!(registry.try_acquire("gpt-4o").is_err(), "enforcing again");
+    assert!(registry.try_acquire("later").is_ok(), "a new key, closed");
+}

@@ -1,37 +1,18 @@
 //! The breaker's `tracing` events: WARN when it opens, INFO when it recovers, DEBUG per
 //! rejection.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+#[path = "support/capture.rs"]
+mod capture;
+use capture::Capture;
+
+use std::time::Duration;
 
 use tower_breaker::{CircuitBreaker, Outcome};
-use tracing::{Level, Subscriber};
-use tracing_subscriber::{Layer, layer::Context, prelude::*};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
-
-impl<S: Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Msg(String);
-        impl tracing::field::Visit for Msg {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                use std::fmt::Write;
-                let _ = write!(self.0, "{}={:?} ", field.name(), value);
-            }
-        }
-        let mut m = Msg(String::new());
-        event.record(&mut m);
-        self.0.lock().unwrap().push((*event.metadata().level(), m.0));
-    }
-}
+use tracing::Level;
 
 #[tokio::test(start_paused = true)]
 async fn warn_on_open_info_on_recovery_debug_per_rejection() {
-    let capture = Capture::default();
-    let _guard = tracing_subscriber::registry().with(capture.clone()).set_default();
+    let capture = Capture::start();
 
     let b = CircuitBreaker::builder("traced")
         .consecutive_failures(1)
@@ -58,4 +39,35 @@ async fn warn_on_open_info_on_recovery_debug_per_rejection() {
     assert!(find(Level::INFO, "circuit breaker closed"), "{events:?}");
     let opened = events.iter().filter(|(l, _)| *l == Level::WARN).count();
     assert_eq!(opened, 1, "one WARN for one opening: {events:?}");
+}
+
+/// Issue 18 point 5: an operator's action is traced at INFO with its origin.
+#[test]
+fn an_override_is_traced_with_its_origin() {
+    use tower_breaker::{Origin, Override};
+
+    let capture = Capture::start();
+    let b = CircuitBreaker::builder("traced")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    b.force_open();
+    b.apply_override(Override::Reset, Origin::Remote("web-2-4242"));
+    let overrides: Vec<String> = capture
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, m)| *l == Level::INFO && m.contains("circuit breaker override"))
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(overrides.len(), 2, "{overrides:?}");
+    assert!(
+        overrides[0].contains("action=\"force_open\"") && overrides[0].contains("origin=local"),
+        "{overrides:?}"
+    );
+    assert!(
+        overrides[1].contains("action=\"reset\"") && overrides[1].contains("origin=web-2-4242"),
+        "{overrides:?}"
+    );
 }

@@ -195,7 +195,7 @@ async fn json_alerts_on_open_reopen_and_recovery_carry_the_counts() {
         body,
         json!({
             "breaker": "openai", "alert": "opened", "from": "closed", "to": "open",
-            "reason": "failure_rate", "open_for_secs": 30.0, "outage_secs": null,
+            "reason": "failure_rate", "shadow": false, "open_for_secs": 30.0, "outage_secs": null,
             "consecutive_failures": 0, "calls": 4, "failures": 2, "slow_calls": 0,
             "failure_rate": 0.5, "suppressed": 0
         })
@@ -276,6 +276,70 @@ async fn slack_bodies_are_one_line_of_text() {
         receiver.next().await.body["text"],
         "[web-1] :red_circle: Circuit breaker *payments* opened (forced). Calls are refused until an operator resets it."
     );
+}
+
+#[tokio::test]
+async fn a_shadow_breakers_alerts_say_it_would_have_opened_or_are_left_out() {
+    let mut receiver = Receiver::start([]).await;
+    let json = WebhookAlerts::builder(receiver.url())
+        .rate_limit(Duration::ZERO)
+        .build()
+        .unwrap();
+    let slack = WebhookAlerts::builder(receiver.url())
+        .format(Format::Slack)
+        .rate_limit(Duration::ZERO)
+        .build()
+        .unwrap();
+    let quiet = WebhookAlerts::builder(receiver.url())
+        .rate_limit(Duration::ZERO)
+        .shadow_alerts(false)
+        .build()
+        .unwrap();
+    let shadow = |name: &str| CircuitBreaker::builder(name).consecutive_failures(3).shadow(true);
+    let (a, b, c) = (
+        json.attach(shadow("a")).unwrap(),
+        slack.attach(shadow("b")).unwrap(),
+        quiet.attach(shadow("c")).unwrap(),
+    );
+
+    // Left out by the quiet alerts: opened and recovered.
+    for _ in 0..3 {
+        c.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    assert_eq!(c.state(), State::Open);
+    c.reset();
+    // By default, sent and marked: JSON ...
+    for _ in 0..3 {
+        a.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    let body = receiver.next().await.body;
+    assert_eq!(
+        (&body["breaker"], &body["alert"], &body["shadow"]),
+        (&json!("a"), &json!("opened"), &json!(true))
+    );
+    // ... and Slack.
+    for _ in 0..3 {
+        b.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    assert_eq!(
+        receiver.next().await.body,
+        json!({"text": ":large_blue_circle: Circuit breaker *b* (shadow: would have opened) (consecutive_failures): 3 consecutive failures. Calls still pass (shadow mode); it would refuse them for 30s."})
+    );
+    b.reset();
+    assert_eq!(
+        receiver.next().await.body,
+        json!({"text": ":large_blue_circle: Circuit breaker *b* (shadow: would have recovered) (reset). Calls passed throughout (shadow mode)."})
+    );
+    // An enforcing breaker's alerts on the quiet alerts still go out: nothing of c's came
+    // before this one.
+    let enforcing = quiet
+        .attach(CircuitBreaker::builder("d").consecutive_failures(1))
+        .unwrap();
+    enforcing.try_acquire().unwrap().record(Outcome::Failure);
+    let body = receiver.next().await.body;
+    assert_eq!((&body["breaker"], &body["shadow"]), (&json!("d"), &json!(false)));
+    let status = status_until(&quiet, |s| s.sent == 1).await;
+    assert_eq!((status.sent, status.dropped, status.suppressed), (1, 0, 0));
 }
 
 #[tokio::test]
@@ -521,6 +585,35 @@ async fn an_opening_learned_from_another_replica_is_not_alerted() {
         .unwrap();
     breaker.trip_remote(Duration::from_secs(30));
     assert_eq!(receiver.next().await.body["reason"], "remote");
+}
+
+/// Issue 18 point 5: an operator's force-open on one replica applies on every replica (Redis);
+/// only the acting replica alerts, by default, as for trips.
+#[tokio::test]
+async fn an_override_from_another_replica_is_not_alerted() {
+    use tower_breaker::{Origin, Override};
+
+    let mut receiver = Receiver::start([]).await;
+    let alerts = WebhookAlerts::builder(receiver.url())
+        .rate_limit(Duration::ZERO)
+        .build()
+        .unwrap();
+    let breaker = alerts
+        .attach(CircuitBreaker::builder("openai").consecutive_failures(1))
+        .unwrap();
+    // As RedisSync applies another replica's force-open and reset.
+    breaker.apply_override(Override::ForceOpen, Origin::Remote("web-2"));
+    assert_eq!(breaker.state(), State::ForcedOpen);
+    breaker.apply_override(Override::Reset, Origin::Remote("web-2"));
+    // The acting replica's (here: a local force-open) is alerted.
+    breaker.force_open();
+    let body = receiver.next().await.body;
+    assert_eq!(
+        (&body["alert"], &body["reason"]),
+        (&json!("opened"), &json!("forced"))
+    );
+    assert_eq!(status_until(&alerts, |s| s.sent == 1).await.sent, 1);
+    assert!(receiver.hits.try_recv().is_err());
 }
 
 #[tokio::test]

@@ -109,6 +109,12 @@ impl Builder {
         &self.name
     }
 
+    /// Whether breakers built from this builder start in shadow mode.
+    #[cfg(feature = "metrics")]
+    pub(crate) const fn starts_shadow(&self) -> bool {
+        matches!(self.shadow, Some(true))
+    }
+
     /// Trips on the `n`-th consecutive failure. A success resets the run; `Ignore` leaves it.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive = Some(n);

@@ -2,32 +2,83 @@
 
 use std::time::Duration;
 
-use super::{CircuitBreaker, Reason, State, state::pack, sync::Ordering};
+use super::{CircuitBreaker, Event, Origin, Override, Reason, State, state::pack, sync::Ordering};
 
 impl CircuitBreaker {
     /// Opens the breaker until [`reset`](Self::reset), whatever the calls do.
+    ///
+    /// An operator's action: announced as [`Event::Override`] (and shared with the other
+    /// replicas by a sync component, see [Manual overrides](crate#manual-overrides)).
     pub fn force_open(&self) {
-        self.manual(State::ForcedOpen, Reason::Forced);
+        self.apply_override(Override::ForceOpen, Origin::Local);
     }
 
     /// Switches the breaker off until [`reset`](Self::reset): everything is admitted, nothing
     /// is recorded.
+    ///
+    /// An operator's action, as [`force_open`](Self::force_open) is.
     pub fn disable(&self) {
-        self.manual(State::Disabled, Reason::Disabled);
+        self.apply_override(Override::Disable, Origin::Local);
     }
 
     /// Closes the breaker and clears its statistics and backoff, whatever its state.
+    ///
+    /// An operator's action, as [`force_open`](Self::force_open) is.
     pub fn reset(&self) {
-        self.manual(State::Closed, Reason::Reset);
+        self.apply_override(Override::Reset, Origin::Local);
+    }
+
+    /// Applies an operator's `action` that comes from `origin`: what
+    /// [`force_open`](Self::force_open), [`disable`](Self::disable), [`reset`](Self::reset)
+    /// and [`set_shadow`](Self::set_shadow) do, with [`Origin::Local`].
+    ///
+    /// A sync component applies the actions of other replicas with
+    /// [`Origin::Remote`]`(their origin)`: the [`Event::Override`] it announces then names that
+    /// replica, the transition it causes, if any, has the reason [`Reason::Remote`] (as a
+    /// remote trip's: so that, for example, only the acting replica alerts), and the component
+    /// does not share it again (no echo). The action is traced at INFO with its origin.
+    ///
+    /// ```
+    /// use tower_breaker::{CircuitBreaker, State, breaker::{Origin, Override}};
+    ///
+    /// let breaker = CircuitBreaker::builder("openai").consecutive_failures(5).build().unwrap();
+    /// breaker.apply_override(Override::ForceOpen, Origin::Remote("web-2"));
+    /// assert_eq!(breaker.state(), State::ForcedOpen);
+    /// ```
+    pub fn apply_override(&self, action: Override, origin: Origin<'_>) {
+        let shared = &**self.shared();
+        tracing::info!(breaker = %shared.name, action = action.as_str(), origin = %origin, "circuit breaker override");
+        if !shared.listeners.is_empty() {
+            shared.emit(&Event::Override {
+                name: &shared.name,
+                action,
+                origin,
+            });
+        }
+        // Another replica's action changes the state for a remote reason, as its trips do: a
+        // component that reacts to transitions (alerts) tells the fleet's echo from the act.
+        let reason = |local| if origin.is_local() { local } else { Reason::Remote };
+        match action {
+            Override::ForceOpen => self.manual(State::ForcedOpen, reason(Reason::Forced)),
+            Override::Disable => self.manual(State::Disabled, reason(Reason::Disabled)),
+            Override::Reset => self.manual(State::Closed, reason(Reason::Reset)),
+            Override::Shadow(shadow) => {
+                shared.shadow.store(shadow, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Switches shadow mode on or off at runtime (see [Shadow mode](crate#shadow-mode)).
     ///
     /// In shadow mode the breaker runs its state machine and publishes every event, but never
     /// refuses a call: a call it would refuse passes, counted in
-    /// [`Snapshot::would_reject`](super::Snapshot::would_reject) and announced as [`Event::WouldReject`](super::Event::WouldReject). Switched off while
+    /// [`Snapshot::would_reject`](super::Snapshot::would_reject) and announced as [`Event::WouldReject`]. Switched off while
     /// notionally open, it refuses from the next call; switched on, it lets calls through
     /// from the next call. The state, the open deadline and the windows are kept.
+    ///
+    /// An operator's action, as [`force_open`](Self::force_open) is: announced as
+    /// [`Event::Override`] (even when the mode was already `shadow`), and shared with the
+    /// other replicas by a sync component.
     ///
     /// ```
     /// use tower_breaker::{CircuitBreaker, Outcome, State};
@@ -42,10 +93,7 @@ impl CircuitBreaker {
     /// assert!(breaker.try_acquire().is_err());
     /// ```
     pub fn set_shadow(&self, shadow: bool) {
-        let shared = &**self.shared();
-        if shared.shadow.swap(shadow, Ordering::Relaxed) != shadow {
-            tracing::info!(breaker = %shared.name, shadow, "circuit breaker shadow mode switched");
-        }
+        self.apply_override(Override::Shadow(shadow), Origin::Local);
     }
 
     /// Whether the breaker is in shadow mode (see [`set_shadow`](Self::set_shadow)).

@@ -1,4 +1,5 @@
-//! Events a breaker publishes to its listeners: transitions with their reasons, rejections.
+//! Events a breaker publishes to its listeners: transitions with their reasons, rejections,
+//! operator overrides.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -39,7 +40,10 @@ pub enum Reason {
     /// [`reset`](super::CircuitBreaker::reset) was called.
     Reset,
     /// Another replica's trip, shared through a sync component (e.g. Redis), or
-    /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote).
+    /// [`CircuitBreaker::trip_remote`](super::CircuitBreaker::trip_remote); or another
+    /// replica's force-open, disable or reset
+    /// ([`apply_override`](super::CircuitBreaker::apply_override) with
+    /// [`Origin::Remote`], whose [`Event::Override`] names the action).
     Remote,
 }
 
@@ -67,6 +71,82 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An operator's action on a breaker (see [Manual overrides](crate#manual-overrides)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Override {
+    /// [`force_open`](super::CircuitBreaker::force_open): open until reset.
+    ForceOpen,
+    /// [`disable`](super::CircuitBreaker::disable): admit everything, record nothing, until
+    /// reset.
+    Disable,
+    /// [`reset`](super::CircuitBreaker::reset): closed, statistics and backoff cleared (a
+    /// standing force-open or disable ends).
+    Reset,
+    /// [`set_shadow`](super::CircuitBreaker::set_shadow): shadow mode on (`true`) or off.
+    Shadow(bool),
+}
+
+impl Override {
+    /// A lowercase, stable name, fit for a metric label or a log: `force_open`, `disable`,
+    /// `reset`, `shadow_on`, `shadow_off`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Override::ForceOpen => "force_open",
+            Override::Disable => "disable",
+            Override::Reset => "reset",
+            Override::Shadow(true) => "shadow_on",
+            Override::Shadow(false) => "shadow_off",
+        }
+    }
+
+    /// The action named by [`as_str`](Self::as_str), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "force_open" => Override::ForceOpen,
+            "disable" => Override::Disable,
+            "reset" => Override::Reset,
+            "shadow_on" => Override::Shadow(true),
+            "shadow_off" => Override::Shadow(false),
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an [`Override`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin<'a> {
+    /// This process: [`force_open`](super::CircuitBreaker::force_open) and the other controls.
+    Local,
+    /// Another replica, named by its origin string (for the Redis sync,
+    /// `RedisSyncBuilder::origin`), applied with
+    /// [`apply_override`](super::CircuitBreaker::apply_override).
+    Remote(&'a str),
+}
+
+impl Origin<'_> {
+    /// Whether the action was taken on this process.
+    pub const fn is_local(&self) -> bool {
+        matches!(self, Origin::Local)
+    }
+}
+
+impl fmt::Display for Origin<'_> {
+    /// `local`, or the remote replica's origin string.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Local => f.write_str("local"),
+            Origin::Remote(origin) => f.write_str(origin),
+        }
     }
 }
 
@@ -124,6 +204,17 @@ pub enum Event<'a> {
         /// The breaker's name.
         name: &'a str,
     },
+    /// An operator's action (see [Manual overrides](crate#manual-overrides)), announced
+    /// whenever it is applied, even when it changes nothing (a reset of a closed breaker), and
+    /// before the [`Transition`](Event::Transition) it causes, if any: the audit trail.
+    Override {
+        /// The breaker's name.
+        name: &'a str,
+        /// What the operator did.
+        action: Override,
+        /// Where: this process, or another replica (through a sync component).
+        origin: Origin<'a>,
+    },
     /// New settings were applied to the live breaker
     /// ([`CircuitBreaker::reconfigure`](super::CircuitBreaker::reconfigure), see
     /// [Hot reload](crate#hot-reload)). If the new trip rules open it at once, a
@@ -131,6 +222,9 @@ pub enum Event<'a> {
     Reconfigured {
         /// The breaker's name.
         name: &'a str,
+        /// Whether the breaker is in shadow mode after the reload (a builder that sets
+        /// [`shadow`](super::Builder::shadow) switches it; one that leaves it unset keeps it).
+        shadow: bool,
     },
 }
 
@@ -143,7 +237,8 @@ impl Event<'_> {
             | Event::WouldReject { name, .. }
             | Event::Recorded { name, .. }
             | Event::Released { name }
-            | Event::Reconfigured { name } => name,
+            | Event::Override { name, .. }
+            | Event::Reconfigured { name, .. } => name,
         }
     }
 }

@@ -87,7 +87,7 @@ use std::{fmt, time::Duration};
 pub use backoff::Backoff;
 pub use builder::Builder;
 pub use error::{BoxError, CircuitOpen, ConfigError};
-pub use event::{Event, Reason};
+pub use event::{Event, Origin, Override, Reason};
 pub(crate) use lane::Lanes;
 pub use outcome::Outcome;
 pub use permit::Permit;

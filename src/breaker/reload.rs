@@ -86,7 +86,10 @@ impl CircuitBreaker {
     /// [`ConfigError`] (setting `"window"`).
     ///
     /// Listeners hear [`Event::Reconfigured`] (and a transition, if the reload opened the
-    /// breaker); a tracing event at info level says the same.
+    /// breaker); a tracing event at info level says the same. A shadow flag set by the builder
+    /// is a setting, not an operator's action: it shows in `Event::Reconfigured`'s `shadow`,
+    /// not as an [`Event::Override`], and a sync component does not
+    /// share it (each replica reloads its own file).
     ///
     /// ```
     /// use std::time::Duration;
@@ -180,7 +183,10 @@ impl CircuitBreaker {
             tracing::debug!(breaker = %shared.name, "circuit breaker reconfigured");
         }
         if !shared.listeners.is_empty() {
-            shared.emit(&Event::Reconfigured { name: &shared.name });
+            shared.emit(&Event::Reconfigured {
+                name: &shared.name,
+                shadow: shared.shadow.load(Ordering::Relaxed),
+            });
         }
         shared.publish(pending);
         Ok(())

@@ -1,6 +1,7 @@
 //! A health report over many breakers, for a `/health/circuit-breakers` endpoint:
 //! every breaker's [`Snapshot`] and an overall verdict. With the `serde` feature it
-//! serialises as `{"breakers": {"<name>": {...}}, "overall": "healthy"|"degraded"|"critical"}`.
+//! serialises as `{"breakers": {"<name>": {...}}, "overall": "healthy"|"degraded"|"critical",
+//! "would_refuse": ["<name>", ...]}`.
 //!
 //! Each breaker's entry says what it is doing and why: an open consecutive-only breaker (no
 //! window, so its counts are zero) shows the run of failures that opened it and the reason of
@@ -41,6 +42,22 @@
 //! | `healthy` | every breaker is closed or disabled (or there is none) |
 //! | `degraded` | at least one breaker is open, forced open or half-open, but not all |
 //! | `critical` | every breaker is open, forced open or half-open (half-open admits only probes): nothing is served normally |
+//!
+//! A breaker in [shadow mode](crate#shadow-mode) refuses no call, whatever its state: it
+//! counts as serving. One that is notionally open (or forced open, or half-open) is listed in
+//! [`would_refuse`](HealthReport::would_refuse): what the verdict would be once it enforces.
+//!
+//! ```
+//! use tower_breaker::{CircuitBreaker, Outcome, integrations::health::{HealthReport, Overall}};
+//!
+//! let observed = CircuitBreaker::builder("openai").consecutive_failures(1).shadow(true).build()?;
+//! observed.try_acquire()?.record(Outcome::Failure); // notionally open: calls still pass
+//! let report = HealthReport::new().breaker(&observed);
+//! assert_eq!(report.overall, Overall::Healthy);
+//! assert_eq!(report.would_refuse, ["openai"]);
+//! assert!(report.breakers["openai"].shadow);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
 
 use std::{collections::BTreeMap, fmt};
 
@@ -79,7 +96,7 @@ impl fmt::Display for Overall {
     }
 }
 
-/// Whether a breaker in `state` refuses ordinary calls.
+/// Whether a breaker in `state` refuses ordinary calls (unless it is in shadow mode).
 const fn refuses(state: State) -> bool {
     matches!(state, State::Open | State::ForcedOpen | State::HalfOpen)
 }
@@ -91,8 +108,11 @@ const fn refuses(state: State) -> bool {
 pub struct HealthReport {
     /// Snapshots by breaker name (a keyed breaker's name contains its key), sorted.
     pub breakers: BTreeMap<String, Snapshot>,
-    /// The verdict over all of them.
+    /// The verdict over all of them. A breaker in shadow mode counts as serving.
     pub overall: Overall,
+    /// The breakers in [shadow mode](crate#shadow-mode) that would refuse calls now (they are
+    /// notionally open, forced open or half-open) but let them through, by name, sorted.
+    pub would_refuse: Vec<String>,
 }
 
 impl Default for HealthReport {
@@ -107,6 +127,7 @@ impl HealthReport {
         Self {
             breakers: BTreeMap::new(),
             overall: Overall::Healthy,
+            would_refuse: Vec::new(),
         }
     }
 
@@ -119,7 +140,7 @@ impl HealthReport {
     /// Adds a snapshot.
     pub fn snapshot(mut self, snapshot: Snapshot) -> Self {
         self.breakers.insert(snapshot.name.clone(), snapshot);
-        self.overall = Self::verdict(self.breakers.values().map(|s| s.state));
+        self.judge();
         self
     }
 
@@ -138,11 +159,25 @@ impl HealthReport {
             let s = overflow.snapshot();
             self.breakers.insert(s.name.clone(), s);
         }
-        self.overall = Self::verdict(self.breakers.values().map(|s| s.state));
+        self.judge();
         self
     }
 
-    /// The verdict over breakers in these states.
+    /// The verdict and the shadow breakers that would refuse, over the snapshots held.
+    fn judge(&mut self) {
+        // A shadow breaker serves, whatever its state: as a closed one, for the verdict.
+        let serving = |s: &Snapshot| if s.shadow { State::Closed } else { s.state };
+        self.overall = Self::verdict(self.breakers.values().map(serving));
+        self.would_refuse = self
+            .breakers
+            .values()
+            .filter(|s| s.shadow && refuses(s.state))
+            .map(|s| s.name.clone())
+            .collect();
+    }
+
+    /// The verdict over breakers in these states (enforcing ones: a breaker in shadow mode
+    /// refuses nothing, and counts as closed).
     pub fn verdict(states: impl IntoIterator<Item = State>) -> Overall {
         let (mut total, mut refusing) = (0usize, 0usize);
         for state in states {

@@ -31,9 +31,11 @@
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
 //! | `circuit_breaker_state` | gauge | | `0` closed, `1` open, `2` half-open, `3` forced open, `4` disabled ([`state_value`]) |
-//! | `circuit_breaker_calls_total` | counter | `outcome` | calls by outcome: `success`, `failure` (including a server-imposed [`Outcome::Trip`]), `ignored`, `rejected` (refused by the breaker), `cancelled` (permit dropped without an outcome) |
+//! | `circuit_breaker_calls_total` | counter | `outcome` | calls by outcome: `success`, `failure` (including a server-imposed [`Outcome::Trip`]), `ignored`, `rejected` (refused by the breaker), `cancelled` (permit dropped without an outcome), `would_reject` (let through by a breaker in [shadow mode](crate#shadow-mode) that would have refused it; its outcome is not recorded) |
 //! | `circuit_breaker_slow_calls_total` | counter | | recorded calls slower than the slow-call threshold |
-//! | `circuit_breaker_transitions_total` | counter | `from`, `to`, `reason` | state changes; states as in [`State::as_str`], reasons as in [`Reason::as_str`] |
+//! | `circuit_breaker_transitions_total` | counter | `from`, `to`, `reason`, `shadow` | state changes; states as in [`State::as_str`], reasons as in [`Reason::as_str`]; `shadow="true"` when the breaker was in shadow mode (the change is notional: alert on `shadow="false"`) |
+//! | `circuit_breaker_shadow` | gauge | | `1` in shadow mode, `0` enforcing |
+//! | `circuit_breaker_overrides_total` | counter | `action`, `origin` | operators' actions ([`Override::as_str`]), `origin` `local` or `remote` (from another replica; see [Manual overrides](crate#manual-overrides)) |
 //! | `circuit_breaker_failure_rate` | gauge | | failures / calls in the window, `0` when it is empty (set by [`report`]) |
 //! | `circuit_breaker_slow_call_rate` | gauge | | slow calls / calls in the window, `0` when it is empty (set by [`report`]) |
 //! | `circuit_breaker_keys` | gauge | `registry` | keys held by a keyed registry (set by [`report_keyed`]) |
@@ -45,8 +47,9 @@
 //!
 //! # Cost
 //!
-//! [`instrument`] registers every handle it needs up front (one per outcome, the state gauge;
-//! transition counters on their first occurrence, transitions being rare), so a call costs a
+//! [`instrument`] registers every handle it needs up front (one per outcome, the state and
+//! shadow gauges; transition and override counters on their first occurrence, both being
+//! rare), so a call costs a
 //! few atomic increments and allocates no label. A breaker without the listener pays nothing:
 //! the core builds no event when it has no listener. With no recorder installed, the
 //! handles are no-ops.
@@ -75,7 +78,7 @@ use std::{fmt, sync::Mutex};
 use metrics::{Counter, Gauge, Label};
 
 use crate::{
-    breaker::{Builder, CircuitBreaker, Event, Reason, State},
+    breaker::{Builder, CircuitBreaker, Event, Override, Reason, State},
     classify::Outcome,
     keyed::KeyedRegistry,
 };
@@ -94,6 +97,10 @@ pub const FAILURE_RATE: &str = "circuit_breaker_failure_rate";
 pub const SLOW_CALL_RATE: &str = "circuit_breaker_slow_call_rate";
 /// `circuit_breaker_keys`
 pub const KEYS: &str = "circuit_breaker_keys";
+/// `circuit_breaker_shadow`
+pub const SHADOW: &str = "circuit_breaker_shadow";
+/// `circuit_breaker_overrides_total`
+pub const OVERRIDES: &str = "circuit_breaker_overrides_total";
 
 pub use super::state_value;
 
@@ -107,12 +114,23 @@ pub fn describe() {
     metrics::describe_counter!(SLOW_CALLS, "Calls slower than the breaker's slow-call threshold");
     metrics::describe_counter!(
         TRANSITIONS,
-        "Circuit breaker state changes, by from, to and reason"
+        "Circuit breaker state changes, by from, to, reason and shadow"
+    );
+    metrics::describe_gauge!(
+        SHADOW,
+        "Whether the circuit breaker is in shadow mode (1) or enforcing (0)"
+    );
+    metrics::describe_counter!(
+        OVERRIDES,
+        "Operators' actions on a circuit breaker, by action and origin"
     );
     metrics::describe_gauge!(FAILURE_RATE, "Failure rate over the breaker's window");
     metrics::describe_gauge!(SLOW_CALL_RATE, "Slow-call rate over the breaker's window");
     metrics::describe_gauge!(KEYS, "Keys held by a keyed circuit breaker registry");
 }
+
+/// `from`, `to`, `reason`, `shadow`.
+type TransitionLabels = (State, State, Reason, bool);
 
 struct Handles {
     labels: Vec<Label>,
@@ -122,12 +140,15 @@ struct Handles {
     ignored: Counter,
     rejected: Counter,
     cancelled: Counter,
+    would_reject: Counter,
     slow: Counter,
-    transitions: Mutex<Vec<(State, State, Reason, Counter)>>,
+    shadow: Gauge,
+    transitions: Mutex<Vec<(TransitionLabels, Counter)>>,
+    overrides: Mutex<Vec<(Override, bool, Counter)>>,
 }
 
 impl Handles {
-    fn new(labels: Vec<Label>) -> Self {
+    fn new(labels: Vec<Label>, shadow: bool) -> Self {
         let calls = |outcome: &'static str| {
             let mut l = labels.clone();
             l.push(Label::from_static_parts("outcome", outcome));
@@ -140,11 +161,15 @@ impl Handles {
             ignored: calls("ignored"),
             rejected: calls("rejected"),
             cancelled: calls("cancelled"),
+            would_reject: calls("would_reject"),
             slow: metrics::counter!(SLOW_CALLS, labels.clone()),
+            shadow: metrics::gauge!(SHADOW, labels.clone()),
             transitions: Mutex::new(Vec::new()),
+            overrides: Mutex::new(Vec::new()),
             labels,
         };
         handles.state.set(state_value(State::Closed)); // a breaker starts closed
+        handles.shadow.set(f64::from(u8::from(shadow)));
         handles
     }
 
@@ -163,32 +188,67 @@ impl Handles {
             }
             Event::Rejected { .. } => self.rejected.increment(1),
             Event::Released { .. } => self.cancelled.increment(1),
-            // Shadow mode: not yet a series of its own (the snapshot counts them).
-            Event::WouldReject { .. } | Event::Reconfigured { .. } => {}
-            Event::Transition { from, to, reason, .. } => {
+            Event::WouldReject { .. } => self.would_reject.increment(1),
+            // A reload may set the shadow flag (a file's `shadow = true`).
+            Event::Reconfigured { shadow, .. } => self.shadow.set(f64::from(u8::from(shadow))),
+            Event::Override { action, origin, .. } => {
+                if let Override::Shadow(on) = action {
+                    self.shadow.set(f64::from(u8::from(on)));
+                }
+                self.override_counter(action, origin.is_local()).increment(1);
+            }
+            Event::Transition {
+                from,
+                to,
+                reason,
+                shadow,
+                ..
+            } => {
                 self.state.set(state_value(to));
-                self.transition(from, to, reason).increment(1);
+                self.transition(from, to, reason, shadow).increment(1);
             }
         }
     }
 
-    fn transition(&self, from: State, to: State, reason: Reason) -> Counter {
+    fn transition(&self, from: State, to: State, reason: Reason, shadow: bool) -> Counter {
         let mut seen = self
             .transitions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((.., c)) = seen
-            .iter()
-            .find(|(f, t, r, _)| (*f, *t, *r) == (from, to, reason))
-        {
+        let key = (from, to, reason, shadow);
+        if let Some((_, c)) = seen.iter().find(|(k, _)| *k == key) {
             return c.clone();
         }
         let mut labels = self.labels.clone();
         labels.push(Label::from_static_parts("from", from.as_str()));
         labels.push(Label::from_static_parts("to", to.as_str()));
         labels.push(Label::from_static_parts("reason", reason.as_str()));
+        labels.push(Label::from_static_parts(
+            "shadow",
+            if shadow { "true" } else { "false" },
+        ));
         let counter = metrics::counter!(TRANSITIONS, labels);
-        seen.push((from, to, reason, counter.clone()));
+        seen.push((key, counter.clone()));
+        counter
+    }
+
+    #[cold]
+    fn override_counter(&self, action: Override, local: bool) -> Counter {
+        let mut seen = self
+            .overrides
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((.., c)) = seen.iter().find(|(a, l, _)| (*a, *l) == (action, local)) {
+            return c.clone();
+        }
+        let mut labels = self.labels.clone();
+        labels.push(Label::from_static_parts("action", action.as_str()));
+        labels.push(Label::from_static_parts(
+            "origin",
+            if local { "local" } else { "remote" },
+        ));
+        let counter = metrics::counter!(OVERRIDES, labels);
+        seen.push((action, local, counter.clone()));
         counter
     }
 }
@@ -220,12 +280,12 @@ pub fn instrument_keyed<K: fmt::Display + ?Sized>(builder: Builder, key: &K) -> 
 
 /// Installs the metrics listener with exactly these labels.
 pub fn with_labels(builder: Builder, labels: Vec<Label>) -> Builder {
-    let handles = Handles::new(labels);
+    let handles = Handles::new(labels, builder.starts_shadow());
     builder.on_event(move |event| handles.on_event(event))
 }
 
-/// Sets the gauges read from `breaker`'s snapshot: state, failure rate, slow-call rate,
-/// labelled `breaker="<name>"`. Call it before a scrape or from an interval task.
+/// Sets the gauges read from `breaker`'s snapshot: state, shadow mode, failure rate,
+/// slow-call rate, labelled `breaker="<name>"`. Call it before a scrape or from an interval task.
 pub fn report(breaker: &CircuitBreaker) {
     report_with(breaker, vec![Label::new("breaker", breaker.name().to_string())]);
 }
@@ -233,6 +293,7 @@ pub fn report(breaker: &CircuitBreaker) {
 fn report_with(breaker: &CircuitBreaker, labels: Vec<Label>) {
     let s = breaker.snapshot();
     metrics::gauge!(STATE, labels.clone()).set(state_value(s.state));
+    metrics::gauge!(SHADOW, labels.clone()).set(f64::from(u8::from(s.shadow)));
     metrics::gauge!(FAILURE_RATE, labels.clone()).set(s.failure_rate.unwrap_or(0.0));
     metrics::gauge!(SLOW_CALL_RATE, labels).set(s.slow_call_rate.unwrap_or(0.0));
 }

@@ -30,9 +30,11 @@
 //! | `circuit_breaker_slow_call_rate` | gauge | `breaker` (, `key`) | the breaker's window at scrape time, `0` when empty |
 //! | `circuit_breaker_consecutive_failures` | gauge | `breaker` (, `key`) | the current run of failures, at scrape time |
 //! | `circuit_breaker_keys` | gauge | `registry` | keys held by each watched keyed registry |
-//! | `circuit_breaker_calls_total` | counter | `breaker` (, `key`), `outcome` | `success`, `failure` (including [`Outcome::Trip`]), `ignored`, `rejected`, `cancelled` |
+//! | `circuit_breaker_shadow` | gauge | `breaker` (, `key`) | `1` in [shadow mode](crate#shadow-mode), `0` enforcing, at scrape time |
+//! | `circuit_breaker_calls_total` | counter | `breaker` (, `key`), `outcome` | `success`, `failure` (including [`Outcome::Trip`]), `ignored`, `rejected`, `cancelled`, `would_reject` (let through in shadow mode; its outcome is not recorded) |
 //! | `circuit_breaker_slow_calls_total` | counter | `breaker` (, `key`) | calls slower than the slow-call threshold |
-//! | `circuit_breaker_transitions_total` | counter | `breaker` (, `key`), `from`, `to`, `reason` | state changes |
+//! | `circuit_breaker_transitions_total` | counter | `breaker` (, `key`), `from`, `to`, `reason`, `shadow` | state changes; `shadow="true"` when notional (alert on `shadow="false"`) |
+//! | `circuit_breaker_overrides_total` | counter | `breaker` (, `key`), `action`, `origin` | operators' actions ([`Override::as_str`](crate::Override::as_str)), `origin` `local` or `remote` (see [Manual overrides](crate#manual-overrides)) |
 //!
 //! The gauges are not copies: a collector reads each watched breaker's
 //! [`Snapshot`] when the registry is encoded (watched single breakers are
@@ -104,10 +106,19 @@ struct LiveSeries {
     users: usize,
     /// The transition series created under these labels.
     transitions: HashSet<Labels>,
+    /// The override series created under these labels.
+    overrides: HashSet<Labels>,
 }
 
 /// The outcome label values of `circuit_breaker_calls_total`.
-const OUTCOMES: [&str; 5] = ["success", "failure", "ignored", "rejected", "cancelled"];
+const OUTCOMES: [&str; 6] = [
+    "success",
+    "failure",
+    "ignored",
+    "rejected",
+    "cancelled",
+    "would_reject",
+];
 
 /// The breaker metric families, registered into a [`Registry`]. A cheap `Clone` handle.
 #[derive(Clone)]
@@ -122,6 +133,7 @@ struct Families {
     calls: Family<Labels, Counter>,
     slow: Family<Labels, Counter>,
     transitions: Family<Labels, Counter>,
+    overrides: Family<Labels, Counter>,
     live: Arc<Mutex<Live>>,
 }
 
@@ -151,6 +163,7 @@ impl BreakerMetrics {
                 calls: Family::default(),
                 slow: Family::default(),
                 transitions: Family::default(),
+                overrides: Family::default(),
                 live: Arc::default(),
             },
             watched: Arc::default(),
@@ -167,8 +180,13 @@ impl BreakerMetrics {
         );
         registry.register(
             "circuit_breaker_transitions",
-            "Circuit breaker state changes, by from, to and reason",
+            "Circuit breaker state changes, by from, to, reason and shadow",
             metrics.families.transitions.clone(),
+        );
+        registry.register(
+            "circuit_breaker_overrides",
+            "Operators' actions on a circuit breaker, by action and origin",
+            metrics.families.overrides.clone(),
         );
         registry.register_collector(Box::new(GaugeCollector {
             watched: metrics.watched.clone(),
@@ -218,6 +236,7 @@ impl BreakerMetrics {
             ignored: calls(OUTCOMES[2]),
             rejected: calls(OUTCOMES[3]),
             cancelled: calls(OUTCOMES[4]),
+            would_reject: calls(OUTCOMES[5]),
             slow: f.slow.get_or_create_owned(&labels),
             families: f.clone(),
             labels,
@@ -282,6 +301,7 @@ struct Handles {
     ignored: Counter,
     rejected: Counter,
     cancelled: Counter,
+    would_reject: Counter,
     slow: Counter,
     families: Families,
 }
@@ -306,6 +326,9 @@ impl Drop for Handles {
         for labels in &series.transitions {
             f.transitions.remove(labels);
         }
+        for labels in &series.overrides {
+            f.overrides.remove(labels);
+        }
     }
 }
 
@@ -329,12 +352,35 @@ impl Handles {
             Event::Released { .. } => {
                 self.cancelled.inc();
             }
-            // Shadow mode: not yet a series of its own (the snapshot counts them).
-            Event::WouldReject { .. } | Event::Reconfigured { .. } => {}
-            Event::Transition { from, to, reason, .. } => {
+            Event::WouldReject { .. } => {
+                self.would_reject.inc();
+            }
+            // The shadow gauge reads the snapshot at scrape time.
+            Event::Reconfigured { .. } => {}
+            Event::Override { action, origin, .. } => {
+                // Rare, as transitions are.
+                let mut labels = with(&self.labels, "action", action.as_str());
+                labels.push((
+                    "origin",
+                    Cow::Borrowed(if origin.is_local() { "local" } else { "remote" }),
+                ));
+                let f = &self.families;
+                let mut live = f.live();
+                f.overrides.get_or_create(&labels).inc();
+                if let Some(series) = live.get_mut(&self.labels) {
+                    series.overrides.insert(labels);
+                }
+            }
+            Event::Transition {
+                from,
+                to,
+                reason,
+                shadow,
+                ..
+            } => {
                 // Rare: a label set is built here, once per transition, and noted so that the
                 // series goes with the others.
-                let labels = transition_labels(&self.labels, from, to, reason);
+                let labels = transition_labels(&self.labels, from, to, reason, shadow);
                 let f = &self.families;
                 let mut live = f.live();
                 f.transitions.get_or_create(&labels).inc();
@@ -346,11 +392,12 @@ impl Handles {
     }
 }
 
-fn transition_labels(base: &Labels, from: State, to: State, reason: Reason) -> Labels {
+fn transition_labels(base: &Labels, from: State, to: State, reason: Reason, shadow: bool) -> Labels {
     let mut l = base.clone();
     l.push(("from", Cow::Borrowed(from.as_str())));
     l.push(("to", Cow::Borrowed(to.as_str())));
     l.push(("reason", Cow::Borrowed(reason.as_str())));
+    l.push(("shadow", Cow::Borrowed(if shadow { "true" } else { "false" })));
     l
 }
 
@@ -390,7 +437,7 @@ impl Collector for GaugeCollector {
             }
         }
         type Read = fn(&Snapshot) -> f64;
-        let gauges: [(&str, &str, Read); 4] = [
+        let gauges: [(&str, &str, Read); 5] = [
             (
                 "circuit_breaker_state",
                 "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled",
@@ -405,6 +452,11 @@ impl Collector for GaugeCollector {
                 "circuit_breaker_slow_call_rate",
                 "Slow-call rate over the breaker's window (0 when empty)",
                 |s| s.slow_call_rate.unwrap_or(0.0),
+            ),
+            (
+                "circuit_breaker_shadow",
+                "Whether the circuit breaker is in shadow mode (1) or enforcing (0)",
+                |s| f64::from(u8::from(s.shadow)),
             ),
             (
                 "circuit_breaker_consecutive_failures",

@@ -7,7 +7,7 @@ use std::{
     hash::{BuildHasher, Hash},
     sync::{
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -187,6 +187,7 @@ where
                 map_builder: self.map_builder,
                 overflow: std::sync::OnceLock::new(),
                 epoch: Instant::now(),
+                shadow: AtomicU8::new(SHADOW_UNSET),
             }),
         })
     }
@@ -301,7 +302,14 @@ struct Inner<K> {
     map_builder: Option<MapFn<K>>,
     overflow: std::sync::OnceLock<CircuitBreaker>,
     epoch: Instant,
+    /// [`KeyedRegistry::set_shadow`]'s switch for keys created later: `SHADOW_UNSET`, or
+    /// `SHADOW_OFF` / `SHADOW_ON` over the builders' own setting.
+    shadow: AtomicU8,
 }
+
+const SHADOW_UNSET: u8 = 0;
+const SHADOW_OFF: u8 = 1;
+const SHADOW_ON: u8 = 2;
 
 /// The time, read once per insert or sweep.
 #[derive(Clone, Copy, Debug)]
@@ -527,7 +535,9 @@ where
     /// overflow breaker, and to the keys created from now on. Keys with an override keep it.
     /// Each key's builder is adjusted by [`map_builder`](KeyedRegistryBuilder::map_builder)
     /// again, as when it was created (listeners it adds are ignored: a live breaker keeps its
-    /// own). The bounds (`max_keys`, `idle_timeout`, `when_full`) are kept.
+    /// own). The bounds (`max_keys`, `idle_timeout`, `when_full`) are kept, and so is the
+    /// switch of [`set_shadow`](Self::set_shadow) if it was used (an operator's action wins
+    /// over the template's `shadow`).
     ///
     /// `template` must be named as the registry (its name is the registry's,
     /// [`name`](Self::name)); another name, or an invalid setting, is a [`ConfigError`] and
@@ -579,19 +589,18 @@ where
         let mut first_error = None;
         for (key, breaker) in live {
             let (builder, config) = inner.builder_for(&inner.templates(), &key);
-            let result = match inner.map_builder {
-                // The hook may have changed a setting: validate what it made.
-                Some(_) => builder
-                    .validated()
-                    .and_then(|c| breaker.reconfigure_with(c, false)),
-                None => breaker.reconfigure_with(config, false),
+            // The hook may have changed a setting: validate what it made.
+            let config = match inner.map_builder {
+                Some(_) => builder.validated(),
+                None => Ok(config),
             };
+            let result = config.and_then(|c| breaker.reconfigure_with(inner.shadowed(&c), false));
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
         }
         if let Some(overflow) = inner.overflow.get() {
-            let config = inner.templates().template.config.clone();
+            let config = inner.shadowed(&inner.templates().template.config);
             if let Err(e) = overflow.reconfigure_with(config, false) {
                 first_error.get_or_insert(e);
             }
@@ -665,6 +674,37 @@ impl<K> KeyedRegistry<K> {
     pub fn name(&self) -> &str {
         &self.inner.base
     }
+
+    /// Switches [shadow mode](crate#shadow-mode) on or off for the whole registry at runtime:
+    /// every key's breaker now (each with [`CircuitBreaker::set_shadow`], the overflow breaker
+    /// too), and the breakers of keys created later, whatever their builders (template,
+    /// per-key override) say.
+    ///
+    /// Each live key's switch is an operator's action on that breaker: announced as
+    /// [`Event::Override`](crate::Event::Override), and, with
+    /// [`RedisSync::attach_keyed`](crate::integrations), shared per key with the other
+    /// replicas. The setting for keys created later stays on this replica.
+    ///
+    /// ```
+    /// use tower_breaker::{CircuitBreaker, keyed::KeyedRegistry};
+    ///
+    /// let models = KeyedRegistry::<String>::new(CircuitBreaker::builder("openai").consecutive_failures(5))?;
+    /// let live = models.get("gpt-4o")?;
+    /// models.set_shadow(true);
+    /// assert!(live.is_shadow());
+    /// assert!(models.get("o3")?.is_shadow()); // a key created later
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_shadow(&self, shadow: bool) {
+        let inner = &*self.inner;
+        inner
+            .shadow
+            .store(if shadow { SHADOW_ON } else { SHADOW_OFF }, Ordering::Release);
+        self.for_each(|_, breaker| breaker.set_shadow(shadow));
+        if let Some(overflow) = inner.overflow.get() {
+            overflow.set_shadow(shadow);
+        }
+    }
 }
 
 impl<K> Inner<K>
@@ -705,7 +745,7 @@ where
 
     fn create(&self, key: &K) -> CircuitBreaker {
         let (builder, config) = self.builder_for(&self.templates(), key);
-        builder.build_with(config, Lanes::One)
+        builder.build_with(self.shadowed(&config), Lanes::One)
     }
 
     /// `key`'s builder, named and adjusted, and its configuration: the template's validated
@@ -723,6 +763,17 @@ where
         (builder, template.config.clone())
     }
 
+    /// `config`, with [`KeyedRegistry::set_shadow`]'s switch if it was used.
+    fn shadowed(&self, config: &Config) -> Config {
+        let mut config = config.clone();
+        match self.shadow.load(Ordering::Acquire) {
+            SHADOW_ON => config.shadow = Some(true),
+            SHADOW_OFF => config.shadow = Some(false),
+            _ => {}
+        }
+        config
+    }
+
     fn overflow(&self) -> &CircuitBreaker {
         self.overflow.get_or_init(|| {
             let templates = self.templates();
@@ -730,7 +781,7 @@ where
             t.builder
                 .clone()
                 .name(format!("{}:<overflow>", t.base))
-                .build_with(t.config.clone(), Lanes::Auto)
+                .build_with(self.shadowed(&t.config), Lanes::Auto)
         })
     }
 

@@ -285,3 +285,4 @@ pub fn record_outcomes(
     });
     (builder, seen)
 }
+pub mod capture;

@@ -143,6 +143,8 @@ impl Stats {
             Event::Rejected { .. } => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
             }
+            // An operator's action: its transition, if any, follows as its own event.
+            Event::Override { .. } => {}
             Event::Transition {
                 name,
                 from,

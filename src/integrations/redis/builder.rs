@@ -9,7 +9,13 @@ use std::{
 use ::redis::Script;
 use tokio::sync::mpsc;
 
-use super::{Client, RedisSync, shared::Shared, sync::Handle, wire::STORE, worker::Worker};
+use super::{
+    Client, RedisSync,
+    shared::Shared,
+    sync::Handle,
+    wire::{STORE, STORE_OVERRIDE},
+    worker::Worker,
+};
 use crate::breaker::ConfigError;
 
 /// Builds a [`RedisSync`]; see [`RedisSync::builder`].
@@ -64,8 +70,8 @@ impl RedisSyncBuilder {
         self
     }
 
-    /// How many local trips may wait for the background task (default 1,024); when full, a
-    /// trip is dropped (counted in [`SyncStatus::dropped`](super::SyncStatus::dropped)) rather than making a call wait.
+    /// How many local trips and overrides may wait for the background task (default 1,024);
+    /// when full, one is dropped (counted in [`SyncStatus::dropped`](super::SyncStatus::dropped)) rather than making a call wait.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
         self
@@ -110,7 +116,9 @@ impl RedisSyncBuilder {
             client: self.client,
             rx,
             local: HashMap::new(),
+            local_overrides: HashMap::new(),
             store: Script::new(STORE),
+            store_override: Script::new(STORE_OVERRIDE),
             timeout: self.timeout,
             ping_interval: self.ping_interval,
             reconnect_min: self.reconnect_min,

@@ -1,4 +1,4 @@
-//! Replicas share trips through Redis (feature `redis`): [`RedisSync`].
+//! Replicas share trips and operators' overrides through Redis (feature `redis`): [`RedisSync`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -40,7 +40,7 @@
 //! same upstreams (same names), and all of them reach one Redis (a single instance or a
 //! primary with replicas; Redis Cluster is not supported: the store script touches two keys).
 //! Each replica builds one [`RedisSync`] at start-up with the same [`prefix`](RedisSyncBuilder::prefix),
-//! and attaches the breakers that should share trips.
+//! and attaches the breakers that should share trips and overrides.
 //!
 //! When the upstream goes down, the first replica whose breaker trips tells the others, and
 //! every replica stops sending it traffic at once instead of each paying for its own
@@ -64,10 +64,32 @@
 //! Probing stays local so that each replica checks its own path to the upstream; a replica
 //! whose probe fails re-opens and shares that new trip.
 //!
-//! Not shared: [`force_open`](CircuitBreaker::force_open), [`disable`](CircuitBreaker::disable)
-//! and [`reset`](CircuitBreaker::reset) (operator actions on one replica), and the extension
-//! of an open period that is already in force (a longer [`trip`](CircuitBreaker::trip) on an
-//! open breaker publishes no transition).
+//! Not shared: a shadow breaker's trips (they are notional: see
+//! [Shadow mode](crate#shadow-mode)), and the extension of an open period that is already in
+//! force (a longer [`trip`](CircuitBreaker::trip) on an open breaker publishes no transition).
+//!
+//! **Shared: operators' overrides.** [`force_open`](CircuitBreaker::force_open),
+//! [`disable`](CircuitBreaker::disable), [`reset`](CircuitBreaker::reset) and
+//! [`set_shadow`](CircuitBreaker::set_shadow) on an attached breaker of one replica apply to
+//! the breakers of that name on every replica: an operator acts once, on any replica (an admin
+//! endpoint behind the load balancer reaches one of them), and the fleet follows. Each
+//! replica's breaker announces the action as [`Event::Override`] with
+//! [`Origin::Remote`]`("<origin of the replica that acted>")`, and traces it at INFO with that
+//! origin; the acting replica's says [`Origin::Local`]. The transitions a remote override
+//! causes have the reason [`Reason::Remote`], as remote trips do (so webhook alerts come from
+//! the acting replica only, by default). A remote override is not shared again
+//! (no echo). A shadow switch is shared even though a shadow breaker's trips are not:
+//! switching the fleet to enforce (or back to observe) is an operator's decision.
+//!
+//! Overrides stand until replaced, as in one breaker: a force-open (or disable) holds on
+//! every breaker of the name, on every replica, including breakers registered later and
+//! replicas that start or reconnect later (a replica restarted under the same
+//! [`origin`](RedisSyncBuilder::origin) included), until a reset on any replica ends it; a shadow switch holds until the next one (whatever the builders of
+//! replicas started later say). Force-open, disable and reset replace one another; shadow
+//! switches are apart from them. Where two replicas act on the same breaker, the later action
+//! (by time of action, on Redis's clock) wins everywhere, including an action taken on a
+//! replica that could not reach Redis at the time: it applies there at once, and is stored
+//! and published when Redis is back, unless a later one was taken meanwhile.
 //!
 //! # In Redis
 //!
@@ -78,6 +100,20 @@
 //! | `tower-breaker:trips` | the pub/sub channel; each message is one trip as JSON |
 //! | `tower-breaker:trip:{name}` | the trip in force for breaker `name` (the same JSON), expiring at its deadline |
 //! | `tower-breaker:index` | a sorted set of the names with a trip in force, scored by deadline, so a replica that starts (or reconnects) reads them without `SCAN` |
+//! | `tower-breaker:overrides` | the pub/sub channel of overrides; each message is one override as JSON |
+//! | `tower-breaker:override:manual` | a hash: breaker name → its latest force-open, disable or reset (the same JSON) |
+//! | `tower-breaker:override:shadow` | a hash: breaker name → its latest shadow switch |
+//!
+//! An override: `{"v":1,"name":"openai","action":"force_open","at":1767225600000,
+//! "origin":"web-1-4242-9f1c"}` (`action` as in [`Override::as_str`]; `registry` and `key` for
+//! keyed breakers; `at` is when the operator acted, in UNIX milliseconds on the Redis
+//! server's clock). Storing is one Lua script that keeps the later `at` and publishes only
+//! what it stored. The hashes keep a name's latest override for good (a reset included, so
+//! that a replica that was away learns that a force-open ended): delete a field (`HDEL`) to
+//! forget a breaker, and the whole hash to forget every standing override. A replica that
+//! starts applies the standing force-opens, disables and shadow switches, and skips resets
+//! (a new breaker has nothing to undo); a keyed registry creates the breakers of the keys
+//! concerned, except for resets, which apply only to keys it holds.
 //!
 //! A message: `{"v":1,"name":"openai:gpt-4o","registry":"openai","key":"gpt-4o",
 //! "deadline":1767225600000,"reason":"consecutive_failures","origin":"web-1-4242-9f1c"}`
@@ -117,7 +153,10 @@
 //! a backoff ([`reconnect_delay`](RedisSyncBuilder::reconnect_delay)). Once back, it
 //! resubscribes, reads the trips in force from Redis and applies them, and re-publishes its
 //! own trips still in force (those it could not publish during the outage, and those Redis
-//! lost if it restarted without persistence).
+//! lost if it restarted without persistence). Overrides the same way: it reads the standing
+//! overrides and applies those newer than what it knows (a reset that ended a force-open
+//! while it was away included), and stores its own latest ones (those taken during the
+//! outage, and those Redis lost), unless later ones are stored.
 //!
 //! A connection is declared lost when the pub/sub stream ends, a command fails on the
 //! connection, or a command (including the periodic ping) does not answer within
@@ -135,11 +174,12 @@
 //! `try_send`s on the queue). Everything else happens on the background task: one Redis
 //! round trip per local trip, and one JSON parse per trip received.
 //!
-//! Whoever can publish on the channel can open any shared breaker of the fleet, for at most
-//! its `max_open_duration`: give the application's Redis the same trust as its configuration
-//! (ACLs, a private network). A breaker that a remote trip opened for longer than its own
-//! `max_open_duration` allows is opened again (for at most that) each time the sync
-//! reconnects and reads the trip from the store.
+//! Whoever can publish on the trips channel can open any shared breaker of the fleet, for at
+//! most its `max_open_duration`; whoever can write the overrides channel or hashes can force
+//! open, disable or reset any of them, for good: give the application's Redis the same trust
+//! as its configuration (ACLs, a private network). A breaker that a remote trip opened for
+//! longer than its own `max_open_duration` allows is opened again (for at most that) each
+//! time the sync reconnects and reads the trip from the store.
 //!
 //! # Metrics
 //!
@@ -162,7 +202,7 @@ mod worker;
 use std::sync::{Mutex, MutexGuard};
 
 #[cfg(doc)]
-use crate::breaker::{CircuitBreaker, Reason};
+use crate::breaker::{CircuitBreaker, Event, Origin, Override, Reason};
 
 pub use builder::RedisSyncBuilder;
 pub use sync::{RedisSync, SyncStatus};

@@ -1,5 +1,6 @@
-//! What the handle and the background task share: the registered breakers, the trips learned
-//! from other replicas, the counters; and what to do with a trip received.
+//! What the handle and the background task share: the registered breakers, the trips and
+//! overrides learned from other replicas, the counters; and what to do with a trip or an
+//! override received.
 
 use std::{
     collections::HashMap,
@@ -14,13 +15,35 @@ use std::{
 use super::{CONNECTED, MALFORMED, OUTAGES, PUBLISHED, RECEIVED};
 use super::{
     lock,
-    wire::{VERSION, Wire, unix_ms_now},
+    wire::{OverrideWire, VERSION, Wire, unix_ms_now},
 };
-use crate::breaker::CircuitBreaker;
+use crate::breaker::{CircuitBreaker, Origin, Override};
 
-/// Opens the breaker of this key (a string, parsed back into the registry's key type) for
-/// this long; whether there was one to open.
-pub(super) type KeyedTarget = Arc<dyn Fn(&str, Duration) -> bool + Send + Sync>;
+/// Applies a remote trip or override to the breaker of this key (a string, parsed back into
+/// the registry's key type); whether there was one to apply it to.
+pub(super) type KeyedTarget = Arc<dyn Fn(&str, Remote<'_>) -> bool + Send + Sync>;
+
+/// What another replica sent, for one breaker.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Remote<'a> {
+    /// Open for this long.
+    Trip(Duration),
+    /// An operator's action, from this origin.
+    Override(Override, &'a str),
+}
+
+impl Remote<'_> {
+    pub(super) fn apply_to(self, breaker: &CircuitBreaker) {
+        match self {
+            Remote::Trip(wait) => breaker.trip_remote(wait),
+            Remote::Override(action, origin) => breaker.apply_override(action, Origin::Remote(origin)),
+        }
+    }
+}
+
+/// Where the overrides known for a breaker are kept: whether it is a shadow switch, and the
+/// breaker's name.
+pub(super) type Slot = (bool, String);
 
 /// What the handle and the background task share.
 pub(super) struct Shared {
@@ -28,11 +51,19 @@ pub(super) struct Shared {
     pub(super) origin: String,
     pub(super) channel: String,
     pub(super) index: String,
+    /// The channel of overrides.
+    pub(super) override_channel: String,
+    /// The hashes of standing overrides: force-open / disable / reset, and shadow switches.
+    pub(super) manual_hash: String,
+    pub(super) shadow_hash: String,
     pub(super) plain: Mutex<HashMap<String, Vec<CircuitBreaker>>>,
     pub(super) keyed: Mutex<HashMap<String, Vec<KeyedTarget>>>,
     /// Trips in force learned from other replicas, by breaker name, for breakers registered
     /// later.
     pub(super) remote: Mutex<HashMap<String, Wire>>,
+    /// The latest override known per slot, this replica's (as stored, or to be stored) and the
+    /// others' (as applied): what a remote override must be newer than to apply.
+    pub(super) overrides: Mutex<HashMap<Slot, OverrideWire>>,
     pub(super) connected: AtomicBool,
     pub(super) offset_ms: AtomicI64,
     pub(super) outages: AtomicU64,
@@ -43,6 +74,8 @@ pub(super) struct Shared {
     pub(super) expired: AtomicU64,
     pub(super) malformed: AtomicU64,
     pub(super) refused: AtomicU64,
+    pub(super) overrides_published: AtomicU64,
+    pub(super) overrides_received: AtomicU64,
     pub(super) last_error: Mutex<Option<String>>,
     #[cfg(feature = "metrics")]
     pub(super) metrics: Metrics,
@@ -64,9 +97,13 @@ impl Shared {
             origin,
             channel: format!("{prefix}:trips"),
             index: format!("{prefix}:index"),
+            override_channel: format!("{prefix}:overrides"),
+            manual_hash: format!("{prefix}:override:manual"),
+            shadow_hash: format!("{prefix}:override:shadow"),
             plain: Mutex::default(),
             keyed: Mutex::default(),
             remote: Mutex::default(),
+            overrides: Mutex::default(),
             connected: AtomicBool::new(false),
             offset_ms: AtomicI64::new(0),
             outages: AtomicU64::new(0),
@@ -77,6 +114,8 @@ impl Shared {
             expired: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            overrides_published: AtomicU64::new(0),
+            overrides_received: AtomicU64::new(0),
             last_error: Mutex::new(None),
             #[cfg(feature = "metrics")]
             metrics: {
@@ -199,8 +238,8 @@ impl Shared {
             (Some(registry), Some(key)) => {
                 let targets = lock(&self.keyed).get(registry).cloned().unwrap_or_default();
                 let mut any = false;
-                for trip in targets {
-                    any |= trip(key, wait);
+                for target in targets {
+                    any |= target(key, Remote::Trip(wait));
                 }
                 any
             }
@@ -212,6 +251,102 @@ impl Shared {
                 !targets.is_empty()
             }
         }
+    }
+}
+
+impl Shared {
+    /// The hash where `wire`'s kind of override stands.
+    pub(super) fn override_hash(&self, shadow: bool) -> &str {
+        if shadow {
+            &self.shadow_hash
+        } else {
+            &self.manual_hash
+        }
+    }
+
+    /// An override from the channel or the store: applied when it is another replica's and
+    /// newer than the override this replica knows for the same slot.
+    pub(super) fn on_override(&self, payload: &str, source: &str) {
+        let (wire, action) = match serde_json::from_str::<OverrideWire>(payload) {
+            Ok(w) => match w.action() {
+                Some(action) if w.v == VERSION => (w, action),
+                _ => {
+                    if self.count_malformed() {
+                        tracing::warn!(prefix = %self.prefix, source, version = w.v, action = %w.action, "redis sync ignored an override of an unknown version or action");
+                    }
+                    return;
+                }
+            },
+            Err(e) => {
+                if self.count_malformed() {
+                    let shown: String = payload.chars().take(120).collect();
+                    tracing::warn!(prefix = %self.prefix, source, error = %e, payload = %shown, "redis sync ignored a malformed override message");
+                }
+                return;
+            }
+        };
+        // Our own, echoed by the channel. From the store, our own is applied unless known: a
+        // replica restarted under the same origin learns what it did before.
+        if wire.origin == self.origin && source == "channel" {
+            return;
+        }
+        let previous = {
+            let mut known = lock(&self.overrides);
+            let slot = (wire.is_shadow(), wire.name.clone());
+            match known.get(&slot) {
+                // Already applied, or older than what this replica knows (its own later action).
+                Some(k) if *k == wire || k.at > wire.at => return,
+                _ => known.insert(slot, wire.clone()),
+            }
+        };
+        self.overrides_received.fetch_add(1, Ordering::Relaxed);
+        // A replica that starts reads resets too: with nothing before them, nothing to undo.
+        if source == "store" && action == Override::Reset && previous.is_none() {
+            return;
+        }
+        let applied = self.apply_override(&wire, action);
+        tracing::info!(
+            breaker = %wire.name, action = action.as_str(), origin = %wire.origin, source, applied,
+            "redis sync applied a remote override"
+        );
+    }
+
+    /// Applies `action` from `wire` to the local breakers it names. Whether any was found.
+    fn apply_override(&self, wire: &OverrideWire, action: Override) -> bool {
+        let remote = Remote::Override(action, &wire.origin);
+        match (&wire.registry, &wire.key) {
+            (Some(registry), Some(key)) => {
+                let targets = lock(&self.keyed).get(registry).cloned().unwrap_or_default();
+                let mut any = false;
+                for target in targets {
+                    any |= target(key, remote);
+                }
+                any
+            }
+            _ => {
+                let targets = lock(&self.plain).get(&wire.name).cloned().unwrap_or_default();
+                for b in &targets {
+                    remote.apply_to(b);
+                }
+                !targets.is_empty()
+            }
+        }
+    }
+
+    /// The standing overrides (not resets) known that `filter` selects, oldest first: for a
+    /// breaker registered after they were learned or taken (this replica's own included: an
+    /// override stands for every breaker of its name).
+    pub(super) fn standing_overrides(
+        &self,
+        filter: impl Fn(&OverrideWire) -> bool,
+    ) -> Vec<(OverrideWire, Override)> {
+        let mut standing: Vec<_> = lock(&self.overrides)
+            .values()
+            .filter(|w| filter(w))
+            .filter_map(|w| Some((w.clone(), w.action().filter(|a| *a != Override::Reset)?)))
+            .collect();
+        standing.sort_by_key(|(w, _)| w.at);
+        standing
     }
 }
 

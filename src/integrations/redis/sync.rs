@@ -15,17 +15,17 @@ use tokio::sync::mpsc;
 
 use super::{
     Client, DEFAULT_PREFIX, RedisSyncBuilder, lock,
-    shared::{KeyedTarget, Shared},
-    wire::{LocalTrip, Wire, millis, unix_ms_now},
+    shared::{KeyedTarget, Remote, Shared},
+    wire::{Local, LocalOverride, LocalTrip, Wire, millis, unix_ms_now},
 };
 use crate::{
-    breaker::{Builder, CircuitBreaker, ConfigError, Event, Reason, State},
+    breaker::{Builder, CircuitBreaker, ConfigError, Event, Origin, Override, Reason, State},
     keyed::{KeyedRegistry, KeyedRegistryBuilder},
 };
 
-/// Shares the trips of a set of breakers (plain and keyed) with the other replicas through
-/// Redis. See [the module docs](super) for the deployment, what is shared, the format in
-/// Redis, clock skew and outages.
+/// Shares the trips and operators' overrides of a set of breakers (plain and keyed) with the
+/// other replicas through Redis. See [the module docs](super) for the deployment, what is
+/// shared, the format in Redis, clock skew and outages.
 ///
 /// A cheap `Clone` handle. The background task runs while any clone is alive.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct RedisSync {
 
 pub(super) struct Handle {
     pub(super) shared: Arc<Shared>,
-    pub(super) tx: mpsc::Sender<LocalTrip>,
+    pub(super) tx: mpsc::Sender<Local>,
     pub(super) dropped: Arc<AtomicU64>,
     pub(super) task: tokio::task::AbortHandle,
 }
@@ -79,8 +79,13 @@ pub struct SyncStatus {
     pub expired: u64,
     /// Messages on the channel (or entries in the store) that did not parse: ignored.
     pub malformed: u64,
-    /// Local trips dropped because the queue to the background task was full.
+    /// Local trips and overrides dropped because the queue to the background task was full.
     pub dropped: u64,
+    /// Local overrides (operator actions) stored in Redis and published.
+    pub overrides_published: u64,
+    /// Overrides of other replicas received and newer than what this replica knew (on the
+    /// channel, or read from the store on connect).
+    pub overrides_received: u64,
     /// Local trips that Redis refused to store (it answered with an error, e.g. a key of the
     /// wrong type in the way): logged at WARN and dropped; the sync carries on.
     pub refused: u64,
@@ -107,8 +112,8 @@ impl RedisSync {
         }
     }
 
-    /// Builds the breaker from `builder` with its trips shared: [`instrument`](Self::instrument)
-    /// then [`register`](Self::register).
+    /// Builds the breaker from `builder` with its trips and overrides shared:
+    /// [`instrument`](Self::instrument) then [`register`](Self::register).
     pub fn attach(&self, builder: Builder) -> Result<CircuitBreaker, ConfigError> {
         let breaker = self.instrument(builder).build()?;
         self.register(&breaker);
@@ -116,13 +121,15 @@ impl RedisSync {
     }
 
     /// Installs the listener that publishes the breaker's trips (its transitions to open,
-    /// except those learned from other replicas). The listener only enqueues.
+    /// except those learned from other replicas and a shadow breaker's) and its local
+    /// overrides ([`Event::Override`] with [`Origin::Local`]). The listener only enqueues.
     pub fn instrument(&self, builder: Builder) -> Builder {
         builder.on_event(self.listener(None))
     }
 
-    /// Registers `breaker` to receive the other replicas' trips for its name (trips in force
-    /// that the sync already knows of apply at once). The sync keeps a handle to it.
+    /// Registers `breaker` to receive the other replicas' trips and overrides for its name
+    /// (trips in force and standing overrides that the sync already knows of apply at once).
+    /// The sync keeps a handle to it.
     ///
     /// Breakers built elsewhere from an [`instrument`](Self::instrument)ed builder (e.g. by
     /// [`CircuitBreakerLayer::per_service`](crate::CircuitBreakerLayer::per_service)) publish
@@ -139,10 +146,15 @@ impl RedisSync {
                 shared.apply(&wire);
             }
         }
+        for (wire, action) in shared.standing_overrides(|w| w.registry.is_none() && w.name == breaker.name())
+        {
+            breaker.apply_override(action, Origin::Remote(&wire.origin));
+        }
     }
 
-    /// Builds a keyed registry whose breakers share their trips, per key: a trip of one key's
-    /// breaker opens that key's breaker on every replica, creating it where the key is new.
+    /// Builds a keyed registry whose breakers share their trips and overrides, per key: a trip
+    /// (or a force-open) of one key's breaker opens that key's breaker on every replica,
+    /// creating it where the key is new (a reset applies only where the key exists).
     ///
     /// Trips are routed by the registry's name (its template's name, the same on every
     /// replica) and the key's `Display` form, parsed back with `FromStr` on receipt (the two
@@ -160,17 +172,30 @@ impl RedisSync {
             .and_map_builder(move |b, key| b.on_event(sync.listener(Some((name.clone(), key.to_string())))))
             .build()?;
         let target = registry.clone();
-        let trip: KeyedTarget = Arc::new(move |key: &str, wait: Duration| {
+        let trip: KeyedTarget = Arc::new(move |key: &str, remote: Remote<'_>| {
             let Ok(key) = key.parse::<K>() else {
                 return false;
             };
-            match target.get(&key) {
-                Ok(b) if target.overflow().is_none_or(|o| o.name() != b.name()) => {
-                    b.trip_remote(wait);
-                    true
-                }
-                _ => false,
-            }
+            let breaker = if let Remote::Override(Override::Reset, _) = remote {
+                // A reset undoes something: only a key that exists here has anything to undo.
+                let mut found = None;
+                target.for_each(|k, b| {
+                    if *k == key {
+                        found = Some(b.clone());
+                    }
+                });
+                found
+            } else {
+                target
+                    .get(&key)
+                    .ok()
+                    .filter(|b| target.overflow().is_none_or(|o| o.name() != b.name()))
+            };
+            let Some(breaker) = breaker else {
+                return false;
+            };
+            remote.apply_to(&breaker);
+            true
         });
         let shared = &*self.inner.shared;
         lock(&shared.keyed)
@@ -184,6 +209,11 @@ impl RedisSync {
             .collect();
         for wire in known {
             shared.apply(&wire);
+        }
+        for (wire, action) in shared.standing_overrides(|w| w.registry.as_deref() == Some(&*registry_name)) {
+            if let Some(key) = &wire.key {
+                trip(key, Remote::Override(action, &wire.origin));
+            }
         }
         Ok(registry)
     }
@@ -213,6 +243,8 @@ impl RedisSync {
             malformed: n(&s.malformed),
             dropped: n(&self.inner.dropped),
             refused: n(&s.refused),
+            overrides_published: n(&s.overrides_published),
+            overrides_received: n(&s.overrides_received),
             clock_offset_ms: s.offset_ms.load(Ordering::Relaxed),
             last_error: lock(&s.last_error).clone(),
         }
@@ -234,7 +266,7 @@ impl RedisSync {
 /// so that no reference cycle keeps them alive.
 #[derive(Clone)]
 pub(super) struct ListenerParts {
-    pub(super) tx: mpsc::Sender<LocalTrip>,
+    pub(super) tx: mpsc::Sender<Local>,
     pub(super) dropped: Arc<AtomicU64>,
 }
 
@@ -242,6 +274,25 @@ impl ListenerParts {
     fn listener(&self, keyed: Option<(Arc<str>, String)>) -> impl Fn(&Event<'_>) + Send + Sync + use<> {
         let ListenerParts { tx, dropped } = self.clone();
         move |event: &Event<'_>| {
+            if let Event::Override {
+                name,
+                action,
+                origin: Origin::Local,
+            } = *event
+            {
+                // An operator's action here (a remote one is not echoed back). A shadow
+                // switch is shared too, whatever the breaker's mode.
+                let o = LocalOverride {
+                    name: name.to_string(),
+                    keyed: keyed.clone(),
+                    action,
+                    at: unix_ms_now(),
+                };
+                if tx.try_send(Local::Override(o)).is_err() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
             let Event::Transition {
                 name,
                 to: State::Open,
@@ -263,7 +314,7 @@ impl ListenerParts {
                 deadline: unix_ms_now().saturating_add(millis(open_for)),
                 reason,
             };
-            if tx.try_send(trip).is_err() {
+            if tx.try_send(Local::Trip(trip)).is_err() {
                 dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

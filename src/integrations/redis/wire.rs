@@ -1,4 +1,5 @@
-//! The trip's format on the wire and in the store, and the script that stores it.
+//! The formats of trips and overrides on the wire and in the store, and the scripts that
+//! store them.
 
 use std::{
     sync::Arc,
@@ -7,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::Reason;
+use crate::breaker::{Override, Reason};
 
 /// Stores a trip unless a later deadline is in force, and publishes it when stored.
 ///
@@ -26,6 +27,25 @@ redis.call('ZADD', KEYS[2], deadline, ARGV[4])
 local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[2], top[2])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
+";
+
+/// Stores an override as the standing one of its name unless a later one is stored, and
+/// publishes it when stored. The same payload again (a re-publication) stores nothing.
+///
+/// KEYS: the hash of standing overrides. ARGV: name (the field), payload, at (ms, Redis
+/// clock), channel.
+pub(super) const STORE_OVERRIDE: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  if cur == ARGV[2] then return 0 end
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and type(old) == 'table' and tonumber(old.at) and tonumber(old.at) > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
 return 1
 ";
 
@@ -61,6 +81,53 @@ pub(super) struct Wire {
     pub(super) deadline: u64,
     pub(super) reason: String,
     pub(super) origin: String,
+}
+
+/// An operator's override on the wire and in the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct OverrideWire {
+    pub(super) v: u32,
+    pub(super) name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) registry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) key: Option<String>,
+    /// [`Override::as_str`].
+    pub(super) action: String,
+    /// When the operator acted: UNIX milliseconds, Redis's clock (as the replica estimated it).
+    pub(super) at: u64,
+    pub(super) origin: String,
+}
+
+impl OverrideWire {
+    /// The action, if known.
+    pub(super) fn action(&self) -> Option<Override> {
+        Override::from_name(&self.action)
+    }
+
+    /// Whether this is a shadow switch (stored apart from force-open / disable / reset, which
+    /// replace one another).
+    pub(super) fn is_shadow(&self) -> bool {
+        matches!(self.action(), Some(Override::Shadow(_)))
+    }
+}
+
+/// What the background task takes from the breakers' listeners.
+#[derive(Clone, Debug)]
+pub(super) enum Local {
+    Trip(LocalTrip),
+    Override(LocalOverride),
+}
+
+/// A local override, from a listener to the background task.
+#[derive(Clone, Debug)]
+pub(super) struct LocalOverride {
+    pub(super) name: String,
+    /// `(registry, key)` for a keyed breaker.
+    pub(super) keyed: Option<(Arc<str>, String)>,
+    pub(super) action: Override,
+    /// UNIX milliseconds, local clock.
+    pub(super) at: u64,
 }
 
 /// A local trip, from a listener to the background task.

@@ -1,5 +1,5 @@
 //! The background task: connects (and reconnects), subscribes, stores and publishes local
-//! trips, applies the others'.
+//! trips and overrides, applies the others'.
 
 use std::{
     collections::HashMap,
@@ -13,18 +13,22 @@ use tokio::sync::mpsc;
 
 use super::{
     Client, RedisError, lock,
-    shared::Shared,
-    wire::{LocalTrip, VERSION, Wire, redis_deadline, unix_ms_now},
+    shared::{Shared, Slot},
+    wire::{Local, LocalOverride, LocalTrip, OverrideWire, VERSION, Wire, redis_deadline, unix_ms_now},
 };
 
 /// The background task: owns the connections and the local trips in force.
 pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
     pub(super) client: Client,
-    pub(super) rx: mpsc::Receiver<LocalTrip>,
+    pub(super) rx: mpsc::Receiver<Local>,
     /// Local trips in force, by breaker name: re-published on every (re)connection.
     pub(super) local: HashMap<String, LocalTrip>,
+    /// This replica's latest override per slot: stored on every (re)connection, unless a
+    /// later one (or the same) is stored.
+    pub(super) local_overrides: HashMap<Slot, OverrideWire>,
     pub(super) store: Script,
+    pub(super) store_override: Script,
     pub(super) timeout: Duration,
     pub(super) ping_interval: Duration,
     pub(super) reconnect_min: Duration,
@@ -78,8 +82,11 @@ impl Worker {
             loop {
                 tokio::select! {
                     () = &mut sleep => break,
-                    trip = self.rx.recv() => match trip {
-                        Some(trip) => self.remember(trip),
+                    local = self.rx.recv() => match local {
+                        Some(Local::Trip(trip)) => self.remember(trip),
+                        Some(Local::Override(o)) => {
+                            self.remember_override(o);
+                        }
                         None => return,
                     },
                 }
@@ -106,12 +113,18 @@ impl Worker {
         )
         .await?;
         let mut pubsub = within(t, self.client.get_async_pubsub()).await?;
-        within(t, pubsub.subscribe(&self.shared.channel)).await?;
+        within(
+            t,
+            pubsub.subscribe(&[&self.shared.channel, &self.shared.override_channel]),
+        )
+        .await?;
         let (mut sink, mut stream) = pubsub.split();
         self.measure_offset(&mut conn).await?;
         // Subscribed first, then read the store: no trip falls between the two.
         self.resync(&mut conn).await?;
+        self.resync_overrides(&mut conn).await?;
         self.republish(&mut conn).await?;
+        self.republish_overrides(&mut conn).await?;
         self.shared.set_connected(true);
         self.delay = self.reconnect_min;
         if std::mem::take(&mut self.in_outage) {
@@ -125,21 +138,30 @@ impl Worker {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => match msg.get_payload::<String>() {
-                        Ok(payload) => self.shared.on_payload(&payload, "channel"),
-                        Err(_) => self.shared.on_payload("<not a string>", "channel"),
-                    },
+                    Some(msg) => {
+                        let payload = msg.get_payload::<String>();
+                        let payload = payload.as_deref().unwrap_or("<not a string>");
+                        if msg.get_channel_name() == self.shared.override_channel {
+                            self.shared.on_override(payload, "channel");
+                        } else {
+                            self.shared.on_payload(payload, "channel");
+                        }
+                    }
                     None => {
                         return Err(End::Failed(RedisError::from((ErrorKind::IoError, "the subscription was closed"))));
                     }
                 },
-                trip = self.rx.recv() => match trip {
-                    Some(trip) => {
+                local = self.rx.recv() => match local {
+                    Some(Local::Trip(trip)) => {
                         let name = trip.name.clone();
                         self.remember(trip);
                         if let Some(trip) = self.local.get(&name).cloned() {
                             self.publish(&mut conn, &trip).await?;
                         }
+                    }
+                    Some(Local::Override(o)) => {
+                        let wire = self.remember_override(o);
+                        self.publish_override(&mut conn, &wire).await?;
                     }
                     None => return Err(End::Closed),
                 },
@@ -185,6 +207,93 @@ impl Worker {
             self.shared.on_payload(&payload, "store");
         }
         Ok(())
+    }
+
+    /// Reads the standing overrides from the store and applies those newer than what this
+    /// replica knows: a replica that starts, or that missed overrides while disconnected,
+    /// learns them (a reset included: it ends a force-open learned before).
+    async fn resync_overrides(&self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
+        for hash in [&self.shared.manual_hash, &self.shared.shadow_hash] {
+            let entries: Vec<(String, String)> =
+                within(self.timeout, ::redis::cmd("HGETALL").arg(hash).query_async(conn)).await?;
+            for (_, payload) in entries {
+                self.shared.on_override(&payload, "store");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores this replica's latest overrides again: those taken while Redis was unreachable,
+    /// and those Redis lost (unless a later one is stored).
+    async fn republish_overrides(&mut self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
+        let wires: Vec<OverrideWire> = self.local_overrides.values().cloned().collect();
+        for wire in &wires {
+            self.publish_override(conn, wire).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `o` as this replica's latest override of its slot, and as the one the others'
+    /// must be newer than to apply here. Its time is taken on Redis's clock, as estimated now.
+    fn remember_override(&mut self, o: LocalOverride) -> OverrideWire {
+        let wire = OverrideWire {
+            v: VERSION,
+            name: o.name,
+            registry: o.keyed.as_ref().map(|(r, _)| r.to_string()),
+            key: o.keyed.map(|(_, k)| k),
+            action: o.action.as_str().to_string(),
+            at: redis_deadline(o.at, self.shared.offset_ms.load(Ordering::Relaxed)),
+            origin: self.shared.origin.clone(),
+        };
+        let slot = (wire.is_shadow(), wire.name.clone());
+        lock(&self.shared.overrides).insert(slot.clone(), wire.clone());
+        self.local_overrides.insert(slot, wire.clone());
+        wire
+    }
+
+    /// Stores `wire` as the standing override of its slot and publishes it, unless a later
+    /// one (or the same) is stored. Refusals are handled as for trips.
+    async fn publish_override(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        wire: &OverrideWire,
+    ) -> RedisResult<()> {
+        let Ok(payload) = serde_json::to_string(wire) else {
+            return Ok(());
+        };
+        let stored: RedisResult<i64> = within(
+            self.timeout,
+            self.store_override
+                .key(self.shared.override_hash(wire.is_shadow()))
+                .arg(&wire.name)
+                .arg(&payload)
+                .arg(wire.at)
+                .arg(&self.shared.override_channel)
+                .invoke_async(conn),
+        )
+        .await;
+        match stored {
+            Ok(1) => {
+                self.shared.overrides_published.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(breaker = %wire.name, action = %wire.action, "redis sync published an override");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) if refused(&e) => {
+                let slot = (wire.is_shadow(), wire.name.clone());
+                if self.local_overrides.get(&slot) == Some(wire) {
+                    self.local_overrides.remove(&slot);
+                }
+                if self.shared.count_refused() {
+                    tracing::warn!(
+                        prefix = %self.shared.prefix, breaker = %wire.name, error = %e,
+                        "redis sync: redis refused to store an override; the other replicas do not learn it"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Re-publishes the local trips still in force.

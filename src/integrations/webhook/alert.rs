@@ -55,7 +55,7 @@ impl fmt::Display for AlertKind {
 ///
 /// ```json
 /// {"breaker": "openai", "alert": "opened", "from": "closed", "to": "open",
-///  "reason": "consecutive_failures", "open_for_secs": 30.0, "outage_secs": null,
+///  "reason": "consecutive_failures", "shadow": false, "open_for_secs": 30.0, "outage_secs": null,
 ///  "consecutive_failures": 5, "calls": 40, "failures": 12, "slow_calls": 0,
 ///  "failure_rate": 0.3, "suppressed": 0, "at_unix_ms": 1767225600000, "source": "web-1"}
 /// ```
@@ -64,6 +64,9 @@ impl fmt::Display for AlertKind {
 /// window that tripped it; a recovery's are zero, the statistics having been cleared), and
 /// `null` when the breaker is not known to the alerts (see
 /// [`WebhookAlerts::instrument`](super::WebhookAlerts::instrument)).
+///
+/// `shadow: true` when the breaker is in [shadow mode](crate#shadow-mode): it refused (or
+/// refuses) no call, the alert tells what it *would have* done.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Alert {
@@ -78,6 +81,9 @@ pub struct Alert {
     pub to: State,
     /// Why it changed state.
     pub reason: Reason,
+    /// Whether the breaker is in [shadow mode](crate#shadow-mode): the transition is notional,
+    /// no call was refused (see [`WebhookBuilder::shadow_alerts`](super::WebhookBuilder::shadow_alerts)).
+    pub shadow: bool,
     /// When it opened: how long it refuses calls before a probe. Serialised as
     /// `open_for_secs`.
     #[serde(rename = "open_for_secs", serialize_with = "secs")]
@@ -114,6 +120,7 @@ impl Alert {
         name: &str,
         kind: AlertKind,
         (from, to, reason, open_for): (State, State, Reason, Option<Duration>),
+        shadow: bool,
         snapshot: Option<&Snapshot>,
     ) -> Self {
         Alert {
@@ -122,6 +129,7 @@ impl Alert {
             from,
             to,
             reason,
+            shadow,
             open_for,
             outage: None,
             consecutive_failures: snapshot.map(|s| s.consecutive_failures),
@@ -141,6 +149,11 @@ impl Alert {
     /// The one-line text of the Slack payload, e.g. `:red_circle: Circuit breaker *openai*
     /// opened (consecutive_failures): 5 consecutive failures; 12 of 40 calls failed (30%).
     /// Calls are refused for 30s.`
+    ///
+    /// A shadow breaker's says what it would have done, with a blue icon, e.g.
+    /// `:large_blue_circle: Circuit breaker *openai* (shadow: would have opened)
+    /// (consecutive_failures): 5 consecutive failures. Calls still pass (shadow mode); it
+    /// would refuse them for 30s.`
     pub fn text(&self) -> String {
         use fmt::Write;
         let mut t = String::new();
@@ -148,15 +161,24 @@ impl Alert {
             let _ = write!(t, "[{source}] ");
         }
         let icon = match self.kind {
+            _ if self.shadow => ":large_blue_circle:",
             AlertKind::Opened => ":red_circle:",
             AlertKind::Reopened => ":large_orange_circle:",
             AlertKind::Recovered => ":large_green_circle:",
         };
-        let _ = write!(
-            t,
-            "{icon} Circuit breaker *{}* {} ({})",
-            self.breaker, self.kind, self.reason
-        );
+        if self.shadow {
+            let _ = write!(
+                t,
+                "{icon} Circuit breaker *{}* (shadow: would have {}) ({})",
+                self.breaker, self.kind, self.reason
+            );
+        } else {
+            let _ = write!(
+                t,
+                "{icon} Circuit breaker *{}* {} ({})",
+                self.breaker, self.kind, self.reason
+            );
+        }
         let mut counts = Vec::new();
         if self.kind != AlertKind::Recovered {
             if let Some(n) = self.consecutive_failures.filter(|n| *n > 0) {
@@ -175,6 +197,21 @@ impl Alert {
         }
         t.push('.');
         match (self.kind, self.open_for, self.outage) {
+            (AlertKind::Recovered, ..) if self.shadow => {
+                t.push_str(" Calls passed throughout (shadow mode).")
+            }
+            (_, Some(d), _) if self.shadow => {
+                let _ = write!(
+                    t,
+                    " Calls still pass (shadow mode); it would refuse them for {}.",
+                    human(d)
+                );
+            }
+            (_, None, _) if self.shadow => {
+                t.push_str(
+                    " Calls still pass (shadow mode); it would refuse them until an operator resets it.",
+                );
+            }
             (AlertKind::Recovered, _, Some(outage)) => {
                 let _ = write!(t, " Calls flow again after {}.", human(outage));
             }

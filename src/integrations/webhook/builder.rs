@@ -34,6 +34,7 @@ pub struct WebhookBuilder {
     pub(super) queue_capacity: usize,
     pub(super) kinds: HashSet<AlertKind>,
     pub(super) remote: bool,
+    pub(super) shadow: bool,
     pub(super) source: Option<String>,
 }
 
@@ -51,6 +52,7 @@ impl fmt::Debug for WebhookBuilder {
             .field("queue_capacity", &self.queue_capacity)
             .field("alert_on", &self.kinds)
             .field("remote_openings", &self.remote)
+            .field("shadow_alerts", &self.shadow)
             .field("source", &self.source)
             .finish()
     }
@@ -82,6 +84,7 @@ impl WebhookBuilder {
             queue_capacity: 256,
             kinds: [AlertKind::Opened, AlertKind::Reopened, AlertKind::Recovered].into(),
             remote: false,
+            shadow: true,
             source: None,
         }
     }
@@ -158,6 +161,16 @@ impl WebhookBuilder {
         self
     }
 
+    /// Whether the notional outages of a breaker in [shadow mode](crate#shadow-mode) are
+    /// alerted (default `true`, marked `"shadow": true` and "shadow: would have opened").
+    /// `false` leaves out their openings, reopenings and recoveries (an outage that began in
+    /// shadow mode stays unalerted to its end, even if the breaker is switched to enforce
+    /// meanwhile).
+    pub fn shadow_alerts(mut self, alert: bool) -> Self {
+        self.shadow = alert;
+        self
+    }
+
     /// Names the application or replica in every alert (`source` in the JSON, a `[source]`
     /// prefix in Slack's text).
     pub fn source(mut self, source: impl Into<String>) -> Self {
@@ -212,7 +225,7 @@ impl WebhookBuilder {
         };
         let worker = Worker {
             rx,
-            limiter: Limiter::new(self.rate_limit, self.kinds, self.remote),
+            limiter: Limiter::new(self.rate_limit, self.kinds, self.remote, self.shadow),
             outbox: VecDeque::new(),
             capacity: self.queue_capacity,
             poster: Arc::new(poster),

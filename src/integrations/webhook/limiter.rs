@@ -44,6 +44,7 @@ pub(super) struct Limiter {
     interval: Duration,
     kinds: HashSet<AlertKind>,
     remote: bool,
+    shadow: bool,
     tracks: HashMap<String, Track>,
     /// When each held alert is due, by breaker.
     due: BTreeSet<(Instant, String)>,
@@ -51,11 +52,12 @@ pub(super) struct Limiter {
 }
 
 impl Limiter {
-    pub(super) fn new(interval: Duration, kinds: HashSet<AlertKind>, remote: bool) -> Self {
+    pub(super) fn new(interval: Duration, kinds: HashSet<AlertKind>, remote: bool, shadow: bool) -> Self {
         Self {
             interval,
             kinds,
             remote,
+            shadow,
             tracks: HashMap::new(),
             due: BTreeSet::new(),
             prune_at: 256,
@@ -72,7 +74,8 @@ impl Limiter {
         let track = self.tracks.entry(alert.breaker.clone()).or_default();
         let alerted = match alert.kind {
             AlertKind::Opened => {
-                let alerted = self.remote || alert.reason != Reason::Remote;
+                let alerted =
+                    (self.remote || alert.reason != Reason::Remote) && (self.shadow || !alert.shadow);
                 track.outage = Some((alert.at, alerted));
                 alerted
             }
@@ -143,7 +146,7 @@ mod tests {
             AlertKind::Reopened => (State::HalfOpen, State::Open),
             AlertKind::Recovered => (State::HalfOpen, State::Closed),
         };
-        let mut a = Alert::new(name, kind, (from, to, reason, None), None);
+        let mut a = Alert::new(name, kind, (from, to, reason, None), false, None);
         a.at = at;
         a
     }
@@ -156,7 +159,7 @@ mod tests {
     fn a_flapping_breaker_sends_one_alert_per_interval_and_the_latest_last() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut l = Limiter::new(60 * s, all(), false);
+        let mut l = Limiter::new(60 * s, all(), false, true);
         let sent = |o: Offer| matches!(o, Offer::Send(_));
         assert!(sent(
             l.offer(alert("a", AlertKind::Opened, Reason::FailureRate, t0), t0)
@@ -210,7 +213,7 @@ mod tests {
     #[test]
     fn an_outage_another_replica_began_is_not_alerted_at_either_edge() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(Duration::ZERO, all(), false);
+        let mut l = Limiter::new(Duration::ZERO, all(), false, true);
         assert_eq!(
             l.offer(alert("a", AlertKind::Opened, Reason::Remote, t0), t0),
             Offer::Skipped
@@ -224,7 +227,7 @@ mod tests {
             Offer::Skipped
         );
         // With remote openings alerted, and no rate limit.
-        let mut l = Limiter::new(Duration::ZERO, all(), true);
+        let mut l = Limiter::new(Duration::ZERO, all(), true, true);
         assert!(matches!(
             l.offer(alert("a", AlertKind::Opened, Reason::Remote, t0), t0),
             Offer::Send(_)
@@ -238,7 +241,7 @@ mod tests {
     #[test]
     fn left_out_kinds_are_skipped_but_the_outage_is_measured() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(Duration::ZERO, [AlertKind::Recovered].into(), false);
+        let mut l = Limiter::new(Duration::ZERO, [AlertKind::Recovered].into(), false, true);
         assert_eq!(
             l.offer(alert("a", AlertKind::Opened, Reason::FailureRate, t0), t0),
             Offer::Skipped
@@ -256,7 +259,7 @@ mod tests {
     #[test]
     fn idle_breakers_are_forgotten() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(Duration::from_secs(1), all(), false);
+        let mut l = Limiter::new(Duration::from_secs(1), all(), false, true);
         for i in 0..300 {
             let name = format!("k{i}");
             l.offer(alert(&name, AlertKind::Opened, Reason::FailureRate, t0), t0);

@@ -46,10 +46,17 @@
 //! [`Alert::text`] for Slack's. [`WebhookBuilder::alert_on`] picks the kinds.
 //!
 //! With [`RedisSync`](crate::integrations), every replica's breaker opens when one replica's
-//! trips: by default only that replica alerts (an opening whose reason is
-//! [`Remote`](crate::Reason::Remote) is not alerted, nor is the recovery that ends it), so a
-//! fleet of 20 does not post 20 alerts per outage; see
+//! trips (or an operator force-opens it on one replica): by default only that replica alerts
+//! (an opening whose reason is [`Remote`](crate::Reason::Remote) is not alerted, nor is the
+//! recovery that ends it), so a fleet of 20 does not post 20 alerts per outage; see
 //! [`alert_remote_openings`](WebhookBuilder::alert_remote_openings).
+//!
+//! A breaker in [shadow mode](crate#shadow-mode) refuses no call, but its notional outages
+//! are alerted by default, marked: `"shadow": true` in the JSON, and in Slack's text a blue
+//! icon and "(shadow: would have opened)", "Calls still pass (shadow mode)". That is what a
+//! team deploying observe-only wants to see before enforcing; to keep them out of an on-call
+//! channel, [`shadow_alerts(false)`](WebhookBuilder::shadow_alerts) (or a second
+//! [`WebhookAlerts`] for a quieter channel).
 //!
 //! # Never in the way of a call
 //!
@@ -239,7 +246,7 @@ impl WebhookAlerts {
                 to,
                 reason,
                 open_for,
-                ..
+                shadow,
             } = *event
             else {
                 return;
@@ -251,7 +258,13 @@ impl WebhookAlerts {
                 Lookup::Registered => shared.snapshot_of(name),
                 Lookup::Keyed(f) => f(),
             };
-            let alert = Alert::new(name, kind, (from, to, reason, open_for), snapshot.as_ref());
+            let alert = Alert::new(
+                name,
+                kind,
+                (from, to, reason, open_for),
+                shadow,
+                snapshot.as_ref(),
+            );
             if tx.try_send(alert).is_err() {
                 shared.count_dropped();
             }
