@@ -628,3 +628,49 @@ async fn a_registry_reload_from_a_builder_replaces_the_overrides_and_reapplies_m
     registry.try_acquire("a").unwrap().record(F);
     assert_eq!(state("a"), State::Open);
 }
+
+#[tokio::test(start_paused = true)]
+async fn adding_or_dropping_the_rate_rules_keeps_the_consecutive_run() {
+    let breaker = b().consecutive_failures(3).build().unwrap();
+    record(&breaker, &[F, F]);
+    breaker
+        .reconfigure(
+            b().consecutive_failures(3)
+                .failure_rate(0.9)
+                .count_window(4)
+                .min_calls(4),
+        )
+        .unwrap();
+    assert_eq!(counts(&breaker), (0, 0), "a window from none: it starts empty");
+    assert_eq!(breaker.snapshot().consecutive_failures, 2);
+    record(&breaker, &[S, F]);
+    assert_eq!(counts(&breaker), (2, 1));
+    breaker.reconfigure(b().consecutive_failures(3)).unwrap();
+    assert_eq!(counts(&breaker), (0, 0), "no rate rule: no window");
+    record(&breaker, &[F, F]);
+    assert_eq!(breaker.state(), State::Open, "the run of 1 before, then 2 more");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_window_of_the_same_length_is_kept_as_is() {
+    let breaker = b()
+        .failure_rate(0.5)
+        .time_window(secs(10))
+        .min_calls(4)
+        .build()
+        .unwrap();
+    record(&breaker, &[F, S, S]);
+    advance(secs(5)).await;
+    breaker
+        .reconfigure(b().failure_rate(0.25).time_window(secs(10)).min_calls(4))
+        .unwrap();
+    assert_eq!(counts(&breaker), (3, 1));
+    assert_eq!(breaker.state(), State::Closed, "3 calls < min_calls 4");
+    record(&breaker, &[S]);
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "1/4 >= the new 0.25 on the next call"
+    );
+    assert_eq!(breaker.snapshot().reason, Some(Reason::FailureRate));
+}
