@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::Outcome;
 use super::{
-    Event, GEN_MASK, Reason, STAMP_MASK, Shared, State, consecutive_word, lane,
+    Event, GEN_MASK, Reason, STAMP_MASK, Shared, State, consecutive_word, lane, saturating_nanos,
     state::unpack,
     sync::Ordering,
     window::{Counts, WindowStore},
@@ -102,7 +102,13 @@ impl Shared {
 
     #[inline]
     pub(super) fn is_slow(&self, elapsed: Option<Duration>) -> bool {
-        elapsed.is_some_and(|e| self.rules.slow_threshold().is_some_and(|threshold| e > threshold))
+        // In nanoseconds: a call is at most 2^47 ns long, and a threshold past `u64::MAX` ns
+        // saturates there, so the comparison is the durations'.
+        elapsed.is_some_and(|e| {
+            self.rules
+                .slow_threshold()
+                .is_some_and(|threshold| saturating_nanos(e) > threshold)
+        })
     }
 
     #[inline]

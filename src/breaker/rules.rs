@@ -105,11 +105,11 @@ impl Rules {
         (r > 0.0).then_some(r)
     }
 
-    /// The slow-call threshold, when the rule is on.
+    /// The slow-call threshold in nanoseconds (saturated), when the rule is on.
     #[inline(always)]
-    pub(super) fn slow_threshold(&self) -> Option<Duration> {
+    pub(super) fn slow_threshold(&self) -> Option<u64> {
         self.slow_rate()
-            .map(|_| Duration::from_nanos(self.slow_threshold.load(Ordering::Relaxed)))
+            .map(|_| self.slow_threshold.load(Ordering::Relaxed))
     }
 
     #[inline(always)]
