@@ -135,6 +135,10 @@ struct Hot {
     consecutive: AtomicU64,
     /// Nanoseconds since `epoch` at which an open breaker lets a probe through.
     open_until: AtomicU64,
+    /// Which window the rate rules read: 0 for `Shared::window`, `n` for `reshaped[n - 1]`.
+    /// Every reload that changes the window's shape adds one (see `reload.rs`). Here, in the
+    /// cache line of the state word that every call reads already.
+    shape: AtomicU32,
 }
 
 pub(crate) struct Shared {
@@ -148,9 +152,7 @@ pub(crate) struct Shared {
     rules: Rules,
     /// The window the breaker was built with.
     window: WindowStore,
-    /// Which window the rate rules read: 0 for `window`, `n` for `reshaped[n - 1]`. Every
-    /// reload that changes the window's shape adds one (see `reload.rs`).
-    shape: AtomicU32,
+    /// The windows of the reloads that changed the window's shape (see `Hot::shape`).
     reshaped: std::sync::OnceLock<Box<reload::Reshaped>>,
     locked: Mutex<Locked>,
     clock: Clock,
@@ -232,10 +234,10 @@ impl CircuitBreaker {
                 word: AtomicU64::new(pack(generation, State::Closed)),
                 consecutive: AtomicU64::new(consecutive_word(generation, 0)),
                 open_until: AtomicU64::new(0),
+                shape: AtomicU32::new(0),
             },
             rules: Rules::new(&config),
             window,
-            shape: AtomicU32::new(0),
             reshaped: std::sync::OnceLock::new(),
             locked: Mutex::new(Locked {
                 config,

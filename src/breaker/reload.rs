@@ -36,7 +36,7 @@ impl Shared {
     /// The window the rate rules read now.
     #[inline(always)]
     pub(super) fn window(&self) -> &WindowStore {
-        match self.shape.load(Ordering::Acquire) {
+        match self.hot.shape.load(Ordering::Acquire) {
             0 => &self.window,
             n => self.reshaped_window(n),
         }
@@ -137,7 +137,7 @@ impl CircuitBreaker {
             let mut l = shared.locked.lock();
             if config.window != l.config.window {
                 let fresh = shared.reshape(config.window, l.generation, stripes, now);
-                let n = shared.shape.load(Ordering::Relaxed) as usize;
+                let n = shared.hot.shape.load(Ordering::Relaxed) as usize;
                 let slots = shared
                     .reshaped
                     .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
@@ -150,7 +150,7 @@ impl CircuitBreaker {
                 };
                 // Only reloads set slots, one at a time under the lock: `n` is free.
                 let _ = slot.set(fresh);
-                shared.shape.store(n as u32 + 1, Ordering::Release);
+                shared.hot.shape.store(n as u32 + 1, Ordering::Release);
             }
             if config.consecutive.is_some() != l.config.consecutive.is_some() {
                 // Switched on (or off): the run counts from zero.
