@@ -228,6 +228,9 @@
 //! - **Acting by hand** ([Manual overrides](#manual-overrides)): force open, disable, reset
 //!   and shadow switches, audited with their origin, and shared by every replica through
 //!   Redis (feature `redis`).
+//! - **Recovery probes**: [`Builder::recovery_probe`] checks the upstream out of band (e.g.
+//!   `GET /v1/models`) when an open period ends, and only its success lets live calls in;
+//!   see [Recovery probes](#recovery-probes).
 //! - **Seeing it**: the [`health`](integrations::health) report, metrics
 //!   ([`integrations::metrics`], [`integrations::prometheus`]) and a live page
 //!   ([`integrations::dashboard`]).
@@ -443,7 +446,7 @@
 //! counts it healthy whatever its state (it refuses nothing) and lists it under `shadow`;
 //! the metrics count its would-be rejections as `circuit_breaker_calls_total{outcome="would_reject"}`
 //! and label its transitions `shadow="true"`; webhook alerts say "shadow: would have opened"
-//! (or are not sent, with [`WebhookBuilder::shadow_alerts`](integrations::webhook::WebhookBuilder::shadow_alerts)`(false)`).
+//! (or are not sent, with `WebhookBuilder::shadow_alerts(false)`, feature `webhook`).
 //!
 //! # Manual overrides
 //!
@@ -492,8 +495,8 @@
 //!   generation (calls in flight still count); the open deadline (an open breaker stays open
 //!   until the deadline it has); the backoff's attempt count; the half-open probes in flight
 //!   and their successes; the shadow flag, unless the new builder sets one; the would-be
-//!   rejections; the name and the listeners (a breaker's identity: the builder's listeners
-//!   are ignored, and a builder of another name is a [`ConfigError`]).
+//!   rejections; the name, the listeners and the recovery probe (a breaker's identity and
+//!   code: the builder's are ignored, and a builder of another name is a [`ConfigError`]).
 //! - **The window, as far as the new shape allows**: the same shape (kind and size), kept as
 //!   is; a count window shrunk keeps its latest calls, grown keeps them all, in order; a time
 //!   window lengthened or shortened keeps the calls still inside the new window, to bucket
@@ -545,6 +548,91 @@
 //!     breaker.try_acquire()?.record(F);
 //! }
 //! assert_eq!(breaker.state(), State::Open); // S, F, F, F: 75% of the latest 4
+//! # Ok(()) }
+//! ```
+//!
+//! # Recovery probes
+//!
+//! Without one, the first call after the open period is the half-open probe: a user's request
+//! finds out whether the upstream is still down. With
+//! [`Builder::recovery_probe(probe, timeout)`](Builder::recovery_probe), the breaker asks
+//! first, out of band: when the open period ends it runs `probe()` (a `GET /v1/models` on the
+//! provider, say), bounded by `timeout`, and only its success lets live calls in.
+//!
+//! - **Success** moves the breaker `Open → HalfOpen` ([`Reason::RecoveryProbeSucceeded`]) and
+//!   never closes it: a healthy control plane does not prove a healthy data plane. The next
+//!   live calls are judged as half-open probes, as usual (`half_open_permits`,
+//!   `half_open_successes`).
+//! - **Failure** (`Err`) or **timeout** opens it again for the backoff's next value
+//!   ([`Reason::RecoveryProbeFailed`], [`Reason::RecoveryProbeTimedOut`]; an `Open → Open`
+//!   [`Event::Transition`]); closing resets the backoff, as always. The verdict is traced at
+//!   INFO, the probe's error (its `Display`) only at DEBUG.
+//! - **Meanwhile** calls are refused as while open. From the deadline until the verdict,
+//!   [`Snapshot::recovery_probe`] is `true` and a refusal's
+//!   [`retry_after`](CircuitOpen::retry_after) (and [`Snapshot::retry_after`]) is the time
+//!   left until the probe's timeout, the latest its verdict can come. These refusals stay on
+//!   the hot path: the probe is looked at only in transitions and by a call that finds the
+//!   open period over.
+//! - **Server waits rule**: an [`Outcome::Trip`] (a `Retry-After`) or a remote trip that
+//!   arrives while the probe runs is never cut short: after a success the breaker stays open
+//!   until the server's deadline and probes again then; after a failure it stays open until
+//!   the later of that deadline and the backoff's.
+//! - **One at a time**, run by one task per breaker, spawned on the tokio runtime current
+//!   when the breaker opens (or, if there was none or it has shut down since, on the runtime
+//!   of the first call after the deadline, which is refused). With no runtime at all the
+//!   breaker goes half-open as one without a probe does; it never panics. The task holds a
+//!   weak reference: dropping the breaker ends it, and drops a probe in flight. A probe that
+//!   panics has failed. The probe needs tokio's timer (`enable_time`, which `#[tokio::main]`
+//!   and `#[tokio::test]` turn on).
+//! - **Manual controls win**: [`force_open`](CircuitBreaker::force_open),
+//!   [`disable`](CircuitBreaker::disable) and [`reset`](CircuitBreaker::reset) stop a probe in
+//!   flight, and a verdict from before them is discarded (it carries the generation it was
+//!   claimed in). [`CircuitBreaker::try_probe_early`] (and a failover's
+//!   `AllOpen::ProbeSoonest`) still lets its caller through as the half-open probe, before or
+//!   during the recovery probe, which it stops.
+//! - **Shadow mode**: the probe still gates the notional half-open; calls pass meanwhile, as
+//!   would-be rejections.
+//! - **Keyed registries**: every key's breaker gets the template's probe, with a task of its
+//!   own; [`keyed::KeyedRegistryBuilder::map_builder`] can give a key its own probe.
+//!
+//! A probe is code, so a configuration file ([`config`], feature `serde`) cannot set one:
+//! build from the file, then add it with `recovery_probe` on the builder.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_breaker::{BoxError, CircuitBreaker, Outcome, Reason, State};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! # let models_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+//! # let up = models_up.clone();
+//! // A cheap request to the provider: e.g. `GET /v1/models`, `Err` unless it answers 200.
+//! let list_models = move || {
+//! #   let up = up.clone();
+//!     async move {
+//! #       if !up.load(std::sync::atomic::Ordering::SeqCst) { return Err::<(), BoxError>("503".into()); }
+//!         Ok::<(), BoxError>(())
+//!     }
+//! };
+//! let breaker = CircuitBreaker::builder("openai")
+//!     .consecutive_failures(1)
+//!     .open_duration(Duration::from_secs(30))
+//!     .recovery_probe(list_models, Duration::from_secs(5))
+//!     .build()?;
+//! breaker.try_acquire()?.record(Outcome::Failure);
+//!
+//! tokio::time::sleep(Duration::from_secs(30)).await; // the probe runs, and fails
+//! # for _ in 0..10 { tokio::task::yield_now().await; }
+//! assert_eq!(breaker.state(), State::Open);
+//! assert_eq!(breaker.snapshot().reason, Some(Reason::RecoveryProbeFailed));
+//! assert!(breaker.try_acquire().is_err()); // no user request went out to find that
+//!
+//! # models_up.store(true, std::sync::atomic::Ordering::SeqCst);
+//! tokio::time::sleep(Duration::from_secs(30)).await; // it succeeds: half-open
+//! # for _ in 0..10 { tokio::task::yield_now().await; }
+//! assert_eq!(breaker.state(), State::HalfOpen);
+//! breaker.try_acquire()?.record(Outcome::Success); // a live probe closes it
+//! assert_eq!(breaker.state(), State::Closed);
 //! # Ok(()) }
 //! ```
 //!

@@ -76,7 +76,7 @@ async fn the_report_serialises_with_durations_in_seconds() {
                     "calls": 1, "failures": 0, "slow_calls": 0,
                     "failure_rate": 0.0, "slow_call_rate": 0.0, "probes_in_flight": 0,
                     "retry_after_secs": null, "open_for_secs": null, "reason": null,
-                    "shadow": false, "would_reject": 0
+                    "shadow": false, "would_reject": 0, "recovery_probe": false
                 },
                 "openai": {
                     // The window and the run keep the calls that tripped it until it closes.
@@ -84,7 +84,7 @@ async fn the_report_serialises_with_durations_in_seconds() {
                     "calls": 1, "failures": 1, "slow_calls": 0,
                     "failure_rate": 1.0, "slow_call_rate": 0.0, "probes_in_flight": 0,
                     "retry_after_secs": 17.5, "open_for_secs": 30.0,
-                    "reason": "consecutive_failures", "shadow": false, "would_reject": 0
+                    "reason": "consecutive_failures", "shadow": false, "would_reject": 0, "recovery_probe": false
                 }
             },
             "overall": "degraded",

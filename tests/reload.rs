@@ -674,3 +674,45 @@ async fn a_time_window_of_the_same_length_is_kept_as_is() {
     );
     assert_eq!(breaker.snapshot().reason, Some(Reason::FailureRate));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_probe_is_kept_and_runs_at_the_deadline_the_breaker_kept() {
+    let runs = Arc::new(Mutex::new(0));
+    let count = runs.clone();
+    let breaker = b()
+        .consecutive_failures(1)
+        .open_duration(secs(30))
+        .recovery_probe(
+            move || {
+                *count.lock().unwrap() += 1;
+                async { Ok::<(), std::io::Error>(()) }
+            },
+            secs(5),
+        )
+        .build()
+        .unwrap();
+    record(&breaker, &[F]);
+    advance(secs(10)).await;
+    breaker
+        .reconfigure(b().consecutive_failures(1).open_duration(secs(60)))
+        .unwrap();
+    advance(secs(20) - Duration::from_millis(1)).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*runs.lock().unwrap(), 0, "not before the deadline it had");
+    advance(Duration::from_millis(1)).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        *runs.lock().unwrap(),
+        1,
+        "the builder had none: the breaker's own ran"
+    );
+    assert_eq!(
+        breaker.state(),
+        State::HalfOpen,
+        "its success lets live probes in"
+    );
+}

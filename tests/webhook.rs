@@ -676,6 +676,8 @@ fn which_transitions_alert() {
     assert_eq!(of(Closed, ForcedOpen), Some(AlertKind::Opened));
     assert_eq!(of(Disabled, ForcedOpen), Some(AlertKind::Opened));
     assert_eq!(of(HalfOpen, Open), Some(AlertKind::Reopened));
+    // A recovery probe that failed or timed out: open again, for the next backoff period.
+    assert_eq!(of(Open, Open), Some(AlertKind::Reopened));
     assert_eq!(of(HalfOpen, Closed), Some(AlertKind::Recovered));
     assert_eq!(of(ForcedOpen, Closed), Some(AlertKind::Recovered));
     assert_eq!(of(Open, Closed), Some(AlertKind::Recovered));

@@ -63,7 +63,10 @@ impl CircuitBreaker {
         let mut pending: Pending = None;
         let result = {
             let mut l = shared.locked.lock();
-            if l.state == State::Open && now >= shared.hot.open_until.load(Ordering::Acquire) {
+            if l.state == State::Open
+                && now >= shared.hot.open_until.load(Ordering::Acquire)
+                && !shared.recovery_holds(&mut l, now, &mut pending)
+            {
                 shared.transition(&mut l, State::HalfOpen, Reason::OpenElapsed, now, &mut pending);
             }
             if l.state == State::HalfOpen && shared.probe_deadline(&l).is_some_and(|deadline| now >= deadline)

@@ -2,7 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Backoff, CircuitBreaker, ConfigError, Event, Lanes, event::Listener, window::MAX_COUNT_WINDOW};
+use super::{
+    Backoff, BoxError, CircuitBreaker, ConfigError, Event, Lanes, event::Listener, recovery::RecoveryProbe,
+    window::MAX_COUNT_WINDOW,
+};
 
 /// Which window the rate rules read.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,6 +59,7 @@ pub struct Builder {
     half_open_max_wait: Duration,
     shadow: Option<bool>,
     pub(crate) listeners: Vec<Listener>,
+    recovery: Option<RecoveryProbe>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -75,6 +79,7 @@ impl std::fmt::Debug for Builder {
             .field("half_open_max_wait", &self.half_open_max_wait)
             .field("shadow", &self.shadow)
             .field("listeners", &self.listeners.len())
+            .field("recovery_probe", &self.recovery)
             .finish()
     }
 }
@@ -96,6 +101,7 @@ impl Builder {
             half_open_max_wait: Duration::from_secs(60),
             shadow: None,
             listeners: Vec::new(),
+            recovery: None,
         }
     }
 
@@ -211,6 +217,54 @@ impl Builder {
         self
     }
 
+    /// Sets an out-of-band recovery probe: when an open period ends, the breaker runs
+    /// `probe()` (bounded by `timeout`) on tokio, and only its success lets live calls in, as
+    /// half-open probes; a failure or a timeout opens the breaker again for the backoff's next
+    /// value. So a user's request is not the one that finds the upstream still down. See
+    /// [Recovery probes](crate#recovery-probes) for the rules (what refusals say meanwhile,
+    /// server waits, manual controls, shadow mode, the runtime it runs on).
+    ///
+    /// The probe resolves to `Ok(())` when the upstream looks healthy; any error (anything
+    /// `Into<BoxError>`) is a failure. Map an HTTP status to an error yourself: a `500` is an
+    /// `Ok` response to most clients. The probe must not hold the breaker (a clone of it in the
+    /// closure keeps the breaker alive for as long as the closure lives). `timeout` must be
+    /// greater than zero. A configuration file ([`config`](crate#operating-it), feature
+    /// `serde`) cannot set it: a probe is code.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_breaker::{CircuitBreaker, Outcome, Reason, State};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let breaker = CircuitBreaker::builder("openai")
+    ///     .consecutive_failures(1)
+    ///     .open_duration(Duration::from_secs(30))
+    ///     // e.g. a `GET /v1/models` on the provider, mapped to `Ok(())` on a 200
+    ///     .recovery_probe(|| async { Ok::<(), std::io::Error>(()) }, Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure);
+    /// tokio::time::sleep(Duration::from_secs(30)).await; // the probe runs at the deadline
+    /// # for _ in 0..10 { tokio::task::yield_now().await; }
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// assert_eq!(breaker.snapshot().reason, Some(Reason::RecoveryProbeSucceeded));
+    /// let probe = breaker.try_acquire().unwrap(); // a live call, judged as a probe
+    /// assert!(probe.is_probe());
+    /// probe.record(Outcome::Success);
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// # }
+    /// ```
+    pub fn recovery_probe<F, Fut, E>(mut self, probe: F, timeout: Duration) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.recovery = Some(RecoveryProbe::new(probe, timeout));
+        self
+    }
+
     /// Calls `listener` with every [`Event`]: each transition with its reason, each rejection,
     /// each recorded outcome and each released permit. Listeners run after the breaker's lock is released; keep them short. With no
     /// listener, no event is built.
@@ -287,6 +341,12 @@ impl Builder {
                 "must be greater than zero",
             ));
         }
+        if self.recovery.as_ref().is_some_and(|p| p.timeout.is_zero()) {
+            return Err(ConfigError::new(
+                "recovery_probe",
+                "timeout must be greater than zero",
+            ));
+        }
         Ok(Config {
             consecutive: self.consecutive,
             failure_rate: self.failure_rate,
@@ -315,6 +375,12 @@ impl Builder {
 
     /// Builds a breaker from a configuration this builder validated before.
     pub(crate) fn build_with(&self, config: Config, lanes: Lanes) -> CircuitBreaker {
-        CircuitBreaker::from_config(self.name.clone(), config, self.listeners.clone(), lanes)
+        CircuitBreaker::from_config(
+            self.name.clone(),
+            config,
+            self.listeners.clone(),
+            self.recovery.clone(),
+            lanes,
+        )
     }
 }

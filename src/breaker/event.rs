@@ -45,6 +45,15 @@ pub enum Reason {
     /// ([`apply_override`](super::CircuitBreaker::apply_override) with
     /// [`Origin::Remote`], whose [`Event::Override`] names the action).
     Remote,
+    /// The [recovery probe](crate#recovery-probes) succeeded at the end of the open period:
+    /// the breaker goes half-open and judges live calls as its probes (open → half-open).
+    RecoveryProbeSucceeded,
+    /// The [recovery probe](crate#recovery-probes) failed: the breaker opens again for the
+    /// backoff's next value (open → open).
+    RecoveryProbeFailed,
+    /// The [recovery probe](crate#recovery-probes) brought no verdict within its timeout:
+    /// the breaker opens again for the backoff's next value (open → open).
+    RecoveryProbeTimedOut,
 }
 
 impl Reason {
@@ -64,6 +73,9 @@ impl Reason {
             Reason::Disabled => "disabled",
             Reason::Reset => "reset",
             Reason::Remote => "remote",
+            Reason::RecoveryProbeSucceeded => "recovery_probe_succeeded",
+            Reason::RecoveryProbeFailed => "recovery_probe_failed",
+            Reason::RecoveryProbeTimedOut => "recovery_probe_timed_out",
         }
     }
 }
@@ -157,7 +169,9 @@ impl fmt::Display for Origin<'_> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Event<'a> {
-    /// The breaker changed state. Only real changes are published.
+    /// The breaker changed state. Only real changes are published; a new open period after a
+    /// failed [recovery probe](crate#recovery-probes) is one (`from` and `to` are both
+    /// `Open`).
     Transition {
         /// The breaker's name.
         name: &'a str,

@@ -39,8 +39,9 @@ pub(super) fn spread(_root: &mut Arc<Lane>, _lanes: Lanes) {}
 /// Gives `root` its permits' lanes (none for one lane). Each lane's allocation is placed in
 /// 128-byte blocks (a cache line and its prefetch pair) that no other lane, nor the root lane,
 /// its lane table or the shared state, touches: lanes are allocated until enough land apart,
-/// and the rest are freed. (`#[repr(align(64))]` would guarantee it too, but would make every
-/// lane, the root lane of a keyed registry's breakers included, 128 bytes.)
+/// and the rest are freed; the root lane is moved off the shared state's blocks the same way.
+/// (`#[repr(align(64))]` would guarantee it too, but would make every lane, the root lane of a
+/// keyed registry's breakers included, 128 bytes.)
 #[cfg(not(loom))]
 pub(super) fn spread(root: &mut Arc<Lane>, lanes: Lanes) {
     let n = match lanes {
@@ -51,21 +52,30 @@ pub(super) fn spread(root: &mut Arc<Lane>, lanes: Lanes) {
         return;
     }
     let shared = root.shared.clone();
+    let apart = |a: (usize, usize), b: (usize, usize)| a.1 < b.0 || b.1 < a.0;
+    let lane = || {
+        Arc::new(Lane {
+            shared: shared.clone(),
+            lanes: Box::default(),
+        })
+    };
+    let mut spares = Vec::new();
+    // The root lane too: allocated just after the shared state, it may sit in one of its blocks.
+    let shared_blocks = blocks(Arc::as_ptr(&shared).addr(), size_of::<Shared>());
+    while !apart(blocks(Arc::as_ptr(root).addr(), size_of::<Lane>()), shared_blocks) && spares.len() < 64 {
+        spares.push(std::mem::replace(root, lane()));
+    }
     let mut chosen: Vec<Arc<Lane>> = Vec::with_capacity(n);
     let mut taken = vec![
-        blocks(Arc::as_ptr(&shared).addr(), size_of::<Shared>()),
+        shared_blocks,
         blocks(Arc::as_ptr(root).addr(), size_of::<Lane>()),
         blocks(chosen.as_ptr().addr(), n * size_of::<Arc<Lane>>()),
     ];
-    let mut spares = Vec::new();
     while chosen.len() < n {
-        let lane = Arc::new(Lane {
-            shared: shared.clone(),
-            lanes: Box::default(),
-        });
+        let lane = lane();
         let at = blocks(Arc::as_ptr(&lane).addr(), size_of::<Lane>());
         // Give up on placement after many tries (an allocator that packs them regardless).
-        if spares.len() >= 64 * n || taken.iter().all(|t| at.1 < t.0 || t.1 < at.0) {
+        if spares.len() >= 64 * n || taken.iter().all(|&t| apart(at, t)) {
             taken.push(at);
             chosen.push(lane);
         } else {

@@ -55,6 +55,10 @@
 //! A permit is two words (its lane, and its generation, probe flag and start stamp in one),
 //! so that it moves in registers.
 //! A keyed registry's breakers have one lane (memory per key), as does any breaker under loom.
+//!
+//! An optional recovery probe (see `recovery.rs`) runs on a tokio task of its own, holding a
+//! weak reference to the breaker; it is looked at only in transitions and by a call that finds
+//! the open period over, never on the closed path or an ordinary refusal.
 
 mod admission;
 mod backoff;
@@ -70,6 +74,7 @@ mod outcome;
 mod permit;
 mod probes;
 mod record;
+mod recovery;
 mod reload;
 mod rules;
 mod snapshot;
@@ -167,6 +172,9 @@ pub(crate) struct Shared {
     shadow: AtomicBool,
     /// Calls let through in shadow mode that the breaker would have refused.
     would_reject: AtomicU64,
+    /// The out-of-band recovery probe, if one is set (see `recovery.rs`). Read only on the
+    /// cold paths: transitions, and calls past the open deadline.
+    recovery: Option<recovery::RecoveryProbe>,
 }
 
 /// What changes only under the lock.
@@ -189,6 +197,8 @@ struct Locked {
     /// Whether the open deadline is a server's wait (a `Trip`, a remote trip), which
     /// `try_probe_early` keeps; cleared by every transition.
     server_wait: bool,
+    /// The recovery probe's task and the probe in flight (see `recovery.rs`).
+    recovery: recovery::Recovery,
 }
 
 /// Events gathered under the lock, published after it is released.
@@ -215,6 +225,7 @@ impl CircuitBreaker {
         name: std::sync::Arc<str>,
         config: Config,
         listeners: Vec<Listener>,
+        recovery: Option<recovery::RecoveryProbe>,
         lanes: Lanes,
     ) -> Self {
         let clock = Clock::new(clock::forced());
@@ -250,6 +261,7 @@ impl CircuitBreaker {
                 waiters: Waiters::default(),
                 reason: None,
                 server_wait: false,
+                recovery: recovery::Recovery::default(),
             }),
             clock,
             listeners: listeners.into_boxed_slice(),
@@ -257,6 +269,7 @@ impl CircuitBreaker {
             id: next_id(),
             shadow: AtomicBool::new(shadow),
             would_reject: AtomicU64::new(0),
+            recovery,
             name,
         };
         let id = shared.id;
@@ -293,7 +306,9 @@ impl CircuitBreaker {
     /// The current state. Transitions out of `Open` happen lazily, on the first
     /// [`try_acquire`](Self::try_acquire) after the open period, so an open breaker whose
     /// period ended still reads `Open` until a call arrives
-    /// ([`Snapshot::retry_after`] is then zero).
+    /// ([`Snapshot::retry_after`] is then zero). With a
+    /// [recovery probe](crate#recovery-probes), it stays `Open` until the probe succeeds,
+    /// whether or not calls arrive.
     pub fn state(&self) -> State {
         unpack(self.shared().hot.word.load(Ordering::Acquire)).1
     }
@@ -322,6 +337,7 @@ pub(crate) use clock::nanos as saturating_nanos;
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        self.stop_recovery();
         ids::unregister(self.id);
     }
 }

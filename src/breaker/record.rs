@@ -190,6 +190,7 @@ impl Shared {
                 State::ForcedOpen | State::Disabled => {}
                 State::Open => {
                     let until = Self::deadline(now, wait);
+                    l.recovery.saw_trip(until);
                     if until > self.hot.open_until.load(Ordering::Acquire) {
                         self.hot.open_until.store(until, Ordering::Release);
                         l.opened_for = wait;

@@ -78,8 +78,10 @@ impl CircuitBreaker {
     ///   check of the probes in flight (counted from the oldest one's admission), the
     ///   slow-call threshold from the calls admitted after the reload.
     ///
-    /// The builder's listeners are ignored (a breaker's listeners, as its name, are its
-    /// identity: integrations registered them). Its name must be this breaker's: another name
+    /// The builder's listeners and recovery probe are ignored (a breaker's listeners, as its
+    /// name, are its identity: integrations registered them; a
+    /// [recovery probe](crate#recovery-probes) is code, kept with its timeout, and runs at the
+    /// deadline the breaker keeps). Its name must be this breaker's: another name
     /// is a [`ConfigError`] (setting `"name"`), as is any invalid setting; on error nothing
     /// changes. A breaker has at most 16 windows in its life
     /// (see [Hot reload](crate#hot-reload)): a reload that would need a 17th is a

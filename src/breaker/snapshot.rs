@@ -49,8 +49,9 @@ pub struct Snapshot {
     pub slow_call_rate: Option<f64>,
     /// Half-open probes in flight.
     pub probes_in_flight: u32,
-    /// When open: the time until a probe may go through (zero once due). Serialised as
-    /// `retry_after_secs`, a number of seconds.
+    /// When open: the time until a probe may go through (zero once due); while a
+    /// [recovery probe](crate#recovery-probes) runs, the time left until its timeout.
+    /// Serialised as `retry_after_secs`, a number of seconds.
     #[cfg_attr(
         feature = "serde",
         serde(rename = "retry_after_secs", serialize_with = "secs")
@@ -70,6 +71,10 @@ pub struct Snapshot {
     /// How many calls the breaker let through in shadow mode that it would have refused,
     /// since it was built.
     pub would_reject: u64,
+    /// Whether a [recovery probe](crate#recovery-probes) is due or running: the open period
+    /// ended, and the breaker waits for the probe's verdict (while it refuses calls, and
+    /// `retry_after` is the time left until the probe's timeout).
+    pub recovery_probe: bool,
 }
 
 /// Serialises a duration as fractional seconds (`null` when absent).
@@ -113,6 +118,7 @@ impl CircuitBreaker {
             reason: l.reason,
             shadow: shared.shadow.load(Ordering::Relaxed),
             would_reject: shared.would_reject.load(Ordering::Relaxed),
+            recovery_probe: l.recovery.in_flight(),
         }
     }
 }

@@ -71,6 +71,7 @@ impl Shared {
             }
             State::ForcedOpen | State::Disabled => {}
         }
+        self.recovery_transition(l, from, to);
         self.hot.word.store(pack(l.generation, to), Ordering::Release);
         l.waiters.wake_all();
         // Only the latest transition of one locked section is published; sections make at

@@ -11,7 +11,7 @@
 //! {"name": "openai", "state": "open", "consecutive_failures": 5, "calls": 0, "failures": 0,
 //!  "slow_calls": 0, "failure_rate": null, "slow_call_rate": null, "probes_in_flight": 0,
 //!  "retry_after_secs": 27.5, "open_for_secs": 30.0, "reason": "consecutive_failures",
-//!  "shadow": false, "would_reject": 0}
+//!  "shadow": false, "would_reject": 0, "recovery_probe": false}
 //! ```
 //!
 //! ```

@@ -16,7 +16,9 @@ pub enum AlertKind {
     /// begins.
     Opened,
     /// A half-open breaker opened again (a probe failed, was slow or timed out, or the server
-    /// asked for a pause): the outage goes on, for the next open period.
+    /// asked for a pause), or an open one's recovery probe failed or timed out (open → open,
+    /// see [Recovery probes](crate#recovery-probes)): the outage goes on, for the next open
+    /// period.
     Reopened,
     /// A breaker that was refusing calls (open, half-open or forced open) closed: enough
     /// probes succeeded, or an operator reset it.
@@ -29,7 +31,9 @@ impl AlertKind {
     pub const fn of(from: State, to: State) -> Option<AlertKind> {
         match (from, to) {
             (State::Closed | State::Disabled, State::Open | State::ForcedOpen) => Some(AlertKind::Opened),
-            (State::HalfOpen, State::Open | State::ForcedOpen) => Some(AlertKind::Reopened),
+            (State::HalfOpen | State::Open, State::Open) | (State::HalfOpen, State::ForcedOpen) => {
+                Some(AlertKind::Reopened)
+            }
             (State::Open | State::HalfOpen | State::ForcedOpen, State::Closed) => Some(AlertKind::Recovered),
             _ => None,
         }
