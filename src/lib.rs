@@ -216,6 +216,9 @@
 //!   that inherit the template, and environment variables layered over a file by the
 //!   `config` or `figment` crates. A value out of range is a [`ConfigError`] naming the
 //!   breaker and the field.
+//! - **Hot reload**: [`CircuitBreaker::reconfigure`] (and a keyed registry's, and a reloaded
+//!   file's) applies new settings to a live breaker, keeping its state, its open deadline and
+//!   as much of its window as the new shape allows; see [Hot reload](#hot-reload).
 //! - **Alerts without code** (feature `webhook`): [`integrations::webhook`] posts to a Slack
 //!   incoming webhook or any JSON receiver when a breaker opens, reopens and recovers, with
 //!   the reason, the counts and the open duration; a background task with a bounded queue,
@@ -478,6 +481,74 @@
 //! // What a sync applies when another replica resets it:
 //! breaker.apply_override(Override::Reset, Origin::Remote("web-2-4242-9f1c"));
 //! assert_eq!(breaker.state(), State::Closed);
+//! ```
+//!
+//! # Hot reload
+//!
+//! Tuning a breaker should not cost its memory: [`CircuitBreaker::reconfigure`] applies every
+//! setting of a new [`Builder`] to the live breaker (every clone, every service holding it),
+//! [`keyed::KeyedRegistry::reconfigure`] to every key of a registry, and, with the `serde`
+//! feature, `BreakerConfig::reconfigure` and `KeyedConfig::reconfigure` apply a reloaded file
+//! in one call (the [`config`] module's "Reloading" shows one). What a reload keeps:
+//!
+//! - **The state and its clock**: closed, open, half-open, forced open or disabled; the
+//!   generation (calls in flight still count); the open deadline (an open breaker stays open
+//!   until the deadline it has); the backoff's attempt count; the half-open probes in flight
+//!   and their successes; the shadow flag, unless the new builder sets one; the would-be
+//!   rejections; the name, the listeners and the recovery probe (a breaker's identity and
+//!   code: the builder's are ignored, and a builder of another name is a [`ConfigError`]).
+//! - **The window, as far as the new shape allows**: the same shape (kind and size), kept as
+//!   is; a count window shrunk keeps its latest calls, grown keeps them all, in order; a time
+//!   window lengthened or shortened keeps the calls still inside the new window, to bucket
+//!   resolution (a tenth of the window): an old bucket that ends inside the new window is
+//!   kept whole, counted in the new bucket where it starts (or the oldest live one), and
+//!   expires with it. Count to time, time to count, or to or from no window: the window
+//!   starts empty. The consecutive run is kept, whatever the window does (a consecutive rule
+//!   switched on or off starts it at zero).
+//!
+//! When the new settings act: the trip rules judge a closed breaker's statistics in the
+//! reload itself (a threshold lowered below the current failure rate, or to the current run,
+//! opens it then, with that rule's reason: the breaker never sits closed above its own
+//! threshold waiting for a call); `open_duration` / `open_backoff` apply from the next
+//! opening, `max_open_duration` from the next server wait, `half_open_permits` from the next
+//! admission, `half_open_successes` from the next probe success, `half_open_max_wait` at the
+//! next check of the probes in flight, and the slow-call rule to calls admitted after the
+//! reload (a call admitted before the rule was switched on is not judged slow). Listeners
+//! hear [`Event::Reconfigured`] (with the shadow flag it leaves: a file's `shadow` is a
+//! setting, not an operator's override, and is not shared through Redis; then the
+//! transition, if the reload opened the breaker), and
+//! a tracing event at info level says `circuit breaker reconfigured`. An invalid builder is a
+//! [`ConfigError`] naming the breaker and the setting, and changes nothing.
+//!
+//! The closed path pays nothing for this: the trip rules' settings are atomics read
+//! `Relaxed` (plain loads), and the window is found through one index next to the state word;
+//! no lock, no reference count. A reload that changes the window's shape builds the new window
+//! under the breaker's lock and keeps the old one until the breaker is dropped (a call
+//! recording into it at that instant is lost, at most one per thread racing the reload), so a
+//! breaker has at most 16 windows in its life: a 16th change of shape is a [`ConfigError`]
+//! (build a new breaker). Reloads that keep the shape are free and unlimited.
+//!
+//! ```
+//! use tower_breaker::{CircuitBreaker, Outcome, State};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = |window| {
+//!     CircuitBreaker::builder("openai").failure_rate(0.6).count_window(window).min_calls(4)
+//! };
+//! let breaker = settings(10).build()?;
+//! use Outcome::{Failure as F, Success as S};
+//! for outcome in [F, F, S, S, S, S] {
+//!     breaker.try_acquire()?.record(outcome); // 2 failures in 6 calls
+//! }
+//! breaker.reconfigure(settings(4))?; // the window shrinks to its latest 4 calls
+//! let snapshot = breaker.snapshot();
+//! assert_eq!((snapshot.calls, snapshot.failures), (4, 0));
+//! for _ in 0..3 {
+//!     breaker.try_acquire()?.record(F);
+//! }
+//! assert_eq!(breaker.state(), State::Open); // S, F, F, F: 75% of the latest 4
+//! # Ok(()) }
 //! ```
 //!
 //! # Recovery probes

@@ -76,7 +76,7 @@ impl CircuitBreaker {
             match l.state {
                 State::Closed => Ok(Permit::new(self.lane(), l.generation, false, shared.call_start())),
                 State::Disabled => Ok(Permit::passthrough()),
-                State::HalfOpen if l.probes.len() < shared.config.half_open_permits => {
+                State::HalfOpen if l.probes.len() < l.config.half_open_permits => {
                     // A probe's start stamp is its admission, which its release removes.
                     l.probes.admit(now);
                     Ok(Permit::new(self.lane(), l.generation, true, now))
@@ -219,7 +219,7 @@ impl CircuitBreaker {
         let shared = &**self.shared();
         let mut l = shared.locked.lock();
         let may_admit = l.generation & GEN_MASK != refused.generation()
-            || (l.state == State::HalfOpen && l.probes.len() < shared.config.half_open_permits)
+            || (l.state == State::HalfOpen && l.probes.len() < l.config.half_open_permits)
             || (l.state == State::Open
                 && shared.clock.now() >= shared.hot.open_until.load(Ordering::Acquire));
         if may_admit {

@@ -28,14 +28,9 @@ pub(crate) struct Config {
     pub(crate) half_open_permits: u32,
     pub(crate) half_open_successes: u32,
     pub(crate) half_open_max_wait: Duration,
-    pub(crate) shadow: bool,
-}
-
-impl Config {
-    /// Whether a call's start time must be read at admission.
-    pub(crate) fn times_calls(&self) -> bool {
-        self.slow.is_some()
-    }
+    /// `None`: the builder left it unset (a new breaker starts enforcing; a reload keeps the
+    /// live breaker's flag).
+    pub(crate) shadow: Option<bool>,
 }
 
 /// Builds a [`CircuitBreaker`]; see [`CircuitBreaker::builder`].
@@ -44,6 +39,9 @@ impl Config {
 /// are off; at least one must be set. Defaults: open 30 s, `max_open_duration` 10 min, one
 /// half-open permit, one success to close, `half_open_max_wait` 60 s, `min_calls` 10 (capped at
 /// a count window's size), and a count window of 100 for the rate rules unless one is set.
+///
+/// A builder also reloads a live breaker: [`CircuitBreaker::reconfigure`] applies its settings
+/// and keeps the breaker's state and window (see [Hot reload](crate#hot-reload)).
 #[derive(Clone)]
 #[must_use]
 pub struct Builder {
@@ -59,7 +57,7 @@ pub struct Builder {
     half_open_permits: u32,
     half_open_successes: u32,
     half_open_max_wait: Duration,
-    shadow: bool,
+    shadow: Option<bool>,
     pub(crate) listeners: Vec<Listener>,
     recovery: Option<RecoveryProbe>,
 }
@@ -101,7 +99,7 @@ impl Builder {
             half_open_permits: 1,
             half_open_successes: 1,
             half_open_max_wait: Duration::from_secs(60),
-            shadow: false,
+            shadow: None,
             listeners: Vec::new(),
             recovery: None,
         }
@@ -120,7 +118,7 @@ impl Builder {
     /// Whether breakers built from this builder start in shadow mode.
     #[cfg(feature = "metrics")]
     pub(crate) const fn starts_shadow(&self) -> bool {
-        self.shadow
+        matches!(self.shadow, Some(true))
     }
 
     /// Trips on the `n`-th consecutive failure. A success resets the run; `Ignore` leaves it.
@@ -215,7 +213,7 @@ impl Builder {
     /// publishes every event, but never refuses a call; see [Shadow mode](crate#shadow-mode)
     /// and [`CircuitBreaker::set_shadow`], which switches it at runtime.
     pub fn shadow(mut self, shadow: bool) -> Self {
-        self.shadow = shadow;
+        self.shadow = Some(shadow);
         self
     }
 

@@ -229,6 +229,17 @@ pub enum Event<'a> {
         /// Where: this process, or another replica (through a sync component).
         origin: Origin<'a>,
     },
+    /// New settings were applied to the live breaker
+    /// ([`CircuitBreaker::reconfigure`](super::CircuitBreaker::reconfigure), see
+    /// [Hot reload](crate#hot-reload)). If the new trip rules open it at once, a
+    /// [`Transition`](Event::Transition) follows.
+    Reconfigured {
+        /// The breaker's name.
+        name: &'a str,
+        /// Whether the breaker is in shadow mode after the reload (a builder that sets
+        /// [`shadow`](super::Builder::shadow) switches it; one that leaves it unset keeps it).
+        shadow: bool,
+    },
 }
 
 impl Event<'_> {
@@ -240,7 +251,8 @@ impl Event<'_> {
             | Event::WouldReject { name, .. }
             | Event::Recorded { name, .. }
             | Event::Released { name }
-            | Event::Override { name, .. } => name,
+            | Event::Override { name, .. }
+            | Event::Reconfigured { name, .. } => name,
         }
     }
 }

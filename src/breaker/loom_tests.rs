@@ -297,3 +297,37 @@ fn loom_an_early_probe_racing_a_caller_admits_one_probe_and_one_transition() {
         assert_eq!(b.state(), State::HalfOpen);
     });
 }
+
+/// A closed call recorded while a reload reshapes the count window (2 → 3): its outcome is
+/// counted in the new window, or lost to the old one (at most that one, as the reload's docs
+/// say), never counted twice; the calls before the reload are carried; a probe-free closed
+/// breaker stays closed.
+#[test]
+fn loom_a_record_racing_a_reshaping_reload_counts_once_or_is_lost() {
+    let builder = |n| {
+        CircuitBreaker::builder("loom")
+            .failure_rate(1.0)
+            .count_window(n)
+            .min_calls(3)
+    };
+    loom::model(move || {
+        let b = builder(2).build().unwrap();
+        b.try_acquire().unwrap().record(Outcome::Success);
+        let permit = b.try_acquire().unwrap();
+        let h = thread::spawn(move || permit.record(Outcome::Failure));
+        b.reconfigure(builder(3)).unwrap();
+        h.join().unwrap();
+        let s = b.snapshot();
+        assert!(
+            (s.calls, s.failures) == (2, 1) || (s.calls, s.failures) == (1, 0),
+            "{s:?}"
+        );
+        assert_eq!(b.state(), State::Closed);
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(
+            b.snapshot().calls,
+            s.calls + 1,
+            "later calls count in the new window"
+        );
+    });
+}

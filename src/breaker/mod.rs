@@ -75,6 +75,8 @@ mod permit;
 mod probes;
 mod record;
 mod recovery;
+mod reload;
+mod rules;
 mod snapshot;
 mod state;
 pub(crate) mod sync;
@@ -104,9 +106,10 @@ use builder::Window;
 use clock::Clock;
 use event::Listener;
 use probes::Probes;
+use rules::Rules;
 use state::{pack, unpack};
-use sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
-use window::{CountWindow, time::TimeWindow};
+use sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
+use window::{CountWindow, WindowStore, time::TimeWindow};
 
 /// A circuit breaker: a cheap `Clone` handle over shared state.
 ///
@@ -137,6 +140,10 @@ struct Hot {
     consecutive: AtomicU64,
     /// Nanoseconds since `epoch` at which an open breaker lets a probe through.
     open_until: AtomicU64,
+    /// Which window the rate rules read: 0 for `Shared::window`, `n` for `reshaped[n - 1]`.
+    /// Every reload that changes the window's shape adds one (see `reload.rs`). Here, in the
+    /// cache line of the state word that every call reads already.
+    shape: AtomicU32,
 }
 
 pub(crate) struct Shared {
@@ -146,11 +153,14 @@ pub(crate) struct Shared {
     /// lane's count, as before. Padding cost 1.3 KB a breaker, which a keyed registry
     /// multiplies by its keys.
     hot: Hot,
-    count_window: Option<Box<CountWindow>>,
-    time_window: Option<Box<TimeWindow>>,
+    /// The trip rules' settings the closed path reads (a reload rewrites them).
+    rules: Rules,
+    /// The window the breaker was built with.
+    window: WindowStore,
+    /// The windows of the reloads that changed the window's shape (see `Hot::shape`).
+    reshaped: std::sync::OnceLock<Box<reload::Reshaped>>,
     locked: Mutex<Locked>,
     clock: Clock,
-    config: Config,
     listeners: Box<[Listener]>,
     name: std::sync::Arc<str>,
     /// The name as refusals carry it (a copy when short).
@@ -170,6 +180,8 @@ pub(crate) struct Shared {
 /// What changes only under the lock.
 #[derive(Debug)]
 struct Locked {
+    /// The settings, as last built or reloaded (the closed path reads `Shared::rules`).
+    config: Config,
     generation: u64,
     state: State,
     opened_for: Duration,
@@ -217,29 +229,29 @@ impl CircuitBreaker {
         lanes: Lanes,
     ) -> Self {
         let clock = Clock::new(clock::forced());
-        let shadow = config.shadow;
+        let shadow = config.shadow.unwrap_or(false);
         let generation = FIRST_GENERATION;
-        let count_window = match config.window {
-            Window::Count(n) => Some(Box::new(CountWindow::new(n, generation))),
-            _ => None,
-        };
-        let time_window = match config.window {
-            Window::Time(d) => Some(Box::new(TimeWindow::new(
+        let window = match config.window {
+            Window::None => WindowStore::None,
+            Window::Count(n) => WindowStore::Count(Box::new(CountWindow::new(n, generation))),
+            Window::Time(d) => WindowStore::Time(Box::new(TimeWindow::new(
                 saturating_nanos(d),
                 generation,
                 lane::count(lanes),
             ))),
-            _ => None,
         };
         let shared = Shared {
             hot: Hot {
                 word: AtomicU64::new(pack(generation, State::Closed)),
                 consecutive: AtomicU64::new(consecutive_word(generation, 0)),
                 open_until: AtomicU64::new(0),
+                shape: AtomicU32::new(0),
             },
-            count_window,
-            time_window,
+            rules: Rules::new(&config),
+            window,
+            reshaped: std::sync::OnceLock::new(),
             locked: Mutex::new(Locked {
+                config,
                 generation,
                 state: State::Closed,
                 opened_for: Duration::ZERO,
@@ -252,7 +264,6 @@ impl CircuitBreaker {
                 recovery: recovery::Recovery::default(),
             }),
             clock,
-            config,
             listeners: listeners.into_boxed_slice(),
             refusal_name: name::Name::new(&name),
             id: next_id(),

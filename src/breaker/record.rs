@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use super::Outcome;
 use super::{
-    Event, GEN_MASK, Reason, STAMP_MASK, Shared, State, consecutive_word, lane, state::unpack,
-    sync::Ordering, window::Counts,
+    Event, GEN_MASK, Reason, STAMP_MASK, Shared, State, consecutive_word, lane, saturating_nanos,
+    state::unpack,
+    sync::Ordering,
+    window::{Counts, WindowStore},
 };
 
 impl Shared {
@@ -13,7 +15,7 @@ impl Shared {
     /// modulo 2^47), or 0 when no rule needs call durations (no clock read then).
     #[inline]
     pub(super) fn call_start(&self) -> u64 {
-        if self.config.times_calls() {
+        if self.rules.times_calls() {
             self.clock.now()
         } else {
             0
@@ -25,7 +27,7 @@ impl Shared {
     /// timed. A call longer than 2^47 ns (39 hours) reads short.
     #[inline]
     pub(super) fn elapsed_since(&self, start: u64) -> Option<Duration> {
-        if !self.config.times_calls() {
+        if !self.rules.timed(start) {
             return None;
         }
         Some(Duration::from_nanos(
@@ -70,22 +72,26 @@ impl Shared {
         }
         let slow = self.is_slow(elapsed);
         let mut reason = None;
-        if let Some(n) = self.config.consecutive {
+        if let Some(n) = self.rules.consecutive() {
             reason = self.count_consecutive(generation, failure, n);
         }
-        if let Some(w) = &self.count_window {
-            if let Some(counts) = w.record(generation, failure, slow) {
-                reason = reason.or_else(|| self.rate_rule(&counts));
+        match self.window() {
+            WindowStore::None => {}
+            WindowStore::Count(w) => {
+                if let Some(counts) = w.record(generation, failure, slow) {
+                    reason = reason.or_else(|| self.rate_rule(&counts));
+                }
             }
-        } else if let Some(w) = &self.time_window {
-            // The coarse clock: a bucket boundary is late by at most its margin (exact on
-            // the pausable clock).
-            let at = self.clock.coarse();
-            if let Some(counts) = w.record(at, generation, lane::thread_id(), failure, slow) {
-                match self.rate_rule(&counts) {
-                    Some(r) => reason = reason.or(Some(r)),
-                    None if counts.calls >= self.config.min_calls => w.settle(at, generation),
-                    None => {}
+            WindowStore::Time(w) => {
+                // The coarse clock: a bucket boundary is late by at most its margin (exact on
+                // the pausable clock).
+                let at = self.clock.coarse();
+                if let Some(counts) = w.record(at, generation, lane::thread_id(), failure, slow) {
+                    match self.rate_rule(&counts) {
+                        Some(r) => reason = reason.or(Some(r)),
+                        None if counts.calls >= self.rules.min_calls() => w.settle(at, generation),
+                        None => {}
+                    }
                 }
             }
         }
@@ -96,7 +102,13 @@ impl Shared {
 
     #[inline]
     pub(super) fn is_slow(&self, elapsed: Option<Duration>) -> bool {
-        matches!((self.config.slow, elapsed), (Some((threshold, _)), Some(e)) if e > threshold)
+        // In nanoseconds: a call is at most 2^47 ns long, and a threshold past `u64::MAX` ns
+        // saturates there, so the comparison is the durations'.
+        elapsed.is_some_and(|e| {
+            self.rules
+                .slow_threshold()
+                .is_some_and(|threshold| saturating_nanos(e) > threshold)
+        })
     }
 
     #[inline]
@@ -136,14 +148,14 @@ impl Shared {
     /// threshold. (The former `failures >= rate * calls` rounded the product instead:
     /// `0.07 * 100.0` is `7.000000000000001`, so 7 failures of 100 did not trip.)
     pub(super) fn rate_rule(&self, c: &Counts) -> Option<Reason> {
-        if c.calls < self.config.min_calls || c.calls == 0 {
+        if c.calls < self.rules.min_calls() || c.calls == 0 {
             return None;
         }
         let rate = |bad: u32| f64::from(bad) / f64::from(c.calls);
-        if self.config.failure_rate.is_some_and(|r| rate(c.failures) >= r) {
+        if self.rules.failure_rate().is_some_and(|r| rate(c.failures) >= r) {
             return Some(Reason::FailureRate);
         }
-        if self.config.slow.is_some_and(|(_, r)| rate(c.slow) >= r) {
+        if self.rules.slow_rate().is_some_and(|r| rate(c.slow) >= r) {
             return Some(Reason::SlowCalls);
         }
         None
@@ -170,10 +182,10 @@ impl Shared {
 
     pub(super) fn trip_for(&self, wait: Duration, reason: Reason) {
         let now = self.clock.now();
-        let wait = wait.min(self.config.max_open);
         let mut pending = None;
         {
             let mut l = self.locked.lock();
+            let wait = wait.min(l.config.max_open);
             match l.state {
                 State::ForcedOpen | State::Disabled => {}
                 State::Open => {
@@ -227,7 +239,7 @@ impl Shared {
             match outcome {
                 Some((Outcome::Success, false)) => {
                     l.probe_successes += 1;
-                    if l.probe_successes >= self.config.half_open_successes {
+                    if l.probe_successes >= l.config.half_open_successes {
                         self.transition(&mut l, State::Closed, Reason::ProbesSucceeded, now, &mut pending);
                     }
                 }

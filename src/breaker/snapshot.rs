@@ -94,11 +94,7 @@ impl CircuitBreaker {
         let shared = &**self.shared();
         let now = shared.clock.now();
         let l = shared.locked.lock();
-        let counts = match (&shared.count_window, &shared.time_window) {
-            (Some(w), _) => Some(w.counts()),
-            (None, Some(w)) => Some(w.counts(now)),
-            (None, None) => None,
-        };
+        let counts = shared.window().counts(now);
         let consecutive = shared.hot.consecutive.load(Ordering::Acquire);
         let rate = |n: u32, c: &Counts| (c.calls > 0).then(|| f64::from(n) / f64::from(c.calls));
         Snapshot {

@@ -21,7 +21,7 @@ impl Shared {
     pub(super) fn probe_deadline(&self, l: &Locked) -> Option<u64> {
         let oldest = l.probes.oldest()?;
         oldest
-            .checked_add(saturating_nanos(self.config.half_open_max_wait))
+            .checked_add(saturating_nanos(l.config.half_open_max_wait))
             .filter(|&at| at <= LAST_DEADLINE)
     }
 
@@ -45,7 +45,7 @@ impl Shared {
                 let d = if matches!(reason, Reason::ServerWait | Reason::Remote) {
                     l.opened_for // set by the caller
                 } else {
-                    let d = self.config.backoff.next(l.opened);
+                    let d = l.config.backoff.next(l.opened);
                     l.opened = l.opened.saturating_add(1);
                     d
                 };
@@ -86,12 +86,7 @@ impl Shared {
         self.hot
             .consecutive
             .store(consecutive_word(l.generation, 0), Ordering::Release);
-        if let Some(w) = &self.count_window {
-            w.reset(l.generation);
-        }
-        if let Some(w) = &self.time_window {
-            w.reset(l.generation);
-        }
+        self.window().reset(l.generation);
     }
 
     pub(super) fn publish(&self, pending: Pending) {

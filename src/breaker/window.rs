@@ -140,6 +140,72 @@ impl CountWindow {
     pub(crate) fn counts(&self) -> Counts {
         fields_to_counts(self.counts.load(Ordering::Acquire)).unwrap_or_default()
     }
+
+    /// The outcomes in the window, `(failure, slow)`, oldest first (for a reload: under the
+    /// breaker's lock; a record racing it may be missed). The ring read from the next slot
+    /// on is the order of the calls: a success that took no slot (the window full of fast
+    /// successes) left every slot alike, so where it would have gone does not matter.
+    pub(crate) fn outcomes(&self) -> Vec<(bool, bool)> {
+        let gen16 = (self.counts.load(Ordering::Acquire) >> 48) as u32;
+        let size = self.slots.len();
+        let next = (self.next.load(Ordering::Relaxed) % size as u64) as usize;
+        (0..size)
+            .map(|i| self.slots[(next + i) % size].load(Ordering::Acquire))
+            .filter(|&slot| slot >> 2 == gen16)
+            .map(|slot| (slot & FAILURE_BIT != 0, slot & SLOW_BIT != 0))
+            .collect()
+    }
+
+    /// A window of `size` for `generation` holding the latest `size` of `outcomes` (oldest
+    /// first), in order.
+    pub(crate) fn with_outcomes(size: u32, generation: u64, outcomes: &[(bool, bool)]) -> Self {
+        let w = Self::new(size, generation);
+        let kept = &outcomes[outcomes.len().saturating_sub(size as usize)..];
+        let slot_gen = (generation as u32) & SLOT_GEN_MASK;
+        let (mut failures, mut slow) = (0u64, 0u64);
+        for (slot, &(failure, is_slow)) in w.slots.iter().zip(kept) {
+            let bits = if failure { FAILURE_BIT } else { 0 } | if is_slow { SLOW_BIT } else { 0 };
+            slot.store((slot_gen << 2) | bits, Ordering::Relaxed);
+            failures += u64::from(failure);
+            slow += u64::from(is_slow);
+        }
+        let calls = kept.len() as u64;
+        w.next.store(calls, Ordering::Relaxed);
+        w.counts.store(
+            (generation & GEN16) << 48 | calls << 32 | failures << 16 | slow,
+            Ordering::Release,
+        );
+        w
+    }
+}
+
+/// The window the rate rules read, in its configured shape.
+#[derive(Debug)]
+pub(crate) enum WindowStore {
+    /// No rate rule.
+    None,
+    Count(Box<CountWindow>),
+    Time(Box<time::TimeWindow>),
+}
+
+impl WindowStore {
+    /// The window's counts at `now` (nanoseconds since the epoch); `None` with no window.
+    pub(crate) fn counts(&self, now: u64) -> Option<Counts> {
+        match self {
+            WindowStore::None => None,
+            WindowStore::Count(w) => Some(w.counts()),
+            WindowStore::Time(w) => Some(w.counts(now)),
+        }
+    }
+
+    /// Starts an empty window for `generation`.
+    pub(crate) fn reset(&self, generation: u64) {
+        match self {
+            WindowStore::None => {}
+            WindowStore::Count(w) => w.reset(generation),
+            WindowStore::Time(w) => w.reset(generation),
+        }
+    }
 }
 
 #[cfg(all(test, not(loom)))]

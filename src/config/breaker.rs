@@ -192,6 +192,16 @@ impl BreakerConfig {
         }
     }
 
+    /// Hot reload: applies these settings to the live `breaker` in one call, keeping its
+    /// state, open deadline, probes in flight and as much of its window as the new shape
+    /// allows (see [`CircuitBreaker::reconfigure`] and [Hot reload](crate#hot-reload)). The
+    /// file is the whole truth: a setting it leaves unset takes the builder's default (an
+    /// unset trip rule is off), except `shadow`, which unset keeps the breaker's flag. The
+    /// error names the breaker and the field; on error nothing changes.
+    pub fn reconfigure(&self, breaker: &CircuitBreaker) -> Result<(), ConfigError> {
+        breaker.reconfigure(self.builder(breaker.name())?)
+    }
+
     /// Validates these settings as the breaker `name`'s, without building anything.
     pub fn validate(&self, name: impl Into<Arc<str>>) -> Result<(), ConfigError> {
         self.builder(name).map(drop)

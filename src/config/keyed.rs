@@ -104,6 +104,20 @@ impl KeyedConfig {
         Ok(builder)
     }
 
+    /// Hot reload: applies this config's template and overrides to the live `registry` in
+    /// one call ([`KeyedRegistry::reconfigure_from`]): every key's breaker keeps its state,
+    /// open deadline, probes in flight and as much of its window as the new shape allows; a
+    /// key whose override went takes the template. The bounds (`max_keys`, `idle_timeout`,
+    /// `when_full`) are validated but kept: they shape the registry's memory, and change
+    /// with a new registry. The error names the breaker and the field; an invalid file
+    /// changes nothing.
+    pub fn reconfigure<K>(&self, registry: &KeyedRegistry<K>) -> Result<(), ConfigError>
+    where
+        K: Hash + Eq + Clone + fmt::Display + FromStr + Send + Sync + 'static,
+    {
+        registry.reconfigure_from(self.registry_builder(registry.name())?)
+    }
+
     /// Builds the registry named `name`: [`registry_builder`](Self::registry_builder), then
     /// [`build`](KeyedRegistryBuilder::build).
     pub fn build<K>(&self, name: impl Into<Arc<str>>) -> Result<KeyedRegistry<K>, ConfigError>

@@ -130,10 +130,52 @@
 //!
 //! # Reloading
 //!
-//! The types are plain data (`Clone`, `PartialEq`), and [`BreakerConfig::apply`] sets a
-//! config's settings on an existing [`Builder`] (keeping its name and listeners): the shape a
-//! reload of a live breaker takes. Applying a new config to a breaker that is running, keeping
-//! its state and window, is not in this module yet.
+//! A reloaded file applies to what is running in one call: [`BreakerConfig::reconfigure`]
+//! for a breaker, [`KeyedConfig::reconfigure`] for a registry (its template and overrides;
+//! its bounds are kept). The breaker keeps its state, its open deadline, its probes in flight
+//! and as much of its window as the new shape allows ([Hot reload](crate#hot-reload) has the
+//! rules). The file is the whole truth: a setting it leaves out takes the builder's default
+//! (an unset trip rule is off), except `shadow`, which, left out, keeps the breaker's flag. A
+//! file with a mistake is refused with the breaker and the field named, and changes nothing:
+//! the breaker runs on with its settings. Where the file comes from (a watcher, a signal, an
+//! admin endpoint) is the application's choice.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_breaker::{Outcome, State};
+//! use tower_breaker::config::BreakerConfig;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let file = r#"
+//!     failure_rate = 0.5
+//!     count_window = 100
+//!     min_calls = 4
+//! "#;
+//! let breaker = toml::from_str::<BreakerConfig>(file)?.builder("openai")?.build()?;
+//! for outcome in [Outcome::Success, Outcome::Failure, Outcome::Success, Outcome::Success] {
+//!     breaker.try_acquire()?.record(outcome);
+//! }
+//!
+//! // The file changed (read again, e.g. on SIGHUP): stricter, and a longer open period.
+//! let file = r#"
+//!     failure_rate = 0.25
+//!     count_window = 20
+//!     min_calls = 4
+//!     open_duration = "2m"
+//! "#;
+//! toml::from_str::<BreakerConfig>(file)?.reconfigure(&breaker)?;
+//! // The four calls were kept (a window of 20 holds them all) and judged by the new rate
+//! // at once: 1 failure in 4 is 25%.
+//! assert_eq!(breaker.state(), State::Open);
+//! assert_eq!(breaker.snapshot().retry_after, Some(Duration::from_secs(120)));
+//!
+//! // A mistake is refused, and the breaker runs on as it was.
+//! let wrong: BreakerConfig = toml::from_str("failure_rate = 0")?;
+//! let err = wrong.reconfigure(&breaker).unwrap_err();
+//! assert_eq!((err.breaker(), err.setting()), (Some("openai"), "failure_rate"));
+//! # Ok(()) }
+//! ```
 
 mod breaker;
 pub(crate) mod duration;

@@ -189,6 +189,8 @@ impl Handles {
             Event::Rejected { .. } => self.rejected.increment(1),
             Event::Released { .. } => self.cancelled.increment(1),
             Event::WouldReject { .. } => self.would_reject.increment(1),
+            // A reload may set the shadow flag (a file's `shadow = true`).
+            Event::Reconfigured { shadow, .. } => self.shadow.set(f64::from(u8::from(shadow))),
             Event::Override { action, origin, .. } => {
                 if let Override::Shadow(on) = action {
                     self.shadow.set(f64::from(u8::from(on)));

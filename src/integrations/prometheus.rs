@@ -355,6 +355,8 @@ impl Handles {
             Event::WouldReject { .. } => {
                 self.would_reject.inc();
             }
+            // The shadow gauge reads the snapshot at scrape time.
+            Event::Reconfigured { .. } => {}
             Event::Override { action, origin, .. } => {
                 // Rare, as transitions are.
                 let mut labels = with(&self.labels, "action", action.as_str());

@@ -271,15 +271,11 @@ impl TimeWindow {
     /// `epoch - 9 ..= epoch`, each in its slot.
     fn sum(&self, epoch: u64, generation: u64) -> Counts {
         let (mut calls, mut failures, mut slow) = (0u64, 0u64, 0u64);
-        for stripe in self.stripes.iter().chain([&*self.shared]) {
-            for ep in epoch.saturating_sub(BUCKETS - 1)..=epoch {
-                let b = &stripe.buckets[(ep % BUCKETS) as usize];
-                if b.tag.load(Ordering::Acquire) == tag(generation, ep) {
-                    calls += u64::from(b.calls.load(Ordering::Relaxed));
-                    failures += u64::from(b.failures.load(Ordering::Relaxed));
-                    slow += u64::from(b.slow.load(Ordering::Relaxed));
-                }
-            }
+        for ep in epoch.saturating_sub(BUCKETS - 1)..=epoch {
+            let (c, f, s) = self.bucket_sum(ep, generation);
+            calls += c;
+            failures += f;
+            slow += s;
         }
         let cap = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Counts {
@@ -287,6 +283,66 @@ impl TimeWindow {
             failures: cap(failures).min(cap(calls)),
             slow: cap(slow).min(cap(calls)),
         }
+    }
+
+    /// The counts of epoch `ep` of `generation`, over every stripe.
+    fn bucket_sum(&self, ep: u64, generation: u64) -> (u64, u64, u64) {
+        let (mut calls, mut failures, mut slow) = (0u64, 0u64, 0u64);
+        for stripe in self.stripes.iter().chain([&*self.shared]) {
+            let b = &stripe.buckets[(ep % BUCKETS) as usize];
+            if b.tag.load(Ordering::Acquire) == tag(generation, ep) {
+                calls += u64::from(b.calls.load(Ordering::Relaxed));
+                failures += u64::from(b.failures.load(Ordering::Relaxed));
+                slow += u64::from(b.slow.load(Ordering::Relaxed));
+            }
+        }
+        (calls, failures, slow)
+    }
+
+    /// A window of `window_nanos` for `generation`, with `stripes` stripes, holding the calls
+    /// of `old` still inside it at `now`, to bucket resolution (for a reload, under the
+    /// breaker's lock; a record racing it may be missed): each bucket of `old` live at `now`
+    /// that ends after the start of the new window's oldest live bucket is kept whole,
+    /// counted in the new bucket where it starts, or in the oldest live one if it starts
+    /// before that. Lengthened, the window keeps every call; shortened, a kept bucket's calls
+    /// expire with the new bucket they were counted in.
+    pub(crate) fn carried(
+        old: &TimeWindow,
+        window_nanos: u64,
+        generation: u64,
+        stripes: usize,
+        now: u64,
+    ) -> Self {
+        let new = Self::new(window_nanos, generation, stripes);
+        let (w, w2) = (old.width, new.width);
+        let (e, e2) = (now / w, now / w2);
+        let oldest = e2.saturating_sub(BUCKETS - 1);
+        let old_generation = old.generation.load(Ordering::Acquire);
+        for ep in e.saturating_sub(BUCKETS - 1)..=e {
+            let (calls, failures, slow) = old.bucket_sum(ep, old_generation);
+            if calls == 0 || ep.saturating_add(1).saturating_mul(w) <= oldest.saturating_mul(w2) {
+                continue;
+            }
+            let at = (ep.saturating_mul(w) / w2).max(oldest);
+            let b = &new.shared.buckets[(at % BUCKETS) as usize];
+            if b.tag.load(Ordering::Relaxed) != tag(generation, at) {
+                b.tag.store(tag(generation, at), Ordering::Release);
+            }
+            let add = |c: &AtomicU32, n: u64| {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                c.store(c.load(Ordering::Relaxed).saturating_add(n), Ordering::Relaxed);
+            };
+            add(&b.calls, calls);
+            add(&b.failures, failures);
+            add(&b.slow, slow);
+        }
+        new
+    }
+
+    /// Forgets the settled mark: after a reload, the next success decides again (a new
+    /// `min_calls` may not be reached any more).
+    pub(crate) fn unsettle(&self) {
+        self.settled.store(EMPTY, Ordering::Relaxed);
     }
 }
 

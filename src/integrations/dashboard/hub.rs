@@ -153,6 +153,8 @@ impl Stats {
                 open_for,
                 ..
             } => self.transition(name, from, to, reason, open_for),
+            // The snapshot the page polls shows the new settings' effect.
+            Event::Reconfigured { .. } => {}
         }
     }
 

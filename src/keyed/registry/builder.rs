@@ -134,12 +134,8 @@ where
         if self.idle_timeout.is_zero() {
             return Err(ConfigError::new("idle_timeout", "must be greater than zero").in_breaker(name));
         }
-        let template = Template::new(self.template)?;
+        let templates = Templates::new(self.template, self.overrides)?;
         barrier::init();
-        let mut overrides = HashMap::with_capacity(self.overrides.len());
-        for (key, builder) in self.overrides {
-            overrides.insert(key, Template::new(builder)?);
-        }
         // Enough shards to spread contention, few enough that each share is large and the
         // shares fill evenly (a shard of ~1,000 keys fills to within a few percent of the
         // mean when the registry is full).
@@ -165,8 +161,8 @@ where
                 shard_mask: shards.len() - 1,
                 shards,
                 hasher: RandomState::default(),
-                template,
-                overrides,
+                base: templates.template.base.clone(),
+                templates: RwLock::new(templates),
                 idle_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
                 when_full: self.when_full,
                 name_with: self.name_with,
@@ -176,6 +172,26 @@ where
                 cache: Box::new(thread_local::ThreadLocal::<RefCell<Cache<K>>>::new()),
                 shadow: AtomicU8::new(SHADOW_UNSET),
             }),
+        })
+    }
+}
+
+/// The template and the overrides, validated: what a reload replaces.
+pub(super) struct Templates<K> {
+    pub(super) template: Template,
+    pub(super) overrides: HashMap<K, Template>,
+}
+
+impl<K: Hash + Eq> Templates<K> {
+    pub(super) fn new(template: Builder, overrides: Vec<(K, Builder)>) -> Result<Self, ConfigError> {
+        let template = Template::new(template)?;
+        let mut map = HashMap::with_capacity(overrides.len());
+        for (key, builder) in overrides {
+            map.insert(key, Template::new(builder)?);
+        }
+        Ok(Self {
+            template,
+            overrides: map,
         })
     }
 }

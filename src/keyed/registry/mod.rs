@@ -25,7 +25,7 @@ mod evict;
 pub use builder::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedRegistryBuilder, WhenFull};
 pub(super) use entry::Live;
 
-use builder::{MapFn, NameFn, Template};
+use builder::{MapFn, NameFn, Templates};
 use entry::Entry;
 use evict::RECHECK_NANOS;
 
@@ -75,8 +75,9 @@ struct Inner<K> {
     shards: Box<[CachePadded<Shard<K>>]>,
     shard_mask: usize,
     hasher: RandomState,
-    template: Template,
-    overrides: HashMap<K, Template>,
+    /// The template's name: the registry's.
+    base: Arc<str>,
+    templates: RwLock<Templates<K>>,
     idle_ms: u64,
     when_full: WhenFull,
     name_with: Option<NameFn<K>>,
@@ -131,7 +132,7 @@ impl<K> Clone for KeyedRegistry<K> {
 impl<K> fmt::Debug for KeyedRegistry<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedRegistry")
-            .field("template", &self.inner.template.base)
+            .field("template", &self.inner.base)
             .field("keys", &self.len())
             .field("max_keys", &self.max_keys())
             .finish_non_exhaustive()
@@ -325,6 +326,91 @@ where
     }
 }
 
+impl<K> KeyedRegistry<K>
+where
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    /// Hot reload: applies `template` to every key's breaker that has no override, live
+    /// (see [`CircuitBreaker::reconfigure`] for what a breaker keeps: its state, open
+    /// deadline, probes in flight and as much of its window as the new shape allows), to the
+    /// overflow breaker, and to the keys created from now on. Keys with an override keep it.
+    /// Each key's builder is adjusted by [`map_builder`](KeyedRegistryBuilder::map_builder)
+    /// again, as when it was created (listeners it adds are ignored: a live breaker keeps its
+    /// own). The bounds (`max_keys`, `idle_timeout`, `when_full`) are kept, and so is the
+    /// switch of [`set_shadow`](Self::set_shadow) if it was used (an operator's action wins
+    /// over the template's `shadow`).
+    ///
+    /// `template` must be named as the registry (its name is the registry's,
+    /// [`name`](Self::name)); another name, or an invalid setting, is a [`ConfigError`] and
+    /// changes nothing. A key whose breaker cannot take it (`map_builder` made its builder
+    /// invalid, or it is out of window shapes, see [`CircuitBreaker::reconfigure`]) keeps its
+    /// settings; the others are reloaded, and the first such error is returned. Listeners run
+    /// outside the registry's locks. One tracing event at
+    /// info level says `keyed registry reconfigured` (each key's, at debug level).
+    pub fn reconfigure(&self, template: Builder) -> Result<(), ConfigError> {
+        let overrides = {
+            let templates = self.inner.templates();
+            templates
+                .overrides
+                .iter()
+                .map(|(k, t)| (k.clone(), t.builder.clone()))
+                .collect()
+        };
+        self.reload(template, overrides)
+    }
+
+    /// Hot reload of the template and the overrides of `builder` (a registry builder as
+    /// `config::KeyedConfig::registry_builder` makes from a reloaded file, feature `serde`): as [`reconfigure`](Self::reconfigure), with `builder`'s
+    /// overrides replacing the registry's (a key whose override went takes the template).
+    /// `builder`'s bounds and hooks are ignored: the registry keeps its own.
+    pub fn reconfigure_from(&self, builder: KeyedRegistryBuilder<K>) -> Result<(), ConfigError> {
+        self.reload(builder.template, builder.overrides)
+    }
+
+    fn reload(&self, template: Builder, overrides: Vec<(K, Builder)>) -> Result<(), ConfigError> {
+        let inner = &*self.inner;
+        if *template.name_ref() != inner.base {
+            return Err(ConfigError::new(
+                "name",
+                "differs from the registry's: a reload keeps the registry's name",
+            )
+            .in_breaker(&inner.base));
+        }
+        let templates = Templates::new(template, overrides)?;
+        // New keys take the new templates from here on; the keys already in the shards
+        // (inserted under their shard's lock, which the collection below takes after this)
+        // are all reloaded.
+        *inner
+            .templates
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = templates;
+        let mut live = Vec::with_capacity(self.len());
+        self.for_each(|key, breaker| live.push((key.clone(), breaker.clone())));
+        let keys = live.len();
+        let mut first_error = None;
+        for (key, breaker) in live {
+            let (builder, config) = inner.builder_for(&inner.templates(), &key);
+            // The hook may have changed a setting: validate what it made.
+            let config = match inner.map_builder {
+                Some(_) => builder.validated(),
+                None => Ok(config),
+            };
+            let result = config.and_then(|c| breaker.reconfigure_with(inner.shadowed(&c), false));
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(overflow) = inner.overflow.get() {
+            let config = inner.shadowed(&inner.templates().template.config);
+            if let Err(e) = overflow.reconfigure_with(config, false) {
+                first_error.get_or_insert(e);
+            }
+        }
+        tracing::info!(registry = %inner.base, keys, "keyed registry reconfigured");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
 /// A handle that does not keep a registry alive: for the listeners of its own breakers, which
 /// the registry holds.
 #[cfg(feature = "webhook")]
@@ -387,7 +473,7 @@ impl<K> KeyedRegistry<K> {
 
     /// The template's name: the base of every breaker's name.
     pub fn name(&self) -> &str {
-        &self.inner.template.base
+        &self.inner.base
     }
 
     /// Switches [shadow mode](crate#shadow-mode) on or off for the whole registry at runtime:
@@ -481,13 +567,26 @@ where
         match self.when_full {
             WhenFull::Overflow => Ok(self.overflow().clone()),
             WhenFull::Reject => Err(RegistryFull {
-                registry: self.template.base.clone(),
+                registry: self.base.clone(),
             }),
         }
     }
 
+    fn templates(&self) -> RwLockReadGuard<'_, Templates<K>> {
+        self.templates
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn create(&self, key: &K) -> CircuitBreaker {
-        let template = self.overrides.get(key).unwrap_or(&self.template);
+        let (builder, config) = self.builder_for(&self.templates(), key);
+        builder.build_with(self.shadowed(&config), Lanes::One)
+    }
+
+    /// `key`'s builder, named and adjusted, and its configuration: the template's validated
+    /// one, or the adjusted builder's when `map_builder` may have changed a setting.
+    fn builder_for(&self, templates: &Templates<K>, key: &K) -> (Builder, Config) {
+        let template = templates.overrides.get(key).unwrap_or(&templates.template);
         let name = match &self.name_with {
             Some(f) => f(&template.base, key),
             None => format!("{}:{}", template.base, key),
@@ -496,15 +595,15 @@ where
         if let Some(f) = &self.map_builder {
             builder = f(builder, key);
         }
-        builder.build_with(self.shadowed(&template.config), Lanes::One)
+        (builder, template.config.clone())
     }
 
     /// `config`, with [`KeyedRegistry::set_shadow`]'s switch if it was used.
     fn shadowed(&self, config: &Config) -> Config {
         let mut config = config.clone();
         match self.shadow.load(Ordering::Acquire) {
-            SHADOW_ON => config.shadow = true,
-            SHADOW_OFF => config.shadow = false,
+            SHADOW_ON => config.shadow = Some(true),
+            SHADOW_OFF => config.shadow = Some(false),
             _ => {}
         }
         config
@@ -512,7 +611,8 @@ where
 
     fn overflow(&self) -> &CircuitBreaker {
         self.overflow.get_or_init(|| {
-            let t = &self.template;
+            let templates = self.templates();
+            let t = &templates.template;
             t.builder
                 .clone()
                 .name(format!("{}:<overflow>", t.base))
