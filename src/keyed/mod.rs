@@ -130,6 +130,40 @@
 //! `RejectOnCall` mode of the plain [service](crate::service)). Readiness reserved from the
 //! inner service by `poll_ready` is kept for the next call.
 //!
+//! # Concurrency
+//!
+//! The registry is sharded: up to 64 shards (see [below](#bounded-memory)), each a `RwLock`
+//! over a hash table of its keys' entries. New keys and evictions take a shard's write lock.
+//!
+//! A lookup of a known key hashes it once, reads no clock and allocates nothing. Each thread
+//! keeps a small cache of the entries it looked up lately (per registry: 32 sets of 4, 6 KiB
+//! for `String` keys; a miss fills it one time in eight), and a lookup that finds its key
+//! there takes **no lock**: it takes the permit (a closed breaker's, which runs no listener)
+//! straight from the cached entry. Otherwise it takes the shard's shared lock, for as long as
+//! it takes to find the entry and take the permit or clone the breaker's handle (a breaker
+//! that is not closed decides outside the lock, so listeners never run under a registry
+//! lock). Measured on a 2-vCPU Xeon VM: a hot key at 100,000 keys costs 17–20 ns against
+//! 13 ns for one breaker's whole closed path (26–28 ns with the shard's lock, whose two atomic
+//! read-modify-writes were most of it). A lookup that misses the cache pays for the check
+//! (a key spread uniformly over 100,000 keys: 345–363 ns against 258–268 ns, in a loop of
+//! nothing but lookups).
+//!
+//! A cached lookup must never take a permit on a breaker that an eviction is removing, whose
+//! outcome would then reach a breaker nobody sees. An eviction (under the write lock) marks
+//! the entry, then issues a heavy barrier, then reads the breaker's reference count: if
+//! something holds the breaker (a permit, a refusal, a handle), it unmarks the entry and keeps
+//! it. A cached lookup takes its permit (which increments that count), issues a light
+//! barrier, then reads the mark: if set, it drops the permit unrecorded and takes the locked
+//! path. One of the two always sees the other. On Linux the heavy barrier is the
+//! `membarrier` system call (the kernel fences every CPU running a thread of the process) and
+//! the light one costs nothing (a compiler fence); elsewhere both are `SeqCst` fences. The
+//! crate's loom models check the protocol, and a stress test races lookups against a
+//! thread whose new keys evict them.
+//!
+//! An evicted entry stays allocated while a thread's cache still holds it (marked dead: every
+//! lookup skips it), at most 128 entries per thread that used the registry, until the slot
+//! is reused or the registry is dropped.
+//!
 //! # Bounded memory
 //!
 //! The registry holds at most [`max_keys`](KeyedRegistryBuilder::max_keys) breakers (default
@@ -137,9 +171,8 @@
 //! 64 shards of at least 1,024 keys where `max_keys` allows, each a `RwLock` over a hash
 //! table holding an even share of `max_keys`. The bound is enforced per shard, so eviction
 //! may start a little before the registry as a whole is full (measured: at 92% of 10,000
-//! keys, 96% of 100,000). A lookup of a known key hashes the key once, takes one shard's
-//! shared lock and sets a "used" bit if it is clear; it reads no clock and allocates
-//! nothing.
+//! keys, 96% of 100,000). A lookup of a known key sets a "used" bit if it is clear (see
+//! [Concurrency](#concurrency) for the rest).
 //!
 //! Idle keys are found with a clock (second-chance) scheme: each shard is *swept* at most
 //! once per [`idle_timeout`](KeyedRegistryBuilder::idle_timeout) (default 10 minutes), when a
@@ -180,6 +213,8 @@
 //!
 //! [`KeyedRegistry::snapshot`] lists every key with its breaker's [`Snapshot`](crate::Snapshot).
 
+mod barrier;
+mod cache;
 mod error;
 mod extract;
 mod layer;

@@ -893,18 +893,22 @@ fn main() -> Result<(), String> {
         let n = 100_000;
         let ks = keys(n);
         let reg = registry(n);
-        for k in &ks {
-            reg.try_acquire(k.as_str())
-                .expect("admitted")
-                .record(Outcome::Success);
-        }
+        let (_, bytes) = heap_bytes(|| {
+            for k in &ks {
+                reg.try_acquire(k.as_str())
+                    .expect("admitted")
+                    .record(Outcome::Success);
+            }
+        });
         let hot: Vec<u32> = (0..keyed_lookups)
             .map(|i| ((i % 16) * (n / 16).max(1) % n) as u32)
             .collect();
+        let spread = order(n, keyed_lookups);
         let one = tb_consecutive();
-        let (mut ours, mut unkeyed) = (Vec::new(), Vec::new());
+        let (mut ours, mut unkeyed, mut uniform) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             ours.push(keyed_ours(&reg, &ks, &hot));
+            uniform.push(keyed_ours(&reg, &ks, &spread));
             let t = CpuClock::now();
             for _ in 0..keyed_lookups {
                 black_box(&one)
@@ -953,6 +957,15 @@ fn main() -> Result<(), String> {
             unkeyed.med,
             unkeyed.min,
             unkeyed.max
+        );
+        let uniform = stat(uniform);
+        println!(
+            "keyed: uniform random lookup at 100k keys {:.1} ns ({:.1}..{:.1}) (no goal: most miss the CPU caches)",
+            uniform.med, uniform.min, uniform.max
+        );
+        println!(
+            "bytes per key at 100k keys: {:.0} B heap (incl. the String key)",
+            bytes as f64 / n as f64
         );
         return Ok(());
     }

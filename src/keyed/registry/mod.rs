@@ -2,6 +2,7 @@
 
 use std::{
     borrow::Borrow,
+    cell::RefCell,
     collections::HashMap,
     fmt,
     hash::{BuildHasher, Hash},
@@ -17,237 +18,24 @@ use hashbrown::HashTable;
 
 use tokio::time::Instant;
 
+mod builder;
+mod entry;
+mod evict;
+
+pub use builder::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, KeyedRegistryBuilder, WhenFull};
+pub(super) use entry::Live;
+
+use builder::{MapFn, NameFn, Templates};
+use entry::Entry;
+use evict::RECHECK_NANOS;
+
+use super::barrier;
+use super::cache::{Cache, Caches};
 use super::error::{KeyedError, RegistryFull};
 use crate::breaker::{
     Builder, CircuitBreaker, Config, ConfigError, Lanes, Permit, Snapshot, State,
-    sync::{Arc as LaneArc, CachePadded},
+    sync::{self, Arc as LaneArc, CachePadded},
 };
-
-/// What a full registry does with a new key when every breaker it holds is protected from
-/// eviction (open before its deadline, forced open, disabled or half-open).
-///
-/// See [the module docs](super#bounded-memory) for the eviction order. In a configuration
-/// file (feature `serde`): `"overflow"` or `"reject"`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-#[non_exhaustive]
-pub enum WhenFull {
-    /// The new key shares one *overflow* breaker (built from the template and named
-    /// `"<template>:<overflow>"`) with every other key that did not fit, until room frees up.
-    /// Calls stay guarded and memory stays bounded. The default.
-    #[default]
-    Overflow,
-    /// The call is refused with [`RegistryFull`] (not a [`CircuitOpen`](crate::CircuitOpen)).
-    Reject,
-}
-
-type NameFn<K> = Arc<dyn Fn(&str, &K) -> String + Send + Sync>;
-type MapFn<K> = Arc<dyn Fn(Builder, &K) -> Builder + Send + Sync>;
-
-/// Builds a [`KeyedRegistry`]; see [`KeyedRegistry::builder`].
-#[must_use]
-pub struct KeyedRegistryBuilder<K> {
-    template: Builder,
-    overrides: Vec<(K, Builder)>,
-    max_keys: usize,
-    idle_timeout: Duration,
-    when_full: WhenFull,
-    name_with: Option<NameFn<K>>,
-    map_builder: Option<MapFn<K>>,
-}
-
-impl<K> fmt::Debug for KeyedRegistryBuilder<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRegistryBuilder")
-            .field("template", &self.template)
-            .field("overrides", &self.overrides.len())
-            .field("max_keys", &self.max_keys)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("when_full", &self.when_full)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The default bound on the number of keys.
-pub const DEFAULT_MAX_KEYS: usize = 10_000;
-/// The default idle time after which a closed breaker may be evicted.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-
-impl<K> KeyedRegistryBuilder<K>
-where
-    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
-{
-    /// At most `n` keys are held (default 10,000). The bound is split evenly among the
-    /// registry's shards and enforced per shard, so eviction may start before the registry as
-    /// a whole holds `n` keys (measured: at 92% of 10,000 keys); it never holds more. Leave
-    /// headroom: about 1.2 times the number of keys you expect to be in use at once.
-    pub fn max_keys(mut self, n: usize) -> Self {
-        self.max_keys = n;
-        self
-    }
-
-    /// A closed breaker not used for at least this long may be evicted (default 10 minutes).
-    /// See [the module docs](super#bounded-memory): a key unused for this long is removed by
-    /// the second sweep of its shard after its last use, so between one and about two
-    /// `idle_timeout`s after it.
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.idle_timeout = idle;
-        self
-    }
-
-    /// What a full registry does when nothing can be evicted (default [`WhenFull::Overflow`]).
-    pub fn when_full(mut self, policy: WhenFull) -> Self {
-        self.when_full = policy;
-        self
-    }
-
-    /// Builds `key`'s breaker from `builder` instead of the template (e.g. embeddings trip
-    /// slower than chat). The builder's own name is the base of the breaker's name.
-    pub fn override_key(mut self, key: K, builder: Builder) -> Self {
-        self.overrides.push((key, builder));
-        self
-    }
-
-    /// Names each key's breaker `f(base, key)`, where `base` is the name of the builder it is
-    /// built from (default `"{base}:{key}"`, e.g. `"openai:gpt-4o"`).
-    pub fn name_with(mut self, f: impl Fn(&str, &K) -> String + Send + Sync + 'static) -> Self {
-        self.name_with = Some(Arc::new(f));
-        self
-    }
-
-    /// Adjusts each key's builder, after it is named and before it is built (under the
-    /// shard's lock: `f` must not use the registry): e.g. installs a listener that knows the
-    /// key, such as
-    /// [`integrations::metrics::instrument_keyed`](crate::integrations)
-    /// (feature `metrics`).
-    pub fn map_builder(mut self, f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static) -> Self {
-        self.map_builder = Some(Arc::new(f));
-        self
-    }
-
-    /// The template's name: the base of every key's breaker name, and the registry's name.
-    #[cfg(feature = "redis")]
-    pub(crate) fn template_name(&self) -> Arc<str> {
-        self.template.name_ref().clone()
-    }
-
-    /// Like [`map_builder`](Self::map_builder), but runs `f` after the adjustment already set
-    /// (if any) instead of replacing it: for integrations that add their own listener.
-    #[cfg(any(feature = "redis", feature = "webhook"))]
-    pub(crate) fn and_map_builder(
-        mut self,
-        f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static,
-    ) -> Self {
-        self.map_builder = Some(match self.map_builder.take() {
-            Some(first) => Arc::new(move |b, k| f(first(b, k), k)),
-            None => Arc::new(f),
-        });
-        self
-    }
-
-    /// Validates the template, the overrides and the bounds, and builds the registry.
-    pub fn build(self) -> Result<KeyedRegistry<K>, ConfigError> {
-        let name = self.template.name_ref();
-        if self.max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1").in_breaker(name));
-        }
-        if self.idle_timeout.is_zero() {
-            return Err(ConfigError::new("idle_timeout", "must be greater than zero").in_breaker(name));
-        }
-        let templates = Templates::new(self.template, self.overrides)?;
-        // Enough shards to spread contention, few enough that each share is large and the
-        // shares fill evenly (a shard of ~1,000 keys fills to within a few percent of the
-        // mean when the registry is full).
-        let shards = (self.max_keys / 1024).clamp(1, 64).next_power_of_two().min(64);
-        let (per, extra) = (self.max_keys / shards, self.max_keys % shards);
-        let shards = (0..shards)
-            .map(|i| {
-                CachePadded(Shard {
-                    table: RwLock::new(HashTable::new()),
-                    capacity: per + usize::from(i < extra),
-                    last_sweep: AtomicU64::new(0),
-                    full_until: AtomicU64::new(0),
-                    #[cfg(test)]
-                    failed_scans: AtomicU64::new(0),
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
-        Ok(KeyedRegistry {
-            inner: Arc::new(Inner {
-                shard_mask: shards.len() - 1,
-                shards,
-                hasher: RandomState::default(),
-                base: templates.template.base.clone(),
-                templates: RwLock::new(templates),
-                idle_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
-                when_full: self.when_full,
-                name_with: self.name_with,
-                map_builder: self.map_builder,
-                overflow: std::sync::OnceLock::new(),
-                epoch: Instant::now(),
-                shadow: AtomicU8::new(SHADOW_UNSET),
-            }),
-        })
-    }
-}
-
-/// The template and the overrides, validated: what a reload replaces.
-struct Templates<K> {
-    template: Template,
-    overrides: HashMap<K, Template>,
-}
-
-impl<K: Hash + Eq> Templates<K> {
-    fn new(template: Builder, overrides: Vec<(K, Builder)>) -> Result<Self, ConfigError> {
-        let template = Template::new(template)?;
-        let mut map = HashMap::with_capacity(overrides.len());
-        for (key, builder) in overrides {
-            map.insert(key, Template::new(builder)?);
-        }
-        Ok(Self {
-            template,
-            overrides: map,
-        })
-    }
-}
-
-/// A validated builder.
-struct Template {
-    builder: Builder,
-    config: Config,
-    base: Arc<str>,
-}
-
-impl Template {
-    fn new(builder: Builder) -> Result<Self, ConfigError> {
-        let config = builder.validated()?;
-        let base = builder.name_ref().clone();
-        Ok(Self {
-            builder,
-            config,
-            base,
-        })
-    }
-}
-
-struct Entry<K> {
-    key: K,
-    breaker: CircuitBreaker,
-    /// Set by every lookup (only if clear: read-mostly), cleared by each idle sweep: a key
-    /// whose bit is still clear at a sweep was not used since the previous one.
-    used: AtomicBool,
-}
-
-impl<K> Entry<K> {
-    #[inline]
-    fn touch(&self) {
-        if !self.used.load(Ordering::Relaxed) {
-            self.used.store(true, Ordering::Relaxed);
-        }
-    }
-}
 
 type Table<K> = HashTable<Entry<K>>;
 
@@ -257,23 +45,17 @@ struct Shard<K> {
     /// When this shard was last swept for idle keys (ms since the epoch).
     last_sweep: AtomicU64,
     /// Set when a new key found the shard full of breakers that may not be evicted: until
-    /// this instant (ns since the epoch; [`UNTIL_SWEEP`] for "until the next sweep"), none of
+    /// this instant (ns since the epoch; [`UNTIL_SWEEP`](evict::UNTIL_SWEEP) for "until the next sweep"), none of
     /// them can become evictable, so a new key is refused without a lock or a scan. Zero when
     /// unknown; reset by every removal (a sweep or a make-room pass).
     full_until: AtomicU64,
     /// Make-room scans that freed nothing (unit tests count them).
     #[cfg(test)]
     failed_scans: AtomicU64,
+    /// Lookups that took the lock (unit tests count them).
+    #[cfg(test)]
+    locked_lookups: AtomicU64,
 }
-
-/// `full_until` of a shard whose protected breakers can only become evictable through a sweep
-/// (they were used since the last one).
-const UNTIL_SWEEP: u64 = u64::MAX;
-
-/// How long a full shard refuses new keys without looking again when what protects its
-/// breakers has no deadline (a call in flight, a probe out, an operator's force-open or
-/// disable): one scan per shard per this period at most.
-const RECHECK_NANOS: u64 = 100_000_000;
 
 impl<K> Shard<K> {
     fn read(&self) -> RwLockReadGuard<'_, Table<K>> {
@@ -302,6 +84,8 @@ struct Inner<K> {
     map_builder: Option<MapFn<K>>,
     overflow: std::sync::OnceLock<CircuitBreaker>,
     epoch: Instant,
+    /// Each thread's cache of hot entries (see `cache.rs`).
+    cache: Box<dyn Caches<K>>,
     /// [`KeyedRegistry::set_shadow`]'s switch for keys created later: `SHADOW_UNSET`, or
     /// `SHADOW_OFF` / `SHADOW_ON` over the builders' own setting.
     shadow: AtomicU8,
@@ -355,29 +139,6 @@ impl<K> fmt::Debug for KeyedRegistry<K> {
     }
 }
 
-/// Whether a key's breaker may be evicted now.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Verdict {
-    /// It may, in this tier.
-    Evict(Tier),
-    /// It may not, before this instant (ns since the registry's epoch; [`UNTIL_SWEEP`]: not
-    /// before the next sweep). A breaker whose protection has no deadline is looked at again
-    /// after [`RECHECK_NANOS`].
-    Keep(u64),
-}
-
-/// Why a key's breaker may be evicted, best candidates first.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Tier {
-    /// Closed, not used since the last sweep.
-    ClosedUnused,
-    /// Open past its deadline, or half-open with no probe in flight, and not used since the
-    /// last sweep: nobody came back to probe.
-    ElapsedUnused,
-    /// Closed, used since the last sweep.
-    Closed,
-}
-
 impl<K> KeyedRegistry<K>
 where
     K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
@@ -406,8 +167,9 @@ where
     /// While the returned handle (or a permit or refusal it gives) is alive, the key is not
     /// evicted: keep it only as long as you need it.
     ///
-    /// This is the hot path of the keyed service: one hash, one shared lock of one shard, held
-    /// only to clone the breaker's handle (so listeners never run under a registry lock).
+    /// One hash; then this thread's cache, or one shared lock of one shard, held only to clone
+    /// the breaker's handle (so listeners never run under a registry lock). See
+    /// [Concurrency](super#concurrency).
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Result<CircuitBreaker, RegistryFull>
     where
@@ -415,24 +177,37 @@ where
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
         let inner = &*self.inner;
-        // One hash: bits 32.. pick the shard, the table uses the low bits and the top 7.
+        // One hash: bits 32.. pick the shard, the table uses the low bits and the top 7, the
+        // thread's cache the low bits.
         let hash = inner.hasher.hash_one(key);
-        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
-        {
-            let table = shard.read();
-            if let Some(entry) = table.find(hash, |e| e.key.borrow() == key) {
-                entry.touch();
-                return Ok(entry.breaker.clone());
-            }
+        if let Some(breaker) = inner.cached(hash, key, |b| Some(b.clone())) {
+            return Ok(breaker);
         }
-        self.insert(shard, hash, key)
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        #[cfg(test)]
+        shard.locked_lookups.fetch_add(1, Ordering::Relaxed);
+        let found = {
+            let table = shard.read();
+            table.find(hash, |e| e.key.borrow() == key).map(|entry| {
+                entry.touch();
+                (entry.breaker.clone(), inner.to_cache(entry))
+            })
+        };
+        match found {
+            Some((breaker, fill)) => {
+                inner.fill(hash, fill);
+                Ok(breaker)
+            }
+            None => self.insert(shard, hash, key),
+        }
     }
 
     /// Asks `key`'s breaker for a permit (creating the breaker if the key is new).
     ///
-    /// A closed breaker's permit is taken under the shard's shared lock, without cloning the
-    /// breaker's handle (that path runs no listener); any other state goes through
-    /// [`get`](Self::get), and the breaker decides outside the lock.
+    /// The hot path of the keyed service. A closed breaker's permit is taken from this
+    /// thread's cache with no lock, or else under the shard's shared lock, without cloning the
+    /// breaker's handle (that path runs no listener); any other state goes through the
+    /// breaker's own `try_acquire` outside the lock. See [Concurrency](super#concurrency).
     #[inline]
     pub fn try_acquire<Q>(&self, key: &Q) -> Result<Permit, KeyedError>
     where
@@ -441,23 +216,43 @@ where
     {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
+        if let Some(permit) = inner.cached(hash, key, CircuitBreaker::try_acquire_closed) {
+            return Ok(permit);
+        }
+        self.acquire_locked(hash, key)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) when this thread's cache cannot answer: under the
+    /// shard's shared lock for a known key, and through [`insert`](Self::insert) for a new one.
+    #[inline(never)]
+    fn acquire_locked<Q>(&self, hash: u64, key: &Q) -> Result<Permit, KeyedError>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let inner = &*self.inner;
         let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
-        let breaker = {
+        #[cfg(test)]
+        shard.locked_lookups.fetch_add(1, Ordering::Relaxed);
+        let (found, fill) = {
             let table = shard.read();
             match table.find(hash, |e| e.key.borrow() == key) {
                 Some(entry) => {
                     entry.touch();
-                    if let Some(permit) = entry.breaker.try_acquire_closed() {
-                        return Ok(permit);
+                    let fill = inner.to_cache(entry);
+                    match entry.breaker.try_acquire_closed() {
+                        Some(permit) => (Ok(permit), fill),
+                        None => (Err(Some(entry.breaker.clone())), fill),
                     }
-                    Some(entry.breaker.clone())
                 }
-                None => None,
+                None => (Err(None), None),
             }
         };
-        let breaker = match breaker {
-            Some(breaker) => breaker,
-            None => self.insert(shard, hash, key)?,
+        inner.fill(hash, fill);
+        let breaker = match found {
+            Ok(permit) => return Ok(permit),
+            Err(Some(breaker)) => breaker,
+            Err(None) => self.insert(shard, hash, key)?,
         };
         Ok(breaker.try_acquire()?)
     }
@@ -493,12 +288,18 @@ where
         let breaker = inner.create(&key);
         let result = breaker.clone();
         let hasher = &inner.hasher;
+        let live = Arc::new(Live {
+            breaker: breaker.clone(),
+            used: sync::AtomicBool::new(false),
+            dead: sync::AtomicBool::new(false),
+        });
         table.insert_unique(
             hash,
             Entry {
                 key,
                 breaker,
                 used: AtomicBool::new(true),
+                live,
             },
             |e| hasher.hash_one(&e.key),
         );
@@ -728,6 +529,40 @@ where
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
+    /// `take(breaker)` on `key`'s entry in this thread's cache, if it holds it and it is
+    /// alive (see [`Live::take`]).
+    #[inline(always)]
+    fn cached<Q, T>(&self, hash: u64, key: &Q, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let cache = self.cache.get()?.try_borrow().ok()?;
+        cache.find(hash, key)?.take(take)
+    }
+
+    /// The entry to cache after a locked lookup found it, on one miss in
+    /// [`FILL_ONE_IN`](super::cache::FILL_ONE_IN) (under the shard's lock: a clone).
+    #[inline]
+    fn to_cache(&self, entry: &Entry<K>) -> Option<(K, Arc<Live>)> {
+        let cache = self.cache.get_or_new();
+        let mut cache = cache.try_borrow_mut().ok()?;
+        cache.draw().then(|| (entry.key.clone(), entry.live.clone()))
+    }
+
+    /// Caches `entry` in this thread's cache (outside any shard lock: what it replaces may
+    /// be the last reference to an evicted breaker, whose listeners then drop).
+    #[inline]
+    fn fill(&self, hash: u64, entry: Option<(K, Arc<Live>)>) {
+        let Some(entry) = entry else { return };
+        let Some(cache) = self.cache.get() else { return };
+        let replaced = match cache.try_borrow_mut() {
+            Ok(mut cache) => cache.fill(hash, entry),
+            Err(_) => Some(entry),
+        };
+        drop(replaced);
+    }
+
     fn when_full(&self) -> Result<CircuitBreaker, RegistryFull> {
         match self.when_full {
             WhenFull::Overflow => Ok(self.overflow().clone()),
@@ -784,145 +619,10 @@ where
                 .build_with(self.shadowed(&t.config), Lanes::Auto)
         })
     }
-
-    /// Whether `entry`'s breaker may be evicted now, and if not, until when it stays
-    /// protected. Reads the state word, and the deadline (a short lock) of an open breaker;
-    /// allocates nothing, but for an unused half-open breaker (its probes in flight).
-    fn verdict(&self, entry: &Entry<K>, now: Now) -> Verdict {
-        let recheck = Verdict::Keep(now.recheck());
-        // Held outside the registry (a permit in flight, a streaming body, a refusal not yet
-        // dropped, a handle from `get`): kept, so that the outcome reaches the key's breaker
-        // and a key never has two breakers. Nobody can take a new hold while the shard's
-        // write lock is held, so the count cannot go up under us.
-        if LaneArc::strong_count(&entry.breaker.root) > 1 {
-            return recheck;
-        }
-        let used = entry.used.load(Ordering::Relaxed);
-        match entry.breaker.state() {
-            State::Closed if used => Verdict::Evict(Tier::Closed),
-            State::Closed => Verdict::Evict(Tier::ClosedUnused),
-            // Used since the last sweep: only a sweep can make it evictable.
-            State::Open | State::HalfOpen if used => Verdict::Keep(UNTIL_SWEEP),
-            State::Open => match entry.breaker.next_deadline() {
-                Some(deadline) if deadline <= now.instant => Verdict::Evict(Tier::ElapsedUnused),
-                Some(deadline) => Verdict::Keep(self.nanos(deadline)),
-                None => recheck, // it changed under us
-            },
-            State::HalfOpen if entry.breaker.snapshot().probes_in_flight == 0 => {
-                Verdict::Evict(Tier::ElapsedUnused)
-            }
-            // A probe out, forced open, disabled: kept, with no deadline to wait for.
-            _ => recheck,
-        }
-    }
-
-    /// Whether `shard`'s sweep is due (its last one at least `idle_timeout` ago).
-    fn sweep_due(&self, shard: &Shard<K>, now: Now) -> bool {
-        now.ms.saturating_sub(shard.last_sweep.load(Ordering::Relaxed)) >= self.idle_ms
-    }
-
-    /// Sweeps `shard` if its last sweep is at least `idle_timeout` old: removes the entries
-    /// unused since then that may go, and clears the others' `used` bits.
-    fn sweep_if_due(&self, shard: &Shard<K>, table: &mut Table<K>, now: Now) -> usize {
-        if !self.sweep_due(shard, now) {
-            return 0;
-        }
-        shard.last_sweep.store(now.ms, Ordering::Relaxed);
-        // The sweep changes what may be evicted: the next new key looks again.
-        shard.full_until.store(0, Ordering::Release);
-        let before = table.len();
-        table.retain(|e| {
-            if matches!(
-                self.verdict(e, now),
-                Verdict::Evict(Tier::ClosedUnused | Tier::ElapsedUnused)
-            ) {
-                return false;
-            }
-            e.used.store(false, Ordering::Relaxed);
-            true
-        });
-        before - table.len()
-    }
-
-    /// Makes room in a full shard: removes up to an eighth of its capacity (at least one),
-    /// best candidates first, so the scan is paid once per many inserts. When nothing may go,
-    /// returns the instant until which nothing can (for `full_until`).
-    fn make_room(&self, shard: &Shard<K>, table: &mut Table<K>, now: Now) -> Option<u64> {
-        let mut count = [0usize; 3];
-        let mut until = UNTIL_SWEEP;
-        for e in table.iter() {
-            match self.verdict(e, now) {
-                Verdict::Evict(t) => count[t as usize] += 1,
-                Verdict::Keep(t) => until = until.min(t),
-            }
-        }
-        if count.iter().all(|&c| c == 0) {
-            #[cfg(test)]
-            shard.failed_scans.fetch_add(1, Ordering::Relaxed);
-            return Some(until);
-        }
-        shard.full_until.store(0, Ordering::Release);
-        let mut budget = (shard.capacity / 8).max(1);
-        let mut quota = [0usize; 3];
-        for (q, c) in quota.iter_mut().zip(count) {
-            *q = c.min(budget);
-            budget -= *q;
-        }
-        table.retain(|e| match self.verdict(e, now) {
-            Verdict::Evict(t) if quota[t as usize] > 0 => {
-                quota[t as usize] -= 1;
-                false
-            }
-            _ => true,
-        });
-        // A breaker counted as evictable may have changed between the two passes.
-        (table.len() >= shard.capacity).then(|| now.recheck())
-    }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use tokio::time::advance;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_full_shard_is_scanned_once_per_deadline_not_once_per_new_key() {
-        let registry =
-            KeyedRegistry::<String>::builder(CircuitBreaker::builder("up").consecutive_failures(1))
-                .max_keys(64)
-                .idle_timeout(Duration::from_secs(10))
-                .when_full(WhenFull::Reject)
-                .build()
-                .unwrap();
-        assert_eq!(registry.inner.shards.len(), 1);
-        let shard = &registry.inner.shards[0];
-        let scans = || shard.failed_scans.load(Ordering::Relaxed);
-        for i in 0..64 {
-            registry
-                .get(format!("k{i}").as_str())
-                .unwrap()
-                .trip(Duration::from_secs(20 + i));
-        }
-        advance(Duration::from_secs(10)).await; // the next new key sweeps: nobody used them
-        for i in 0..10_000 {
-            assert!(registry.get(format!("new-{i}").as_str()).is_err());
-        }
-        assert_eq!(scans(), 1, "one scan, then refusals without one");
-        assert_eq!(
-            shard.full_until.load(Ordering::Relaxed),
-            Duration::from_secs(20).as_nanos() as u64,
-            "until the earliest deadline"
-        );
-        advance(Duration::from_secs(10)).await; // k0's open period ends
-        // k0 makes room; the newcomer's upstream is down too.
-        registry
-            .get("x")
-            .expect("k0 made room")
-            .trip(Duration::from_secs(100));
-        for i in 0..10_000 {
-            assert!(registry.get(format!("new-{i}").as_str()).is_err());
-        }
-        assert_eq!(scans(), 2);
-        assert_eq!(registry.len(), 64);
-    }
-}
+mod tests;
