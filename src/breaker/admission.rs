@@ -49,7 +49,7 @@ impl CircuitBreaker {
 
     /// A permit if the breaker is closed, else `None`: the closed path of
     /// [`try_acquire`](Self::try_acquire), which runs no listener and takes no lock (a keyed
-    /// registry takes it under its shard's shared lock).
+    /// registry takes it from its thread's cache, or under its shard's shared lock).
     #[inline(always)]
     pub(crate) fn try_acquire_closed(&self) -> Option<Permit> {
         let shared = &**self.shared();
