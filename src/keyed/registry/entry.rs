@@ -136,6 +136,9 @@ pub(super) fn reap<K>(table: &mut Table<K>, marked: usize, mut keep: impl FnMut(
     table.retain(|e| {
         if e.is_marked() {
             if fenced && !e.held() {
+                // Removed: a thread's cache may keep the breaker allocated (dead), so its
+                // recovery probe's task ends here, not at its drop.
+                e.breaker.stop_recovery_probe();
                 return false;
             }
             e.unmark();

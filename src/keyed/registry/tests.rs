@@ -240,3 +240,69 @@ async fn a_full_shard_is_scanned_once_per_deadline_not_once_per_new_key() {
     assert_eq!(scans(), 2);
     assert_eq!(registry.len(), 64);
 }
+
+/// An open breaker is evicted in the moment between its deadline and its recovery probe's
+/// task waking up (here: the task's runtime is not driven meanwhile). A thread's cache keeps
+/// the evicted breaker allocated; its task must not outlive the eviction: the probe of a key
+/// that left the registry never runs (it would hit the upstream and announce verdicts for a
+/// breaker no lookup can reach, beside the new breaker of the key and its own probe).
+#[test]
+fn an_evicted_breakers_recovery_probe_never_runs() {
+    use std::sync::atomic::AtomicUsize;
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let (main, tasks) = (runtime(), runtime());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let registry = main.block_on(async {
+        let runs = runs.clone();
+        let template = CircuitBreaker::builder("up")
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(10))
+            .recovery_probe(
+                move || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    async { Err::<(), _>("still down") }
+                },
+                Duration::from_secs(1),
+            );
+        KeyedRegistry::<String>::builder(template)
+            .idle_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    });
+    main.block_on(async {
+        for _ in 0..100 {
+            registry.try_acquire("a").unwrap().record(Outcome::Success);
+        }
+        let cached = locked(&registry);
+        // The trip spawns the probe's task on `tasks`, which nothing drives for now.
+        {
+            let _tasks = tasks.enter();
+            registry.try_acquire("a").unwrap().record(Outcome::Failure);
+        }
+        assert_eq!(locked(&registry), cached, "served from this thread's cache");
+        let old = LaneArc::downgrade(&registry.get("a").unwrap().root);
+        // Two sweeps without a use, past the deadline: open past its deadline, unused, it goes.
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(registry.evict_idle(), 0);
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(registry.evict_idle(), 1);
+        assert!(
+            old.upgrade().is_some(),
+            "the cache still holds the evicted breaker"
+        );
+    });
+    // The task's runtime runs again, well past the deadline.
+    tasks.block_on(async {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(runs.load(Ordering::Relaxed), 0, "the evicted breaker's probe ran");
+}
