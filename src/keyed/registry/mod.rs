@@ -532,7 +532,12 @@ where
     /// `take(breaker)` on `key`'s entry in this thread's cache, if it holds it and it is
     /// alive (see [`Live::take`]).
     #[inline(always)]
-    fn cached<Q, T>(&self, hash: u64, key: &Q, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T>
+    fn cached<Q, T: entry::Taken>(
+        &self,
+        hash: u64,
+        key: &Q,
+        take: impl FnOnce(&CircuitBreaker) -> Option<T>,
+    ) -> Option<T>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,

@@ -306,3 +306,39 @@ fn an_evicted_breakers_recovery_probe_never_runs() {
     });
     assert_eq!(runs.load(Ordering::Relaxed), 0, "the evicted breaker's probe ran");
 }
+
+/// A cached lookup whose entry is evicted between its first look at the mark and its permit
+/// (the race the protocol resolves) lets the permit go: it never stood for a call, so the
+/// breaker's listeners hear nothing of it (a `Released` event would count a cancelled call
+/// in the metrics of a key that made none).
+#[test]
+fn a_permit_let_go_by_a_cached_lookup_that_lost_the_race_is_not_announced() {
+    use std::sync::atomic::AtomicUsize;
+    let events = Arc::new(AtomicUsize::new(0));
+    let heard = events.clone();
+    let registry =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("up").consecutive_failures(5).on_event(
+            move |_| {
+                heard.fetch_add(1, Ordering::Relaxed);
+            },
+        ))
+        .unwrap();
+    drop(registry.get("a").unwrap());
+    let live = {
+        let inner = &*registry.inner;
+        let hash = inner.hasher.hash_one("a");
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        shard.read().find(hash, |e| e.key == "a").unwrap().live.clone()
+    };
+    let before = events.load(Ordering::Relaxed);
+    let taken = live.take(|breaker| {
+        live.dead.store(true, Ordering::Relaxed); // an eviction marks the entry now
+        breaker.try_acquire_closed()
+    });
+    assert!(taken.is_none(), "the lookup saw the mark and let go");
+    assert_eq!(
+        events.load(Ordering::Relaxed),
+        before,
+        "no event for a call never made"
+    );
+}
