@@ -342,3 +342,35 @@ fn a_permit_let_go_by_a_cached_lookup_that_lost_the_race_is_not_announced() {
         "no event for a call never made"
     );
 }
+
+/// A reload and the shadow switch reach a key served from a thread's cache (the cache shares
+/// the table's breaker, it holds no copy of its settings): the reload opens it at once, and
+/// the shadow switch lets its calls through again.
+#[tokio::test(start_paused = true)]
+async fn reconfigure_and_set_shadow_reach_a_cached_key() {
+    let registry =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("up").consecutive_failures(5)).unwrap();
+    for _ in 0..100 {
+        registry.try_acquire("a").unwrap().record(Outcome::Success);
+    }
+    for _ in 0..3 {
+        registry.try_acquire("a").unwrap().record(Outcome::Failure);
+    }
+    let cached = locked(&registry);
+    registry
+        .reconfigure(CircuitBreaker::builder("up").consecutive_failures(3))
+        .unwrap();
+    assert_eq!(
+        locked(&registry),
+        cached,
+        "the key is served from this thread's cache"
+    );
+    assert!(
+        registry.try_acquire("a").is_err(),
+        "opened by the reload, refused"
+    );
+    registry.set_shadow(true);
+    let permit = registry.try_acquire("a").expect("shadow: let through");
+    drop(permit);
+    assert_eq!(registry.get("a").unwrap().snapshot().would_reject, 1);
+}
