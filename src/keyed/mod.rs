@@ -154,9 +154,10 @@
 //! something holds the breaker (a permit, a refusal, a handle), it unmarks the entry and keeps
 //! it. A cached lookup takes its permit (which increments that count), issues a light
 //! barrier, then reads the mark: if set, it drops the permit unrecorded and unannounced (no
-//! listener hears of a call that was never made) and takes the locked path. One of the two always sees the other. On Linux the heavy barrier is the
-//! `membarrier` system call (the kernel fences every CPU running a thread of the process) and
-//! the light one costs nothing (a compiler fence); elsewhere both are `SeqCst` fences. The
+//! listener hears of a call that was never made) and takes the locked path. One of the two
+//! always sees the other. On Linux the heavy barrier is the `membarrier` system call (the
+//! kernel fences every CPU running a thread of the process) and the light one costs nothing
+//! (a compiler fence); elsewhere both are `SeqCst` fences. The
 //! crate's loom models check the protocol, and a stress test races lookups against a
 //! thread whose new keys evict them.
 //!

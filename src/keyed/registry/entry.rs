@@ -42,8 +42,8 @@ impl Live {
 
     /// `take(breaker)` if the entry is alive: the lookup's half of the protocol in
     /// `cache.rs`. `take` clones the breaker's handle or takes a closed permit (either
-    /// increments its reference count) and runs no listener; what it took is dropped again,
-    /// unrecorded, if the entry turns out dead.
+    /// increments its reference count) and runs no listener; what it took is let go again,
+    /// unrecorded and unannounced ([`Taken`]), if the entry turns out dead.
     #[inline(always)]
     pub(super) fn take<T: Taken>(&self, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T> {
         if self.is_dead() {
