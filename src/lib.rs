@@ -512,8 +512,9 @@
 //! threshold waiting for a call); `open_duration` / `open_backoff` apply from the next
 //! opening, `max_open_duration` from the next server wait, `half_open_permits` from the next
 //! admission, `half_open_successes` from the next probe success, `half_open_max_wait` at the
-//! next check of the probes in flight, and the slow-call rule to calls admitted after the
-//! reload (a call admitted before the rule was switched on is not judged slow). Listeners
+//! next check of the probes in flight, and a new slow-call threshold to every call recorded
+//! from then on (calls in flight too), while a slow-call rule switched on judges only the
+//! calls admitted after the reload (one admitted before was not timed). Listeners
 //! hear [`Event::Reconfigured`] (with the shadow flag it leaves: a file's `shadow` is a
 //! setting, not an operator's override, and is not shared through Redis; then the
 //! transition, if the reload opened the breaker), and

@@ -509,6 +509,42 @@ async fn listeners_may_use_the_registry_no_lock_is_held_while_they_run() {
     assert!(registry.snapshot().iter().any(|(k, _)| k == "a-seen"));
 }
 
+/// `set_shadow` announces each key's switch (`Event::Override`) with no registry lock held:
+/// a listener may use the registry, even create a key in the same shard. (It ran the
+/// listeners under the shard's shared lock: a new key there deadlocked. The thread and its
+/// deadline only keep a regression from hanging the suite; nothing waits on the clock.)
+#[test]
+fn set_shadow_runs_the_listeners_with_no_registry_lock_held() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let cell: Arc<std::sync::OnceLock<KeyedRegistry<String>>> = Arc::default();
+        let c = cell.clone();
+        let registry = KeyedRegistry::<String>::builder(template())
+            .max_keys(4) // one shard: the listener's key lands where the switched key is
+            .map_builder(move |b, key| {
+                let c = c.clone();
+                let key = key.clone();
+                b.on_event(move |event| {
+                    if let tower_breaker::Event::Override { .. } = event {
+                        // A new key: takes the shard's write lock.
+                        c.get().unwrap().get(&*format!("{key}-seen")).unwrap();
+                    }
+                })
+            })
+            .build()
+            .unwrap();
+        cell.set(registry.clone()).unwrap();
+        drop(registry.get("a").unwrap());
+        registry.set_shadow(true);
+        let seen = registry.get("a-seen").unwrap();
+        done.send(seen.is_shadow()).unwrap();
+    });
+    let shadow = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("set_shadow deadlocked: a listener ran under the shard's lock");
+    assert!(shadow, "the key the listener made is created in shadow mode");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_half_open_breaker_nobody_probes_may_go_but_not_while_a_probe_is_out() {
     let registry = KeyedRegistry::<String>::builder(template())

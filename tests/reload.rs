@@ -420,6 +420,22 @@ async fn a_slow_call_rule_switched_on_does_not_judge_calls_admitted_before() {
     assert_eq!(breaker.snapshot().reason, Some(Reason::SlowCalls));
 }
 
+/// A new slow-call threshold judges every call recorded after the reload, those admitted
+/// before it too (a permit carries its start, not the threshold of its admission); only a
+/// rule switched on spares the calls admitted before (previous test).
+#[tokio::test(start_paused = true)]
+async fn a_new_slow_call_threshold_judges_the_calls_recorded_after_the_reload() {
+    let rule = |threshold| b().slow_calls(secs(threshold), 0.5).count_window(4).min_calls(1);
+    let breaker = rule(10).build().unwrap();
+    let before = breaker.try_acquire().unwrap();
+    advance(secs(7)).await;
+    breaker.reconfigure(rule(5)).unwrap();
+    before.record(S); // 7 s: fast by the old threshold, slow by the new one
+    assert_eq!(breaker.snapshot().slow_calls, 1);
+    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.snapshot().reason, Some(Reason::SlowCalls));
+}
+
 // ------------------------------------------------------------------ identity, errors, events
 
 #[tokio::test(start_paused = true)]

@@ -53,6 +53,13 @@ impl Permit {
         self.tag >> 17
     }
 
+    /// Lets a closed permit go without a word to the listeners: it never stood for a call (a
+    /// keyed registry's cached lookup that found its entry evicted meanwhile).
+    pub(crate) fn discard_closed(mut self) {
+        debug_assert!(!self.is_probe(), "a probe's slot must go back");
+        self.lane = None;
+    }
+
     /// Records the call's outcome and gives the permit back.
     #[inline(always)]
     pub fn record(mut self, outcome: Outcome) {

@@ -294,7 +294,7 @@ impl Shared {
         }
     }
 
-    /// At the breaker's drop: ends its task.
+    /// At the breaker's drop (and its eviction from a keyed registry): ends its task.
     pub(super) fn stop_recovery(&self) {
         if self.recovery.is_some() {
             self.locked.lock().recovery.stop_task();
@@ -329,6 +329,14 @@ impl Shared {
     /// Under loom, no runtime: the breaker goes half-open as without a probe.
     #[cfg(loom)]
     fn spawn_recovery(&self, _r: &mut Recovery) {}
+}
+
+impl super::CircuitBreaker {
+    /// Ends the recovery probe's task, if any: for a keyed registry's breaker evicted while
+    /// open (a thread's cache may keep it allocated, dead; its probe must not run on).
+    pub(crate) fn stop_recovery_probe(&self) {
+        self.shared().stop_recovery();
+    }
 }
 
 /// The breaker's task: sleeps until the open deadline, runs the probe, applies its verdict,

@@ -76,7 +76,9 @@ impl CircuitBreaker {
     ///   `half_open_permits` from the next admission (probes already in flight stay),
     ///   `half_open_successes` from the next probe success, `half_open_max_wait` at the next
     ///   check of the probes in flight (counted from the oldest one's admission), the
-    ///   slow-call threshold from the calls admitted after the reload.
+    ///   slow-call threshold from the next call recorded (calls in flight too: a permit
+    ///   carries its start, not a threshold), a slow-call rule switched on from the calls
+    ///   admitted after the reload.
     ///
     /// The builder's listeners and recovery probe are ignored (a breaker's listeners, as its
     /// name, are its identity: integrations registered them; a

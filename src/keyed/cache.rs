@@ -34,7 +34,8 @@
 //! spread of keys, which a small cache cannot hold, rarely pays for a fill (a key's copy and a
 //! reference count). An entry evicted from the registry stays allocated while a thread's cache
 //! holds it (dead: every lookup skips it), at most `SETS * WAYS` entries per thread that
-//! looked them up, until that slot is reused or the registry is dropped.
+//! looked them up, until that slot is reused or the registry is dropped; its
+//! [recovery probe](crate#recovery-probes)'s task, if it has one, ends at the eviction.
 
 use std::{borrow::Borrow, cell::RefCell, sync::Arc};
 

@@ -153,16 +153,18 @@
 //! the entry, then issues a heavy barrier, then reads the breaker's reference count: if
 //! something holds the breaker (a permit, a refusal, a handle), it unmarks the entry and keeps
 //! it. A cached lookup takes its permit (which increments that count), issues a light
-//! barrier, then reads the mark: if set, it drops the permit unrecorded and takes the locked
-//! path. One of the two always sees the other. On Linux the heavy barrier is the
-//! `membarrier` system call (the kernel fences every CPU running a thread of the process) and
-//! the light one costs nothing (a compiler fence); elsewhere both are `SeqCst` fences. The
+//! barrier, then reads the mark: if set, it drops the permit unrecorded and unannounced (no
+//! listener hears of a call that was never made) and takes the locked path. One of the two
+//! always sees the other. On Linux the heavy barrier is the `membarrier` system call (the
+//! kernel fences every CPU running a thread of the process) and the light one costs nothing
+//! (a compiler fence); elsewhere both are `SeqCst` fences. The
 //! crate's loom models check the protocol, and a stress test races lookups against a
 //! thread whose new keys evict them.
 //!
 //! An evicted entry stays allocated while a thread's cache still holds it (marked dead: every
 //! lookup skips it), at most 128 entries per thread that used the registry, until the slot
-//! is reused or the registry is dropped.
+//! is reused or the registry is dropped. Its recovery probe's task, if any, ends at the
+//! eviction.
 //!
 //! # Bounded memory
 //!

@@ -42,10 +42,10 @@ impl Live {
 
     /// `take(breaker)` if the entry is alive: the lookup's half of the protocol in
     /// `cache.rs`. `take` clones the breaker's handle or takes a closed permit (either
-    /// increments its reference count) and runs no listener; what it took is dropped again,
-    /// unrecorded, if the entry turns out dead.
+    /// increments its reference count) and runs no listener; what it took is let go again,
+    /// unrecorded and unannounced ([`Taken`]), if the entry turns out dead.
     #[inline(always)]
-    pub(super) fn take<T>(&self, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T> {
+    pub(super) fn take<T: Taken>(&self, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T> {
         if self.is_dead() {
             return None;
         }
@@ -113,14 +113,31 @@ impl<K> Entry<K> {
     }
 }
 
+/// What a cached lookup takes from a breaker: a handle or a closed permit.
+pub(super) trait Taken {
+    /// Lets it go, from a breaker that turned out evicted: it stood for no call, so no
+    /// listener hears of it.
+    fn let_go(self);
+}
+
+impl Taken for CircuitBreaker {
+    fn let_go(self) {}
+}
+
+impl Taken for Permit {
+    fn let_go(self) {
+        self.discard_closed();
+    }
+}
+
 /// Drops what a cached lookup took from a breaker that turned out evicted (a closed permit,
-/// released unrecorded; a handle). Out of line and by value, so that the hot path keeps the
-/// permit in registers (a drop in place made it go through the stack, and reloading it there
-/// cost a store-forwarding stall: 3 ns a lookup).
+/// released unrecorded and unannounced; a handle). Out of line and by value, so that the hot
+/// path keeps the permit in registers (a drop in place made it go through the stack, and
+/// reloading it there cost a store-forwarding stall: 3 ns a lookup).
 #[cold]
 #[inline(never)]
-fn discard<T>(taken: T) {
-    drop(taken);
+fn discard<T: Taken>(taken: T) {
+    taken.let_go();
 }
 
 /// Removes the entries of `table` that were marked (`marked` of them), unless something took
@@ -136,6 +153,9 @@ pub(super) fn reap<K>(table: &mut Table<K>, marked: usize, mut keep: impl FnMut(
     table.retain(|e| {
         if e.is_marked() {
             if fenced && !e.held() {
+                // Removed: a thread's cache may keep the breaker allocated (dead), so its
+                // recovery probe's task ends here, not at its drop.
+                e.breaker.stop_recovery_probe();
                 return false;
             }
             e.unmark();

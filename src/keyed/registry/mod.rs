@@ -484,7 +484,8 @@ impl<K> KeyedRegistry<K> {
     /// Each live key's switch is an operator's action on that breaker: announced as
     /// [`Event::Override`](crate::Event::Override), and, with
     /// [`RedisSync::attach_keyed`](crate::integrations), shared per key with the other
-    /// replicas. The setting for keys created later stays on this replica.
+    /// replicas. The setting for keys created later stays on this replica. Listeners run
+    /// outside the registry's locks (they may use the registry).
     ///
     /// ```
     /// use tower_breaker::{CircuitBreaker, keyed::KeyedRegistry};
@@ -501,7 +502,12 @@ impl<K> KeyedRegistry<K> {
         inner
             .shadow
             .store(if shadow { SHADOW_ON } else { SHADOW_OFF }, Ordering::Release);
-        self.for_each(|_, breaker| breaker.set_shadow(shadow));
+        // Switched outside the shards' locks: each switch runs the breaker's listeners.
+        let mut live = Vec::with_capacity(self.len());
+        self.for_each(|_, breaker| live.push(breaker.clone()));
+        for breaker in live {
+            breaker.set_shadow(shadow);
+        }
         if let Some(overflow) = inner.overflow.get() {
             overflow.set_shadow(shadow);
         }
@@ -532,7 +538,12 @@ where
     /// `take(breaker)` on `key`'s entry in this thread's cache, if it holds it and it is
     /// alive (see [`Live::take`]).
     #[inline(always)]
-    fn cached<Q, T>(&self, hash: u64, key: &Q, take: impl FnOnce(&CircuitBreaker) -> Option<T>) -> Option<T>
+    fn cached<Q, T: entry::Taken>(
+        &self,
+        hash: u64,
+        key: &Q,
+        take: impl FnOnce(&CircuitBreaker) -> Option<T>,
+    ) -> Option<T>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,

@@ -240,3 +240,137 @@ async fn a_full_shard_is_scanned_once_per_deadline_not_once_per_new_key() {
     assert_eq!(scans(), 2);
     assert_eq!(registry.len(), 64);
 }
+
+/// An open breaker is evicted in the moment between its deadline and its recovery probe's
+/// task waking up (here: the task's runtime is not driven meanwhile). A thread's cache keeps
+/// the evicted breaker allocated; its task must not outlive the eviction: the probe of a key
+/// that left the registry never runs (it would hit the upstream and announce verdicts for a
+/// breaker no lookup can reach, beside the new breaker of the key and its own probe).
+#[test]
+fn an_evicted_breakers_recovery_probe_never_runs() {
+    use std::sync::atomic::AtomicUsize;
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let (main, tasks) = (runtime(), runtime());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let registry = main.block_on(async {
+        let runs = runs.clone();
+        let template = CircuitBreaker::builder("up")
+            .consecutive_failures(1)
+            .open_duration(Duration::from_secs(10))
+            .recovery_probe(
+                move || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    async { Err::<(), _>("still down") }
+                },
+                Duration::from_secs(1),
+            );
+        KeyedRegistry::<String>::builder(template)
+            .idle_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    });
+    main.block_on(async {
+        for _ in 0..100 {
+            registry.try_acquire("a").unwrap().record(Outcome::Success);
+        }
+        let cached = locked(&registry);
+        // The trip spawns the probe's task on `tasks`, which nothing drives for now.
+        {
+            let _tasks = tasks.enter();
+            registry.try_acquire("a").unwrap().record(Outcome::Failure);
+        }
+        assert_eq!(locked(&registry), cached, "served from this thread's cache");
+        let old = LaneArc::downgrade(&registry.get("a").unwrap().root);
+        // Two sweeps without a use, past the deadline: open past its deadline, unused, it goes.
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(registry.evict_idle(), 0);
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(registry.evict_idle(), 1);
+        assert!(
+            old.upgrade().is_some(),
+            "the cache still holds the evicted breaker"
+        );
+    });
+    // The task's runtime runs again, well past the deadline.
+    tasks.block_on(async {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(runs.load(Ordering::Relaxed), 0, "the evicted breaker's probe ran");
+}
+
+/// A cached lookup whose entry is evicted between its first look at the mark and its permit
+/// (the race the protocol resolves) lets the permit go: it never stood for a call, so the
+/// breaker's listeners hear nothing of it (a `Released` event would count a cancelled call
+/// in the metrics of a key that made none).
+#[test]
+fn a_permit_let_go_by_a_cached_lookup_that_lost_the_race_is_not_announced() {
+    use std::sync::atomic::AtomicUsize;
+    let events = Arc::new(AtomicUsize::new(0));
+    let heard = events.clone();
+    let registry =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("up").consecutive_failures(5).on_event(
+            move |_| {
+                heard.fetch_add(1, Ordering::Relaxed);
+            },
+        ))
+        .unwrap();
+    drop(registry.get("a").unwrap());
+    let live = {
+        let inner = &*registry.inner;
+        let hash = inner.hasher.hash_one("a");
+        let shard = &inner.shards[(hash >> 32) as usize & inner.shard_mask];
+        shard.read().find(hash, |e| e.key == "a").unwrap().live.clone()
+    };
+    let before = events.load(Ordering::Relaxed);
+    let taken = live.take(|breaker| {
+        live.dead.store(true, Ordering::Relaxed); // an eviction marks the entry now
+        breaker.try_acquire_closed()
+    });
+    assert!(taken.is_none(), "the lookup saw the mark and let go");
+    assert_eq!(
+        events.load(Ordering::Relaxed),
+        before,
+        "no event for a call never made"
+    );
+}
+
+/// A reload and the shadow switch reach a key served from a thread's cache (the cache shares
+/// the table's breaker, it holds no copy of its settings): the reload opens it at once, and
+/// the shadow switch lets its calls through again.
+#[tokio::test(start_paused = true)]
+async fn reconfigure_and_set_shadow_reach_a_cached_key() {
+    let registry =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("up").consecutive_failures(5)).unwrap();
+    for _ in 0..100 {
+        registry.try_acquire("a").unwrap().record(Outcome::Success);
+    }
+    for _ in 0..3 {
+        registry.try_acquire("a").unwrap().record(Outcome::Failure);
+    }
+    let cached = locked(&registry);
+    registry
+        .reconfigure(CircuitBreaker::builder("up").consecutive_failures(3))
+        .unwrap();
+    assert_eq!(
+        locked(&registry),
+        cached,
+        "the key is served from this thread's cache"
+    );
+    assert!(
+        registry.try_acquire("a").is_err(),
+        "opened by the reload, refused"
+    );
+    registry.set_shadow(true);
+    let permit = registry.try_acquire("a").expect("shadow: let through");
+    drop(permit);
+    assert_eq!(registry.get("a").unwrap().snapshot().would_reject, 1);
+}
