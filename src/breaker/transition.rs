@@ -74,8 +74,10 @@ impl Shared {
         self.recovery_transition(l, from, to);
         self.hot.word.store(pack(l.generation, to), Ordering::Release);
         l.waiters.wake_all();
-        // Only the latest transition of one locked section is published; sections make at
-        // most two (open → half-open → open on a timed-out probe), and both are traced.
+        // A locked section makes one transition at most (open → half-open clears the probes,
+        // so the half-open wait that follows it in `acquire_slow` cannot end in the same
+        // section). Were there a second, the first would be announced here, under the lock.
+        debug_assert!(pending.is_none(), "two transitions in one locked section");
         if let Some((f, t, r, d)) = pending.take() {
             self.announce(f, t, r, d);
         }
