@@ -1046,6 +1046,71 @@ async fn probe_soonest_on_failure_a_failed_early_primary_moves_on_to_a_secondary
 }
 
 #[tokio::test(start_paused = true)]
+async fn probe_soonest_reaches_into_a_nested_fallback() {
+    let s = Duration::from_secs(1);
+    let (a, _) = tripped("openai", 20 * s);
+    let (b, _) = tripped("anthropic", 5 * s);
+    let (c, _) = tripped("cache", 10 * s);
+    let (_, pa) = http_member(&a, "openai", false);
+    let (_, pb) = http_member(&b, "anthropic", false);
+    let (_, pc) = http_member(&c, "cache", false);
+    // The inner fallback refuses (the default); the outer one probes b, its soonest member.
+    let inner = Fallback::new(pb, pc).names("anthropic", "cache");
+    let res = Fallback::new(pa, inner)
+        .names("openai", "fallbacks")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("anthropic", true));
+    assert_eq!(members_of(p), [("openai", State::Open)]);
+    assert_eq!(
+        (a.state(), b.state(), c.state()),
+        (State::Open, State::Closed, State::Open)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_a_busy_probed_member_keeps_its_admission_until_call() {
+    let s = Duration::from_secs(1);
+    let (a, _) = tripped("openai", 30 * s);
+    let (b, _) = tripped("anthropic", 10 * s);
+    let (_, pa) = http_member(&a, "openai", false);
+    let (pb, mut handle) = http_mock(&b);
+    handle.allow(0); // the secondary's upstream is busy
+    let mut svc = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest);
+
+    // Its breaker admitted the probe; the fallback waits for the upstream, polled again.
+    assert!(poll_ready_now(&mut svc).await.is_pending());
+    assert!(poll_ready_now(&mut svc).await.is_pending());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.snapshot().probes_in_flight, 1, "one admission, kept");
+    assert_eq!(a.state(), State::Open);
+
+    handle.allow(1);
+    let fut = svc.ready().await.unwrap().call("q".into());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(http::Response::new("anthropic"));
+    let res = fut.await.unwrap();
+    assert!(res.extensions().get::<Provenance>().unwrap().probed_early());
+    assert_eq!(b.state(), State::Closed);
+
+    // Readied and dropped uncalled: the probe's admission is released.
+    let (b, _) = tripped("anthropic", 10 * s);
+    let (_, pa) = http_member(&a, "openai", false);
+    let (pb, mut handle) = http_mock(&b);
+    handle.allow(0);
+    let mut svc = Fallback::new(pa, pb).when_all_open(AllOpen::ProbeSoonest);
+    assert!(poll_ready_now(&mut svc).await.is_pending());
+    assert_eq!(b.snapshot().probes_in_flight, 1);
+    drop(svc);
+    assert_eq!(b.snapshot().probes_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn layer_sets_when_all_open() {
     let s = Duration::from_secs(1);
     let (a, _) = tripped("search", 30 * s);

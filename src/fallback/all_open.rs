@@ -45,6 +45,8 @@ use crate::breaker::{BoxError, CircuitOpen, State};
 /// at most one at a time per member: as much load as half-open probing with no open period.
 /// The response's [`Provenance::probed_early`](super::Provenance::probed_early) says so, and the
 /// breaker's transition has the reason [`Reason::EarlyProbe`](crate::Reason::EarlyProbe).
+/// With an `on_failure` policy, a failed early probe moves the request on as any failed call
+/// does, to a later member whose circuit lets it through by then.
 ///
 /// A member that is itself a chain (a nested `Failover` or `Fallback`) is a candidate through
 /// its members' breakers: their open period ends, and the nested chain routes the request.
