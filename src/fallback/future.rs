@@ -100,8 +100,8 @@ pin_project! {
         skipped: Vec<Skipped>,
         // What moved the request from the primary (the policy's route label).
         because: Option<&'static str>,
-        // The member let through as an early probe, both being open.
-        early: Option<usize>,
+        // The member (0 or 1) let through as an early probe, both being open.
+        early: Option<u8>,
     }
 }
 
