@@ -487,6 +487,7 @@ where
 impl<P, S: Clone, Pol: Clone> Fallback<P, S, OnFailure<Pol>> {
     /// What a request sent to the primary needs to fall back after its call: a copy of it (if
     /// the policy makes one), the spare secondary and the policy.
+    #[inline]
     fn spare_for<Req>(&mut self, req: &Req) -> Option<Spare<S, Req, Pol>>
     where
         Pol: Policy<Req, P::Response, P::Error>,
