@@ -365,3 +365,42 @@ fn shadow_keys_rank_after_refusing_ones_and_before_the_others() {
     assert!(keys[1..6].iter().all(|k| k.starts_with("shadow")), "{keys:?}");
     assert_eq!(keys[6], "up", "{keys:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_probe_in_flight_shows_with_the_time_left_for_its_verdict() {
+    let d = Dashboard::new();
+    let b = d
+        .build(
+            CircuitBreaker::builder("openai")
+                .consecutive_failures(1)
+                .open_duration(Duration::from_secs(30))
+                // A probe that never answers: its timeout decides.
+                .recovery_probe(
+                    std::future::pending::<Result<(), std::io::Error>>,
+                    Duration::from_secs(5),
+                ),
+        )
+        .unwrap();
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(json(&d)["breakers"][0]["recovery_probe"], false);
+
+    tokio::time::sleep(Duration::from_secs(30)).await; // the probe starts at the deadline
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let v = json(&d);
+    let view = &v["breakers"][0];
+    assert_eq!(view["state"], "open");
+    assert_eq!(view["recovery_probe"], true);
+    assert_eq!(view["retry_after_secs"], 5.0);
+
+    // Its timeout reopens the breaker: no probe in flight any more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let v = json(&d);
+    let view = &v["breakers"][0];
+    assert_eq!(view["recovery_probe"], false);
+    assert_eq!(view["transitions"][0]["reason"], "recovery_probe_timed_out");
+}
