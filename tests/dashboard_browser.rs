@@ -270,14 +270,23 @@ async fn the_page_shows_each_state_and_a_trip_without_a_reload() {
         items.contains(&"anthropic: force_open by web-2-4242".to_string()),
         "{items:?}"
     );
+    // The card lists them with the transitions they caused, newest first.
     let card = eval_string(
         &page,
-        "document.querySelector('[data-breaker=\"anthropic\"] .transitions').textContent",
+        r#"JSON.stringify([...document.querySelectorAll('[data-breaker="anthropic"] .transitions li')]
+            .slice(0, 4).map(li => li.dataset.kind + ': ' + (li.querySelector('.act') || li.querySelector('.st')).textContent))"#,
     )
     .await;
-    assert!(
-        card.contains("reset (local)") && card.contains("force_open by web-2-4242"),
-        "anthropic's card lists {card:?}"
+    let card: Vec<String> = serde_json::from_str(&card).unwrap();
+    assert_eq!(
+        card,
+        [
+            "transition: closed",
+            "action: reset (local)",
+            "transition: forced open",
+            "action: force_open by web-2-4242"
+        ],
+        "anthropic's card"
     );
 
     // 5. A recovery probe in flight (one that never answers).

@@ -43,6 +43,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One state change, as the dashboard keeps it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Transition {
+    /// Its rank among the breaker's transitions and actions.
+    pub(crate) seq: u64,
     pub(crate) at: Instant,
     pub(crate) unix_ms: u64,
     pub(crate) from: State,
@@ -75,6 +77,8 @@ impl Act {
 /// One operator's action, as the dashboard keeps it.
 #[derive(Clone, Debug)]
 pub(crate) struct Action {
+    /// Its rank among the breaker's transitions and actions.
+    pub(crate) seq: u64,
     pub(crate) at: Instant,
     pub(crate) unix_ms: u64,
     pub(crate) act: Act,
@@ -151,6 +155,9 @@ pub(crate) struct Stats {
     pub(crate) transitions: Mutex<VecDeque<Transition>>,
     /// The last operators' actions (overrides, reloads), newest last.
     pub(crate) actions: Mutex<VecDeque<Action>>,
+    /// Transitions and actions so far: orders them (an action comes before the transition
+    /// it causes, often in the same millisecond).
+    seq: AtomicU64,
     cap: usize,
     /// For keys: the sampler's view (for watched breakers it lives in [`Watched`]).
     pub(crate) track: Mutex<Track>,
@@ -201,6 +208,7 @@ impl Stats {
     #[cold]
     fn action(&self, name: &str, act: Act, remote: Option<Arc<str>>) {
         let a = Action {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
             at: Instant::now(),
             unix_ms: unix_ms(),
             act,
@@ -233,6 +241,7 @@ impl Stats {
         shadow: bool,
     ) {
         let t = Transition {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
             at: Instant::now(),
             unix_ms: unix_ms(),
             from,
@@ -362,6 +371,7 @@ impl Hub {
             rejected: AtomicU64::new(0),
             transitions: Mutex::new(VecDeque::new()),
             actions: Mutex::new(VecDeque::new()),
+            seq: AtomicU64::new(0),
             cap: self.settings.transitions,
             track: Mutex::default(),
             hub: Arc::downgrade(self),

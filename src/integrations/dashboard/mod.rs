@@ -72,18 +72,18 @@
 //! | `instrumented` | whether the dashboard's listener is installed (the fields below need it) |
 //! | `calls_per_sec`, `rejections_per_sec` | over the last sample interval |
 //! | `history` | columns of samples, oldest first: `state`, `failure_rate`, `slow_call_rate`, `calls_per_sec`, `rejections_per_sec` |
-//! | `transitions` | newest first: `from`, `to`, `reason`, `open_for_secs`, `shadow` (in shadow mode: it refused nothing), `at_unix_ms`, `ago_secs` |
-//! | `actions` | operators' last actions, newest first: `action` (`force_open`, `disable`, `reset`, `shadow_on`, `shadow_off`, `reload`), `origin` (`local`, or the replica's origin string), `local`, `shadow` (for a reload: the mode after it; else `null`), `at_unix_ms`, `ago_secs` |
+//! | `transitions` | newest first: `seq` (the rank among the breaker's transitions and actions: an action comes before the transition it causes), `from`, `to`, `reason`, `open_for_secs`, `shadow` (in shadow mode: it refused nothing), `at_unix_ms`, `ago_secs` |
+//! | `actions` | operators' last actions, newest first: `seq`, `action` (`force_open`, `disable`, `reset`, `shadow_on`, `shadow_off`, `reload`), `origin` (`local`, or the replica's origin string), `local`, `shadow` (for a reload: the mode after it; else `null`), `at_unix_ms`, `ago_secs` |
 //!
 //! The event stream (`events`) sends `snapshot` events, a `transition` event per transition
 //! and an `action` event per action, each with `breaker` and `key` beside the fields above:
 //!
 //! ```text
 //! event: transition
-//! data: {"breaker":"openai","key":null,"at_unix_ms":1767225600000,"ago_secs":0.0,"from":"closed","to":"open","reason":"consecutive_failures","open_for_secs":30.0,"shadow":true}
+//! data: {"breaker":"openai","key":null,"seq":0,"at_unix_ms":1767225600000,"ago_secs":0.0,"from":"closed","to":"open","reason":"consecutive_failures","open_for_secs":30.0,"shadow":true}
 //!
 //! event: action
-//! data: {"breaker":"openai","key":null,"at_unix_ms":1767225600000,"ago_secs":0.0,"action":"force_open","origin":"web-2-4242","local":false,"shadow":null}
+//! data: {"breaker":"openai","key":null,"seq":1,"at_unix_ms":1767225600000,"ago_secs":0.0,"action":"force_open","origin":"web-2-4242","local":false,"shadow":null}
 //! ```
 //!
 //! # Routes

@@ -10,10 +10,10 @@
 //! data: {"title":"...","breakers":[...],"registries":[...]}
 //!
 //! event: transition
-//! data: {"breaker":"openai","key":null,"at_unix_ms":1767225600000,"ago_secs":0.0,"from":"closed","to":"open","reason":"consecutive_failures","open_for_secs":30.0,"shadow":false}
+//! data: {"breaker":"openai","key":null,"seq":0,"at_unix_ms":1767225600000,"ago_secs":0.0,"from":"closed","to":"open","reason":"consecutive_failures","open_for_secs":30.0,"shadow":false}
 //!
 //! event: action
-//! data: {"breaker":"openai","key":null,"at_unix_ms":1767225600000,"ago_secs":0.0,"action":"force_open","origin":"web-2-4242","local":false,"shadow":null}
+//! data: {"breaker":"openai","key":null,"seq":1,"at_unix_ms":1767225600000,"ago_secs":0.0,"action":"force_open","origin":"web-2-4242","local":false,"shadow":null}
 //! ```
 //!
 //! Transitions reach the stream through a bounded broadcast channel; a stream that falls

@@ -324,6 +324,18 @@ fn overrides_and_reloads_are_kept_newest_first_with_their_origin() {
         (&t[1]["to"], &t[1]["reason"]),
         (&"forced_open".into(), &"remote".into())
     );
+    // In the order they happened: each action, then the transition it caused.
+    let seq = |v: &Value| v["seq"].as_u64().unwrap();
+    assert_eq!(
+        [
+            seq(&actions[2]),
+            seq(&t[1]),
+            seq(&actions[1]),
+            seq(&t[0]),
+            seq(&actions[0])
+        ],
+        [0, 1, 2, 3, 4]
+    );
 
     // Bounded as the transitions are: the oldest goes.
     b.set_shadow(false);

@@ -86,6 +86,7 @@ impl History {
 
 #[derive(Serialize)]
 pub(crate) struct TransitionView {
+    pub(crate) seq: u64,
     pub(crate) at_unix_ms: u64,
     pub(crate) ago_secs: f64,
     pub(crate) from: &'static str,
@@ -101,6 +102,7 @@ pub(crate) struct TransitionView {
 /// "shadow": null, ...}`; for a reload, `"action": "reload"` and `shadow` the mode after it.
 #[derive(Serialize)]
 pub(crate) struct ActionView {
+    pub(crate) seq: u64,
     pub(crate) at_unix_ms: u64,
     pub(crate) ago_secs: f64,
     pub(crate) action: &'static str,
@@ -114,6 +116,7 @@ pub(crate) struct ActionView {
 impl ActionView {
     pub(crate) fn new(a: &Action, now: Instant) -> Self {
         Self {
+            seq: a.seq,
             at_unix_ms: a.unix_ms,
             ago_secs: now.saturating_duration_since(a.at).as_secs_f64(),
             action: a.act.as_str(),
@@ -130,6 +133,7 @@ impl ActionView {
 impl TransitionView {
     pub(crate) fn new(t: &Transition, now: Instant) -> Self {
         Self {
+            seq: t.seq,
             at_unix_ms: t.unix_ms,
             ago_secs: now.saturating_duration_since(t.at).as_secs_f64(),
             from: t.from.as_str(),
