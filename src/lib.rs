@@ -443,10 +443,13 @@
 //! ```
 //!
 //! What a shadow breaker tells the integrations: the [health report](integrations::health)
-//! counts it healthy whatever its state (it refuses nothing) and lists it under `shadow`;
+//! counts it healthy whatever its state (it refuses nothing) and lists it under
+//! `would_refuse` while it would refuse;
 //! the metrics count its would-be rejections as `circuit_breaker_calls_total{outcome="would_reject"}`
 //! and label its transitions `shadow="true"`; webhook alerts say "shadow: would have opened"
-//! (or are not sent, with `WebhookBuilder::shadow_alerts(false)`, feature `webhook`).
+//! (or are not sent, with `WebhookBuilder::shadow_alerts(false)`, feature `webhook`); the
+//! live dashboard (feature `dashboard`) draws it apart, its notional state muted, with the
+//! calls it would have refused.
 //!
 //! # Manual overrides
 //!

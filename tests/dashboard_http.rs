@@ -3,7 +3,8 @@
 //!
 //! - the snapshot JSON names every watched breaker with its state, rates and transitions, and
 //!   the top keys of a keyed registry;
-//! - the event stream sends a snapshot at once, then a `transition` event when a breaker trips;
+//! - the event stream sends a snapshot at once, then a `transition` event when a breaker trips,
+//!   and an `action` event for each operator's override (with its origin) and reload;
 //! - the page is served at the prefix with its security headers; other methods are refused;
 //! - nothing from the requests that went through the breakers (headers, bodies, keys) shows.
 
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_breaker::{
     BoxError, CircuitBreaker, CircuitBreakerLayer, Outcome,
+    breaker::{Origin, Override},
     integrations::dashboard::Dashboard,
     keyed::{Header, KeyedCircuitBreakerLayer, KeyedRegistry},
 };
@@ -199,6 +201,7 @@ async fn the_page_is_served_at_its_prefix_and_only_read() {
         let html = std::str::from_utf8(&body).unwrap();
         assert!(html.starts_with("<!doctype html>"));
         assert!(html.contains("new EventSource(base + 'events')"));
+        assert!(html.contains("addEventListener('action'"));
         // Self-contained: no script, style or font from elsewhere.
         assert!(!html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("@import"));
     }
@@ -265,4 +268,99 @@ async fn no_request_data_reaches_the_page() {
     ] {
         assert!(!json.contains(secret), "{secret:?} in {json}");
     }
+}
+
+/// Reads the event stream of `body` until a frame of `kind` arrives, and returns its data.
+async fn next_event(body: &mut Incoming, text: &mut String, kind: &str) -> serde_json::Value {
+    let head = format!("event: {kind}\ndata: ");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(at) = text.find(&head) {
+                if let Some(end) = text[at..].find("\n\n") {
+                    let data = text[at + head.len()..at + end].to_string();
+                    text.drain(..at + end + 2);
+                    return serde_json::from_str(&data).unwrap();
+                }
+            }
+            let frame = body.frame().await.expect("the stream never ends").unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind:?} event in 10 s; got {text:?}"))
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_overrides_reloads_and_shadow_transitions() {
+    let dashboard = Dashboard::new();
+    let openai = dashboard
+        .build(
+            CircuitBreaker::builder("openai")
+                .consecutive_failures(1)
+                .shadow(true),
+        )
+        .unwrap();
+    let addr = serve(&dashboard).await;
+    let res = client()
+        .get(format!("http://{addr}/ops/dashboard/events").parse().unwrap())
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    let mut text = String::new();
+    let snapshot = next_event(&mut body, &mut text, "snapshot").await;
+    assert_eq!(snapshot["breakers"][0]["shadow"], true);
+    assert_eq!(snapshot["breakers"][0]["would_reject"], 0);
+
+    // A notional trip: the transition says so.
+    openai.try_acquire().unwrap().record(Outcome::Failure);
+    let t = next_event(&mut body, &mut text, "transition").await;
+    assert_eq!(
+        (&t["breaker"], &t["to"], &t["shadow"]),
+        (&"openai".into(), &"open".into(), &true.into())
+    );
+
+    // Another replica's force-open: the action, then the transition it causes.
+    openai.apply_override(Override::ForceOpen, Origin::Remote("web-2-4242"));
+    let a = next_event(&mut body, &mut text, "action").await;
+    assert_eq!(a["breaker"], "openai");
+    assert_eq!(a["key"], serde_json::Value::Null);
+    assert_eq!(a["action"], "force_open");
+    assert_eq!(a["origin"], "web-2-4242");
+    assert_eq!(a["local"], false);
+    let t = next_event(&mut body, &mut text, "transition").await;
+    assert_eq!(
+        (&t["to"], &t["reason"]),
+        (&"forced_open".into(), &"remote".into())
+    );
+
+    // A local reset, and a reload that switches shadow mode off.
+    openai.reset();
+    let a = next_event(&mut body, &mut text, "action").await;
+    assert_eq!(
+        (&a["action"], &a["origin"], &a["local"]),
+        (&"reset".into(), &"local".into(), &true.into())
+    );
+    openai
+        .reconfigure(
+            CircuitBreaker::builder("openai")
+                .consecutive_failures(3)
+                .shadow(false),
+        )
+        .unwrap();
+    let a = next_event(&mut body, &mut text, "action").await;
+    assert_eq!((&a["action"], &a["shadow"]), (&"reload".into(), &false.into()));
+
+    // The snapshot keeps them, newest first.
+    let (_, body) = get(addr, "/ops/dashboard/snapshot.json").await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let actions: Vec<&str> = v["breakers"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["reload", "reset", "force_open"]);
+    assert_eq!(v["breakers"][0]["shadow"], false);
 }

@@ -62,6 +62,46 @@ async fn name_with_and_map_builder_shape_each_breaker() {
     );
 }
 
+/// `map_builder` may change a key's settings, not only add listeners: the breaker is built
+/// from what it returns (the settings were the template's whatever the hook did); settings it
+/// makes invalid fall back to the template's.
+#[tokio::test(start_paused = true)]
+async fn map_builder_settings_shape_the_keys_breaker() {
+    let registry = KeyedRegistry::<String>::builder(template())
+        .map_builder(|b, key| match key.as_str() {
+            "patient" => b.consecutive_failures(3).open_duration(Duration::from_secs(5)),
+            "observed" => b.shadow(true),
+            "broken" => b.consecutive_failures(0),
+            _ => b,
+        })
+        .build()
+        .unwrap();
+    open(&registry, "chat"); // the template: open at the first failure, for 30 s
+    for _ in 0..2 {
+        registry.try_acquire("patient").unwrap().record(Outcome::Failure);
+    }
+    assert_eq!(
+        registry.get("patient").unwrap().state(),
+        State::Closed,
+        "3 failures, not 1"
+    );
+    registry.try_acquire("patient").unwrap().record(Outcome::Failure);
+    let refused = registry.get("patient").unwrap().try_acquire().unwrap_err();
+    assert_eq!(refused.retry_after(), Some(Duration::from_secs(5)));
+
+    registry.try_acquire("observed").unwrap().record(Outcome::Failure);
+    let observed = registry.get("observed").unwrap();
+    assert!(observed.is_shadow());
+    assert_eq!(observed.state(), State::Open);
+    assert!(
+        registry.try_acquire("observed").is_ok(),
+        "a shadow breaker refuses nothing"
+    );
+
+    // An invalid setting from the hook: the template's settings, not a panic nor a refusal.
+    open(&registry, "broken");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_override_builds_its_key_from_another_builder() {
     let registry = KeyedRegistry::<String>::builder(template())

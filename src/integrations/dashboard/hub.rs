@@ -1,8 +1,9 @@
 //! What the dashboard knows: the watched breakers and keyed registries, the counts their
 //! listeners keep, the sampled history and the last transitions, and the channel the event
 //! streams read. Everything here is bounded: a history of `history` samples per watched
-//! breaker (and per key shown), `transitions` records per breaker, `top_keys` keys per
-//! registry, and a broadcast channel of [`EVENT_CAPACITY`] frames.
+//! breaker (and per key shown), `transitions` records per breaker (and as many operators'
+//! actions), `top_keys` keys per registry, and a broadcast channel of [`EVENT_CAPACITY`]
+//! frames.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use tokio::{sync::broadcast, time::Instant};
 
 use super::{sse, view};
-use crate::breaker::{CircuitBreaker, Event, Lane, Reason, Snapshot, State};
+use crate::breaker::{CircuitBreaker, Event, Lane, Origin, Override, Reason, Snapshot, State};
 
 /// Frames buffered for the slowest event stream; a stream that falls further behind skips
 /// the transitions it missed (the next periodic snapshot carries them).
@@ -42,12 +43,47 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One state change, as the dashboard keeps it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Transition {
+    /// Its rank among the breaker's transitions and actions.
+    pub(crate) seq: u64,
     pub(crate) at: Instant,
     pub(crate) unix_ms: u64,
     pub(crate) from: State,
     pub(crate) to: State,
     pub(crate) reason: Reason,
     pub(crate) open_for: Option<Duration>,
+    /// Whether the breaker was in shadow mode: an `Open` here refused nothing.
+    pub(crate) shadow: bool,
+}
+
+/// What an operator did to a breaker: an override, or a reload of its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Act {
+    /// `force_open`, `disable`, `reset` or a shadow switch.
+    Override(Override),
+    /// New settings applied to the live breaker; whether it is in shadow mode after them.
+    Reload { shadow: bool },
+}
+
+impl Act {
+    /// `force_open`, `disable`, `reset`, `shadow_on`, `shadow_off` or `reload`.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Act::Override(action) => action.as_str(),
+            Act::Reload { .. } => "reload",
+        }
+    }
+}
+
+/// One operator's action, as the dashboard keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct Action {
+    /// Its rank among the breaker's transitions and actions.
+    pub(crate) seq: u64,
+    pub(crate) at: Instant,
+    pub(crate) unix_ms: u64,
+    pub(crate) act: Act,
+    /// The replica it comes from; `None`: this process.
+    pub(crate) remote: Option<Arc<str>>,
 }
 
 /// One sample of a breaker, every `sample_every`.
@@ -117,6 +153,11 @@ pub(crate) struct Stats {
     rejected: AtomicU64,
     /// The last transitions, newest last.
     pub(crate) transitions: Mutex<VecDeque<Transition>>,
+    /// The last operators' actions (overrides, reloads), newest last.
+    pub(crate) actions: Mutex<VecDeque<Action>>,
+    /// Transitions and actions so far: orders them (an action comes before the transition
+    /// it causes, often in the same millisecond).
+    seq: AtomicU64,
     cap: usize,
     /// For keys: the sampler's view (for watched breakers it lives in [`Watched`]).
     pub(crate) track: Mutex<Track>,
@@ -144,29 +185,70 @@ impl Stats {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
             }
             // An operator's action: its transition, if any, follows as its own event.
-            Event::Override { .. } => {}
+            Event::Override { name, action, origin } => {
+                let remote = match origin {
+                    Origin::Local => None,
+                    Origin::Remote(replica) => Some(replica.into()),
+                };
+                self.action(name, Act::Override(action), remote);
+            }
             Event::Transition {
                 name,
                 from,
                 to,
                 reason,
                 open_for,
-                ..
-            } => self.transition(name, from, to, reason, open_for),
-            // The snapshot the page polls shows the new settings' effect.
-            Event::Reconfigured { .. } => {}
+                shadow,
+            } => self.transition(name, from, to, reason, open_for, shadow),
+            // A reload is this process's (a keyed registry's reload reaches every key).
+            Event::Reconfigured { name, shadow } => self.action(name, Act::Reload { shadow }, None),
         }
     }
 
     #[cold]
-    fn transition(&self, name: &str, from: State, to: State, reason: Reason, open_for: Option<Duration>) {
+    fn action(&self, name: &str, act: Act, remote: Option<Arc<str>>) {
+        let a = Action {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            at: Instant::now(),
+            unix_ms: unix_ms(),
+            act,
+            remote,
+        };
+        {
+            let mut log = lock(&self.actions);
+            if log.len() == self.cap {
+                log.pop_front();
+            }
+            log.push_back(a.clone());
+        }
+        if let Some(hub) = self.hub.upgrade() {
+            if hub.events.receiver_count() > 0 {
+                let frame = sse::action_frame(name, self.key.as_deref(), &a);
+                // Err only when every stream closed meanwhile.
+                let _ = hub.events.send(frame);
+            }
+        }
+    }
+
+    #[cold]
+    fn transition(
+        &self,
+        name: &str,
+        from: State,
+        to: State,
+        reason: Reason,
+        open_for: Option<Duration>,
+        shadow: bool,
+    ) {
         let t = Transition {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
             at: Instant::now(),
             unix_ms: unix_ms(),
             from,
             to,
             reason,
             open_for,
+            shadow,
         };
         {
             let mut log = lock(&self.transitions);
@@ -184,9 +266,14 @@ impl Stats {
         }
     }
 
-    /// The last transitions, newest first, ages measured at `now`.
+    /// The last transitions, newest first.
     pub(crate) fn transitions(&self) -> Vec<Transition> {
         lock(&self.transitions).iter().rev().copied().collect()
+    }
+
+    /// The last operators' actions, newest first.
+    pub(crate) fn actions(&self) -> Vec<Action> {
+        lock(&self.actions).iter().rev().cloned().collect()
     }
 }
 
@@ -283,6 +370,8 @@ impl Hub {
             calls: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             transitions: Mutex::new(VecDeque::new()),
+            actions: Mutex::new(VecDeque::new()),
+            seq: AtomicU64::new(0),
             cap: self.settings.transitions,
             track: Mutex::default(),
             hub: Arc::downgrade(self),
@@ -374,10 +463,20 @@ impl Hub {
     }
 }
 
+/// Whether a key refuses calls, for its rank among keys with as many rejections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Refusing {
+    No,
+    /// In shadow mode, in a state that would refuse calls: it lets them through.
+    Notional,
+    Yes,
+}
+
 /// A candidate for a registry's top keys: the key's breaker and how it ranks.
 struct Candidate {
     rejections_per_sec: f64,
-    refusing: bool,
+    /// Refusing calls, or (`Notional`) in shadow mode in a state that would refuse them.
+    refusing: Refusing,
     key: String,
     breaker: CircuitBreaker,
     stats: Option<Arc<Stats>>,
@@ -407,8 +506,16 @@ fn sample_registry(
             }
             None => 0.0,
         };
-        let state = breaker.state();
-        let refusing = matches!(state, State::Open | State::ForcedOpen | State::HalfOpen);
+        // A breaker in shadow mode refuses nothing, whatever its (notional) state: among
+        // equals it ranks after the refusing ones, before the others.
+        let refusing = match (
+            matches!(breaker.state(), State::Open | State::ForcedOpen | State::HalfOpen),
+            breaker.is_shadow(),
+        ) {
+            (false, _) => Refusing::No,
+            (true, true) => Refusing::Notional,
+            (true, false) => Refusing::Yes,
+        };
         if top_n == 0 {
             return;
         }

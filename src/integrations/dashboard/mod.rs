@@ -38,9 +38,53 @@
 //! keys and the [`top_keys`](DashboardBuilder::top_keys) keys by rejections per second (open
 //! ones first among equals), each with the same figures.
 //!
-//! The page opens the event stream and redraws on every event: a transition shows within
-//! milliseconds, without a reload; when the stream drops it reconnects, reading the snapshot
-//! meanwhile.
+//! - A breaker in [shadow mode](crate#shadow-mode) refuses no call, and the page never draws
+//!   it as refusing: a dashed "shadow" badge beside its state in a muted colour (notional),
+//!   "would have refused N calls" (from [`Snapshot::would_reject`](crate::Snapshot::would_reject)),
+//!   no red flash when it trips. The header's counts by state leave it out (so "open" counts
+//!   only breakers that refuse calls, as `dashboards/grafana.json` does) and count it apart:
+//!   "1 in shadow mode (1 would refuse)". Among a registry's keys with as many rejections, it
+//!   ranks after the refusing ones, before the others.
+//! - A [recovery probe](crate#recovery-probes) in flight
+//!   ([`Snapshot::recovery_probe`](crate::Snapshot::recovery_probe)) shows as "probing
+//!   upstream…" with the time left until its verdict is due.
+//! - Operators' actions ([manual overrides](crate#manual-overrides), [hot
+//!   reloads](crate#hot-reload)) show in the breaker's list of last transitions and in the
+//!   page's live events, with where they come from: "force_open by web-2-4242" (another
+//!   replica, through `integrations::redis`), "reset (local)", "reload (local), shadow on".
+//!
+//! The page opens the event stream and redraws on every event: a transition or an action
+//! shows within milliseconds, without a reload; when the stream drops it reconnects, reading
+//! the snapshot meanwhile.
+//!
+//! # The JSON
+//!
+//! `snapshot.json` (and each `snapshot` event) is
+//! `{"title", "now_unix_ms", "sample_every_secs", "history_len", "breakers": [...],
+//! "registries": [{"name", "keys", "max_keys", "top": [...]}]}`. Each breaker (and each top
+//! key) has the fields of its [`Snapshot`](crate::Snapshot) as the `serde` feature writes
+//! them (`name`, `state`, the counts and rates, `retry_after_secs`, `open_for_secs`,
+//! `reason`, `shadow`, `would_reject`, `recovery_probe`), and:
+//!
+//! | field | what |
+//! |---|---|
+//! | `key` | the key, for a registry's breaker (else `null`) |
+//! | `instrumented` | whether the dashboard's listener is installed (the fields below need it) |
+//! | `calls_per_sec`, `rejections_per_sec` | over the last sample interval |
+//! | `history` | columns of samples, oldest first: `state`, `failure_rate`, `slow_call_rate`, `calls_per_sec`, `rejections_per_sec` |
+//! | `transitions` | newest first: `seq` (the rank among the breaker's transitions and actions: an action comes before the transition it causes), `from`, `to`, `reason`, `open_for_secs`, `shadow` (in shadow mode: it refused nothing), `at_unix_ms`, `ago_secs` |
+//! | `actions` | operators' last actions, newest first: `seq`, `action` (`force_open`, `disable`, `reset`, `shadow_on`, `shadow_off`, `reload`), `origin` (`local`, or the replica's origin string), `local`, `shadow` (for a reload: the mode after it; else `null`), `at_unix_ms`, `ago_secs` |
+//!
+//! The event stream (`events`) sends `snapshot` events, a `transition` event per transition
+//! and an `action` event per action, each with `breaker` and `key` beside the fields above:
+//!
+//! ```text
+//! event: transition
+//! data: {"breaker":"openai","key":null,"seq":0,"at_unix_ms":1767225600000,"ago_secs":0.0,"from":"closed","to":"open","reason":"consecutive_failures","open_for_secs":30.0,"shadow":true}
+//!
+//! event: action
+//! data: {"breaker":"openai","key":null,"seq":1,"at_unix_ms":1767225600000,"ago_secs":0.0,"action":"force_open","origin":"web-2-4242","local":false,"shadow":null}
+//! ```
 //!
 //! # Routes
 //!
@@ -68,7 +112,8 @@
 //! is dropped) reads each watched breaker's snapshot and the counters of every key of every
 //! watched registry, and snapshots only the top keys. Memory is bounded: `history` samples
 //! per watched breaker and per key shown (a key's history starts when it enters the top and
-//! is dropped when it leaves), [`transitions`](DashboardBuilder::transitions) per breaker, and
+//! is dropped when it leaves), [`transitions`](DashboardBuilder::transitions) per breaker (and
+//! as many operators' actions), and
 //! a broadcast channel of 256 events (a slow page skips events; the next snapshot has them).
 //!
 //! # What it exposes
@@ -133,7 +178,7 @@ impl Dashboard {
     }
 
     /// Installs the dashboard's listener on `builder`: calls and rejections are counted and
-    /// the last transitions kept. The breaker shows once [`watch`](Self::watch)ed, or use
+    /// the last transitions and operators' actions kept. The breaker shows once [`watch`](Self::watch)ed, or use
     /// [`build`](Self::build).
     pub fn instrument(&self, builder: Builder) -> Builder {
         let stats = self.hub.stats(builder.name_ref(), None);
@@ -265,7 +310,8 @@ impl DashboardBuilder {
         self
     }
 
-    /// How many of its last transitions each breaker shows (at least 1, at most 1,000).
+    /// How many of its last transitions each breaker shows (at least 1, at most 1,000), and
+    /// as many of its operators' last actions.
     pub fn transitions(mut self, n: usize) -> Self {
         self.settings.transitions = n;
         self

@@ -1,6 +1,7 @@
 //! The server-sent event stream (`events`): a `snapshot` event at once and every
-//! `sample_every` (the same JSON as `snapshot.json`), and a `transition` event as each watched
-//! breaker changes state.
+//! `sample_every` (the same JSON as `snapshot.json`), a `transition` event as each watched
+//! breaker changes state (`shadow`: in shadow mode, where an `open` refuses nothing), and an
+//! `action` event for each operator's override or reload (`origin`: `local` or the replica's).
 //!
 //! ```text
 //! retry: 2000
@@ -9,7 +10,10 @@
 //! data: {"title":"...","breakers":[...],"registries":[...]}
 //!
 //! event: transition
-//! data: {"breaker":"openai","key":null,"from":"closed","to":"open","reason":"consecutive_failures","open_for_secs":30.0,"at_unix_ms":1767225600000}
+//! data: {"breaker":"openai","key":null,"seq":0,"at_unix_ms":1767225600000,"ago_secs":0.0,"from":"closed","to":"open","reason":"consecutive_failures","open_for_secs":30.0,"shadow":false}
+//!
+//! event: action
+//! data: {"breaker":"openai","key":null,"seq":1,"at_unix_ms":1767225600000,"ago_secs":0.0,"action":"force_open","origin":"web-2-4242","local":false,"shadow":null}
 //! ```
 //!
 //! Transitions reach the stream through a bounded broadcast channel; a stream that falls
@@ -29,8 +33,8 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_stream::{Stream, wrappers::BroadcastStream};
 
 use super::{
-    hub::{Hub, Transition},
-    view::TransitionView,
+    hub::{Action, Hub, Transition},
+    view::{ActionView, TransitionView},
 };
 
 /// How long a browser waits before reconnecting a dropped stream, in milliseconds.
@@ -110,4 +114,23 @@ pub(crate) fn transition_frame(name: &str, key: Option<&str>, t: &Transition) ->
     let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
     // JSON from serde_json has no raw newline, so one `data:` line carries it.
     Bytes::from(format!("event: transition\ndata: {json}\n\n"))
+}
+
+#[derive(Serialize)]
+struct ActionEvent<'a> {
+    breaker: &'a str,
+    key: Option<&'a str>,
+    #[serde(flatten)]
+    action: ActionView,
+}
+
+/// An `action` event (an operator's override or a reload), formatted once for every stream.
+pub(crate) fn action_frame(name: &str, key: Option<&str>, a: &Action) -> Bytes {
+    let event = ActionEvent {
+        breaker: name,
+        key,
+        action: ActionView::new(a, a.at),
+    };
+    let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+    Bytes::from(format!("event: action\ndata: {json}\n\n"))
 }

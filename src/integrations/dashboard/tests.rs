@@ -247,3 +247,172 @@ fn the_builder_refuses_what_it_cannot_work_with() {
     assert_eq!(setting(Dashboard::builder().top_keys(1001)), "top_keys");
     assert!(Dashboard::builder().top_keys(0).build().is_ok());
 }
+
+#[test]
+fn a_shadow_breaker_shows_its_notional_state_and_its_would_be_rejections() {
+    let d = Dashboard::new();
+    let b = d
+        .build(
+            CircuitBreaker::builder("observed")
+                .consecutive_failures(1)
+                .shadow(true),
+        )
+        .unwrap();
+    b.try_acquire().unwrap().record(Outcome::Failure); // notionally open
+    for _ in 0..3 {
+        drop(b.try_acquire().expect("a shadow breaker refuses nothing"));
+    }
+    let v = json(&d);
+    let view = &v["breakers"][0];
+    assert_eq!(view["state"], "open");
+    assert_eq!(view["shadow"], true);
+    assert_eq!(view["would_reject"], 3);
+    assert_eq!(view["recovery_probe"], false);
+    assert_eq!(view["transitions"][0]["to"], "open");
+    assert_eq!(view["transitions"][0]["shadow"], true);
+
+    b.set_shadow(false); // enforce
+    rejections(&b, 1);
+    b.reset();
+    let v = json(&d);
+    let view = &v["breakers"][0];
+    assert_eq!(view["shadow"], false);
+    assert_eq!(view["transitions"][0]["to"], "closed");
+    assert_eq!(view["transitions"][0]["shadow"], false);
+}
+
+#[test]
+fn overrides_and_reloads_are_kept_newest_first_with_their_origin() {
+    let d = Dashboard::builder().transitions(3).build().unwrap();
+    let b = d
+        .build(CircuitBreaker::builder("openai").consecutive_failures(1))
+        .unwrap();
+    b.apply_override(
+        crate::breaker::Override::ForceOpen,
+        crate::breaker::Origin::Remote("web-2-4242"),
+    );
+    b.reset();
+    b.reconfigure(
+        CircuitBreaker::builder("openai")
+            .consecutive_failures(2)
+            .shadow(true),
+    )
+    .unwrap();
+    let v = json(&d);
+    let view = &v["breakers"][0];
+    assert_eq!(view["shadow"], true);
+    let actions = view["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 3);
+    for (a, (action, origin, local, shadow)) in actions.iter().zip([
+        ("reload", "local", true, Value::Bool(true)),
+        ("reset", "local", true, Value::Null),
+        ("force_open", "web-2-4242", false, Value::Null),
+    ]) {
+        assert_eq!(a["action"], action, "{a}");
+        assert_eq!(a["origin"], origin, "{a}");
+        assert_eq!(a["local"], local, "{a}");
+        assert_eq!(a["shadow"], shadow, "{a}");
+        assert!(a["at_unix_ms"].as_u64().unwrap() > 0, "{a}");
+    }
+    // The transitions they caused, the remote one with its reason.
+    let t = &view["transitions"];
+    assert_eq!(
+        (&t[0]["to"], &t[0]["reason"]),
+        (&"closed".into(), &"reset".into())
+    );
+    assert_eq!(
+        (&t[1]["to"], &t[1]["reason"]),
+        (&"forced_open".into(), &"remote".into())
+    );
+    // In the order they happened: each action, then the transition it caused.
+    let seq = |v: &Value| v["seq"].as_u64().unwrap();
+    assert_eq!(
+        [
+            seq(&actions[2]),
+            seq(&t[1]),
+            seq(&actions[1]),
+            seq(&t[0]),
+            seq(&actions[0])
+        ],
+        [0, 1, 2, 3, 4]
+    );
+
+    // Bounded as the transitions are: the oldest goes.
+    b.set_shadow(false);
+    let v = json(&d);
+    let actions: Vec<&str> = v["breakers"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["shadow_off", "reload", "reset"]);
+}
+
+#[test]
+fn shadow_keys_rank_after_refusing_ones_and_before_the_others() {
+    let d = Dashboard::builder().top_keys(7).build().unwrap();
+    let registry =
+        KeyedRegistry::<String>::new(CircuitBreaker::builder("hosts").consecutive_failures(1)).unwrap();
+    d.watch_keyed(&registry);
+    registry.get("up").unwrap();
+    for key in ["shadow-1", "shadow-2", "shadow-3", "shadow-4", "shadow-5", "down"] {
+        registry.get(key).unwrap().set_shadow(key.starts_with("shadow"));
+        registry.try_acquire(key).unwrap().record(Outcome::Failure); // each (notionally) open
+    }
+    assert!(
+        registry.try_acquire("shadow-1").is_ok(),
+        "shadow mode refuses nothing"
+    );
+    d.hub.sample(Instant::now());
+    let v = json(&d);
+    let keys: Vec<&str> = v["registries"][0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 7);
+    assert_eq!(keys[0], "down", "{keys:?}");
+    assert!(keys[1..6].iter().all(|k| k.starts_with("shadow")), "{keys:?}");
+    assert_eq!(keys[6], "up", "{keys:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_probe_in_flight_shows_with_the_time_left_for_its_verdict() {
+    let d = Dashboard::new();
+    let b = d
+        .build(
+            CircuitBreaker::builder("openai")
+                .consecutive_failures(1)
+                .open_duration(Duration::from_secs(30))
+                // A probe that never answers: its timeout decides.
+                .recovery_probe(
+                    std::future::pending::<Result<(), std::io::Error>>,
+                    Duration::from_secs(5),
+                ),
+        )
+        .unwrap();
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(json(&d)["breakers"][0]["recovery_probe"], false);
+
+    tokio::time::sleep(Duration::from_secs(30)).await; // the probe starts at the deadline
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let v = json(&d);
+    let view = &v["breakers"][0];
+    assert_eq!(view["state"], "open");
+    assert_eq!(view["recovery_probe"], true);
+    assert_eq!(view["retry_after_secs"], 5.0);
+
+    // Its timeout reopens the breaker: no probe in flight any more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let v = json(&d);
+    let view = &v["breakers"][0];
+    assert_eq!(view["recovery_probe"], false);
+    assert_eq!(view["transitions"][0]["reason"], "recovery_probe_timed_out");
+}

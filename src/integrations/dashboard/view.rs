@@ -1,6 +1,7 @@
 //! The JSON the page reads (`snapshot.json`, and each `snapshot` event of the stream): every
-//! watched breaker's [`Snapshot`] read now, its rates and history from the sampler, and its
-//! last transitions; for every keyed registry, its top keys by rejections.
+//! watched breaker's [`Snapshot`] read now (with `shadow`, `would_reject` and
+//! `recovery_probe`), its rates and history from the sampler, its last transitions and its
+//! operators' last actions; for every keyed registry, its top keys by rejections.
 //!
 //! It holds breaker names, keys, states, counts, rates and reasons: no request data, no
 //! header, no credential (the breaker core never sees any).
@@ -10,7 +11,7 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::hub::{Hub, Sample, Stats, Track, Transition, lock, unix_ms};
+use super::hub::{Act, Action, Hub, Sample, Stats, Track, Transition, lock, unix_ms};
 use crate::breaker::{CircuitBreaker, Snapshot};
 
 /// Serialises an optional duration as fractional seconds.
@@ -19,6 +20,11 @@ fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Er
         Some(d) => s.serialize_some(&d.as_secs_f64()),
         None => s.serialize_none(),
     }
+}
+
+/// Serialises a shared string (serde's `rc` feature is not on).
+fn string<S: serde::Serializer>(x: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(x)
 }
 
 #[derive(Serialize)]
@@ -51,6 +57,7 @@ struct BreakerView {
     rejections_per_sec: Option<f64>,
     history: History,
     transitions: Vec<TransitionView>,
+    actions: Vec<ActionView>,
 }
 
 /// The samples as columns, oldest first.
@@ -79,6 +86,7 @@ impl History {
 
 #[derive(Serialize)]
 pub(crate) struct TransitionView {
+    pub(crate) seq: u64,
     pub(crate) at_unix_ms: u64,
     pub(crate) ago_secs: f64,
     pub(crate) from: &'static str,
@@ -86,17 +94,53 @@ pub(crate) struct TransitionView {
     pub(crate) reason: &'static str,
     #[serde(serialize_with = "secs")]
     pub(crate) open_for_secs: Option<Duration>,
+    /// In shadow mode: the transition refused nothing (an `open` is notional).
+    pub(crate) shadow: bool,
+}
+
+/// An operator's action: `{"action": "force_open", "origin": "web-2-4242", "local": false,
+/// "shadow": null, ...}`; for a reload, `"action": "reload"` and `shadow` the mode after it.
+#[derive(Serialize)]
+pub(crate) struct ActionView {
+    pub(crate) seq: u64,
+    pub(crate) at_unix_ms: u64,
+    pub(crate) ago_secs: f64,
+    pub(crate) action: &'static str,
+    /// `local`, or the replica's origin string.
+    #[serde(serialize_with = "string")]
+    pub(crate) origin: Arc<str>,
+    pub(crate) local: bool,
+    pub(crate) shadow: Option<bool>,
+}
+
+impl ActionView {
+    pub(crate) fn new(a: &Action, now: Instant) -> Self {
+        Self {
+            seq: a.seq,
+            at_unix_ms: a.unix_ms,
+            ago_secs: now.saturating_duration_since(a.at).as_secs_f64(),
+            action: a.act.as_str(),
+            origin: a.remote.clone().unwrap_or_else(|| "local".into()),
+            local: a.remote.is_none(),
+            shadow: match a.act {
+                Act::Reload { shadow } => Some(shadow),
+                Act::Override(_) => None,
+            },
+        }
+    }
 }
 
 impl TransitionView {
     pub(crate) fn new(t: &Transition, now: Instant) -> Self {
         Self {
+            seq: t.seq,
             at_unix_ms: t.unix_ms,
             ago_secs: now.saturating_duration_since(t.at).as_secs_f64(),
             from: t.from.as_str(),
             to: t.to.as_str(),
             reason: t.reason.as_str(),
             open_for_secs: t.open_for,
+            shadow: t.shadow,
         }
     }
 }
@@ -121,6 +165,9 @@ impl BreakerView {
                     .iter()
                     .map(|t| TransitionView::new(t, now))
                     .collect()
+            }),
+            actions: stats.map_or_else(Vec::new, |s| {
+                s.actions().iter().map(|a| ActionView::new(a, now)).collect()
             }),
         }
     }

@@ -96,8 +96,9 @@ where
     }
 
     /// Adjusts each key's builder, after it is named and before it is built (under the
-    /// shard's lock: `f` must not use the registry): e.g. installs a listener that knows the
-    /// key, such as
+    /// shard's lock: `f` must not use the registry): its settings are the breaker's (a key
+    /// that trips sooner, one in shadow mode; settings made invalid fall back to the
+    /// template's, with a warning), and it may install a listener that knows the key, such as
     /// [`integrations::metrics::instrument_keyed`](crate::integrations)
     /// (feature `metrics`).
     pub fn map_builder(mut self, f: impl Fn(Builder, &K) -> Builder + Send + Sync + 'static) -> Self {

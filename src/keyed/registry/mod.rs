@@ -591,6 +591,15 @@ where
 
     fn create(&self, key: &K) -> CircuitBreaker {
         let (builder, config) = self.builder_for(&self.templates(), key);
+        // The hook may have changed a setting: build what it made. Settings it made invalid
+        // cannot refuse the call that creates the key: the template's serve, and a warning says so.
+        let config = match &self.map_builder {
+            Some(_) => builder.validated().unwrap_or_else(|error| {
+                tracing::warn!(%error, "map_builder made invalid settings for a key: its breaker takes the template's");
+                config
+            }),
+            None => config,
+        };
         builder.build_with(self.shadowed(&config), Lanes::One)
     }
 
