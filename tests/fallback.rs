@@ -14,9 +14,9 @@ use std::{
 
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
 use tower_breaker::{
-    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Fallback, FallbackLayer,
-    Layer, Outcome, Readiness, State,
-    fallback::{CloneRequest, CloneWith, FallbackError, Provenance, SkipReason, Skipped},
+    AllUnavailable, BoxError, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Event, Fallback,
+    FallbackLayer, Layer, Outcome, Readiness, Reason, State,
+    fallback::{AllOpen, CloneRequest, CloneWith, FallbackError, Provenance, SkipReason, Skipped},
     is_circuit_open,
 };
 
@@ -664,6 +664,479 @@ async fn spill_over_waits_for_a_busy_primary_when_the_secondary_is_open() {
     send.send_response("primary: q".to_owned());
     assert_eq!(fut.await.unwrap(), "primary: q");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+// ---------- both open: when_all_open ----------
+
+type Transitions = Arc<Mutex<Vec<(State, State, Reason)>>>;
+type HttpSvc = BoxCloneService<String, http::Response<&'static str>, BoxError>;
+type HttpHandle = tower_test::mock::Handle<String, http::Response<&'static str>>;
+
+/// A breaker that trips on its first failure, tripped now: open for `open`, a period of its
+/// own choosing. With the log of its transitions.
+fn tripped(name: &'static str, open: Duration) -> (CircuitBreaker, Transitions) {
+    let log = Transitions::default();
+    let l = log.clone();
+    let b = CircuitBreaker::builder(name)
+        .consecutive_failures(1)
+        .open_duration(open)
+        .on_event(move |e| {
+            if let Event::Transition { from, to, reason, .. } = *e {
+                l.lock().unwrap().push((from, to, reason));
+            }
+        })
+        .build()
+        .unwrap();
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    log.lock().unwrap().clear();
+    (b, log)
+}
+
+/// `breaker` over a service that answers `body` (or fails, when `fail`), counting its calls.
+fn http_member(breaker: &CircuitBreaker, body: &'static str, fail: bool) -> (Arc<AtomicUsize>, HttpSvc) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let inner = service_fn(move |_: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if fail {
+                Err::<_, BoxError>(Box::new(Upstream(body)))
+            } else {
+                Ok(http::Response::new(body))
+            }
+        }
+    });
+    (
+        calls,
+        BoxCloneService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner)),
+    )
+}
+
+/// `breaker` over a mock upstream whose answers the test sends (so a call can be held open).
+fn http_mock(breaker: &CircuitBreaker) -> (HttpSvc, HttpHandle) {
+    let (inner, handle) = tower_test::mock::pair::<String, http::Response<&'static str>>();
+    let inner = tower::util::MapErrLayer::new(Into::<BoxError>::into).layer(inner);
+    (
+        BoxCloneService::new(CircuitBreakerLayer::new(breaker.clone()).layer(inner)),
+        handle,
+    )
+}
+
+fn members_of(p: &Provenance) -> Vec<(&str, State)> {
+    p.skipped()
+        .iter()
+        .map(|s| (s.member(), s.circuit_open().unwrap().state()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_open_refuse_is_the_default_and_gives_the_same_error() {
+    let s = Duration::from_secs(1);
+    let (a, _) = tripped("openai", 30 * s);
+    let (b, _) = tripped("anthropic", 10 * s);
+    let (calls_a, pa) = http_member(&a, "openai", false);
+    let (calls_b, pb) = http_member(&b, "anthropic", false);
+
+    let default = Fallback::new(pa.clone(), pb.clone()).names("openai", "anthropic");
+    let refuse = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::Refuse);
+    let mut errors = Vec::new();
+    for mut svc in [default, refuse] {
+        let err = match poll_ready_now(&mut svc).await {
+            Poll::Ready(Err(e)) => e,
+            other => panic!("expected an immediate error, got {other:?}"),
+        };
+        let all = err.downcast_ref::<AllUnavailable>().unwrap();
+        assert_eq!(all.retry_after(), Some(10 * s));
+        let names: Vec<_> = all.members().iter().map(Skipped::member).collect();
+        assert_eq!(names, ["openai", "anthropic"]);
+        assert!(is_circuit_open(&err));
+        errors.push(err.to_string());
+    }
+    assert_eq!(errors[0], errors[1], "Refuse is the default");
+    assert_eq!(
+        (a.state(), b.state()),
+        (State::Open, State::Open),
+        "no period cut short"
+    );
+    assert_eq!(calls_a.load(Ordering::SeqCst) + calls_b.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_sends_the_request_to_the_secondary_when_its_period_ends_first() {
+    let s = Duration::from_secs(1);
+    let (a, a_log) = tripped("openai", 30 * s);
+    let (b, b_log) = tripped("anthropic", 10 * s);
+    let (calls_a, pa) = http_member(&a, "openai", false);
+    let (pb, mut handle) = http_mock(&b);
+    let callbacks = Arc::new(Mutex::new(Vec::<String>::new()));
+    let c = callbacks.clone();
+    let mut svc = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .on_fallback(move |p| c.lock().unwrap().push(p.to_string()));
+
+    // At once, not in 10 s: the request is the secondary's half-open probe.
+    assert!(matches!(poll_ready_now(&mut svc).await, Poll::Ready(Ok(()))));
+    let fut = svc.call("q".into());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.snapshot().reason, Some(Reason::EarlyProbe));
+    assert_eq!(b.snapshot().probes_in_flight, 1);
+    assert_eq!(a.state(), State::Open, "the primary's period is not touched");
+
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, "q");
+    send.send_response(http::Response::new("anthropic"));
+    let res = fut.await.unwrap();
+    assert_eq!(*res.body(), "anthropic");
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(p.served_by(), "anthropic");
+    assert!(p.probed_early());
+    assert_eq!(members_of(p), [("openai", State::Open)]);
+    assert_eq!(
+        callbacks.lock().unwrap().as_slice(),
+        [
+            r#"served by "anthropic", an early probe, every member being open (member "openai" skipped: circuit "openai" is open; retry in 30s)"#
+        ]
+    );
+
+    // The probe's success closed the secondary.
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(
+        *b_log.lock().unwrap(),
+        [
+            (State::Open, State::HalfOpen, Reason::EarlyProbe),
+            (State::HalfOpen, State::Closed, Reason::ProbesSucceeded),
+        ]
+    );
+    assert_eq!(a.state(), State::Open);
+    assert!(a_log.lock().unwrap().is_empty());
+    assert_eq!(calls_a.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_sends_the_request_to_the_primary_when_its_period_ends_first() {
+    let s = Duration::from_secs(1);
+    let (a, a_log) = tripped("openai", 5 * s);
+    let (b, _) = tripped("anthropic", 20 * s);
+    let (pa, mut handle) = http_mock(&a);
+    let (calls_b, pb) = http_member(&b, "anthropic", false);
+    let svc = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest);
+
+    let mut first = svc.clone();
+    let fut = first.ready().await.unwrap().call("q".into());
+    assert_eq!(a.state(), State::HalfOpen);
+    assert_eq!(a.snapshot().reason, Some(Reason::EarlyProbe));
+
+    // While its probe is in flight the primary admits nothing else: the next request, every
+    // member still refusing, is the secondary's early probe (one probe per member).
+    let res = svc.clone().oneshot("r".into()).await.unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("anthropic", true));
+    assert_eq!(members_of(p), [("openai", State::HalfOpen)]);
+    assert_eq!(b.state(), State::Closed);
+
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(http::Response::new("openai"));
+    let res = fut.await.unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("openai", true));
+    assert_eq!(members_of(p), [("anthropic", State::Open)]);
+    assert_eq!(a.state(), State::Closed, "the probe succeeded");
+    assert_eq!(
+        *a_log.lock().unwrap(),
+        [
+            (State::Open, State::HalfOpen, Reason::EarlyProbe),
+            (State::HalfOpen, State::Closed, Reason::ProbesSucceeded),
+        ]
+    );
+    assert_eq!(calls_b.load(Ordering::SeqCst), 1, "only the second request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_a_failed_probe_reopens_and_the_error_names_both() {
+    let s = Duration::from_secs(1);
+    let (a, a_log) = tripped("openai", 5 * s);
+    let (b, _) = tripped("anthropic", 20 * s);
+    let (calls_a, pa) = http_member(&a, "openai", true);
+    let (calls_b, pb) = http_member(&b, "anthropic", false);
+    let svc = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest);
+
+    let err = svc.clone().oneshot("q".into()).await.unwrap_err();
+    let fe = err
+        .downcast_ref::<FallbackError>()
+        .expect("the probe was sent, and failed");
+    assert_eq!(fe.member(), "openai");
+    assert!(fe.error().is::<Upstream>());
+    let skipped: Vec<_> = fe.skipped().iter().map(Skipped::member).collect();
+    assert_eq!(skipped, ["anthropic"]);
+    assert!(!is_circuit_open(&err), "the request was sent");
+    assert_eq!(a.state(), State::Open, "the failed probe reopened the primary");
+    assert_eq!(
+        *a_log.lock().unwrap(),
+        [
+            (State::Open, State::HalfOpen, Reason::EarlyProbe),
+            (State::HalfOpen, State::Open, Reason::ProbeFailed),
+        ]
+    );
+    assert_eq!(
+        (calls_a.load(Ordering::SeqCst), calls_b.load(Ordering::SeqCst)),
+        (1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_never_probes_a_servers_wait_or_a_forced_open_member() {
+    let s = Duration::from_secs(1);
+
+    // A server's 3 s wait ends sooner, but the secondary open 30 s on its own is probed.
+    let waited = breaker("waited");
+    waited.trip(3 * s);
+    let (own, _) = tripped("own", 30 * s);
+    let (waited_calls, w) = http_member(&waited, "waited", false);
+    let (_, o) = http_member(&own, "own", false);
+    let res = Fallback::new(w, o)
+        .names("waited", "own")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("own", true));
+    assert_eq!(waited.state(), State::Open);
+    assert_eq!(waited_calls.load(Ordering::SeqCst), 0);
+
+    // A member forced open (no deadline at all, the soonest by `retry_after`) is never one.
+    let forced = breaker("forced");
+    forced.force_open();
+    let (own, _) = tripped("own", 30 * s);
+    let (forced_calls, f) = http_member(&forced, "forced", false);
+    let (_, o) = http_member(&own, "own", false);
+    let res = Fallback::new(f, o)
+        .names("forced", "own")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    assert_eq!(res.extensions().get::<Provenance>().unwrap().served_by(), "own");
+    assert_eq!(forced.state(), State::ForcedOpen);
+
+    // Only a forced member and a server's wait: refused, as without the option.
+    let (_, f) = http_member(&forced, "forced", false);
+    let (_, w) = http_member(&waited, "waited", false);
+    let mut svc = Fallback::new(f, w)
+        .names("forced", "waited")
+        .when_all_open(AllOpen::ProbeSoonest);
+    let err = match poll_ready_now(&mut svc).await {
+        Poll::Ready(Err(e)) => e,
+        other => panic!("expected an immediate error, got {other:?}"),
+    };
+    assert_eq!(
+        err.downcast_ref::<AllUnavailable>().unwrap().retry_after(),
+        Some(3 * s)
+    );
+    assert_eq!((forced.state(), waited.state()), (State::ForcedOpen, State::Open));
+    assert_eq!(waited.snapshot().reason, Some(Reason::ServerWait));
+    assert_eq!(
+        forced_calls.load(Ordering::SeqCst) + waited_calls.load(Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_with_one_member_open_routes_as_before() {
+    let s = Duration::from_secs(1);
+
+    // The primary open: the secondary serves as usual; the primary's period is not cut short.
+    let (a, a_log) = tripped("openai", 30 * s);
+    let b = breaker("anthropic");
+    let (calls_a, pa) = http_member(&a, "openai", false);
+    let (_, pb) = http_member(&b, "anthropic", false);
+    let res = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("anthropic", false));
+    assert_eq!(members_of(p), [("openai", State::Open)]);
+    assert_eq!(a.state(), State::Open);
+    assert!(a_log.lock().unwrap().is_empty());
+    assert_eq!(calls_a.load(Ordering::SeqCst), 0);
+
+    // The secondary open: the primary serves, and the secondary is not even polled.
+    let a = breaker("openai");
+    let (b, b_log) = tripped("anthropic", 30 * s);
+    let (_, pa) = http_member(&a, "openai", false);
+    let (calls_b, pb) = http_member(&b, "anthropic", false);
+    let res = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(
+        (p.served_by(), p.probed_early(), p.fell_back()),
+        ("openai", false, false)
+    );
+    assert_eq!(b.state(), State::Open);
+    assert!(b_log.lock().unwrap().is_empty());
+    assert_eq!(calls_b.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_on_failure_a_failed_early_primary_moves_on_to_a_secondary_back_since() {
+    let s = Duration::from_secs(1);
+    let (a, _) = tripped("openai", 5 * s);
+    let (b, _) = tripped("anthropic", 10 * s);
+    let (pa, mut handle) = http_mock(&a);
+    let (calls_b, pb) = http_member(&b, "anthropic", false);
+    let svc = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .on_failure(CloneRequest::new());
+
+    // The primary's probe hangs past the secondary's open period, then fails: the copy goes
+    // to the secondary, now half-open, which serves. Its stale refusal is not in the record.
+    let fut = tokio::spawn(svc.clone().oneshot("q".into()));
+    let (_, send) = handle.next_request().await.unwrap();
+    tokio::time::advance(10 * s).await;
+    send.send_error(Upstream("openai"));
+    let res = fut.await.unwrap().unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("anthropic", false));
+    let skipped: Vec<_> = p.skipped().iter().map(|s| (s.member(), s.reason())).collect();
+    assert!(
+        matches!(skipped.as_slice(), [("openai", SkipReason::Failed(_))]),
+        "{skipped:?}"
+    );
+    assert_eq!((a.state(), b.state()), (State::Open, State::Closed));
+    assert_eq!(calls_b.load(Ordering::SeqCst), 1);
+
+    // The secondary still open when the probe fails: the primary's error stands, and the
+    // secondary is listed once, with its refusal of now.
+    let (a, _) = tripped("openai", 5 * s);
+    let (b, _) = tripped("anthropic", 10 * s);
+    let (pa, mut handle) = http_mock(&a);
+    let (_, pb) = http_member(&b, "anthropic", false);
+    let svc = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .on_failure(CloneRequest::new());
+    let fut = tokio::spawn(svc.oneshot("q".into()));
+    let (_, send) = handle.next_request().await.unwrap();
+    tokio::time::advance(2 * s).await;
+    send.send_error(Upstream("openai"));
+    let err = fut.await.unwrap().unwrap_err();
+    let fe = err.downcast_ref::<FallbackError>().unwrap();
+    assert_eq!(fe.member(), "openai");
+    let skipped: Vec<_> = fe
+        .skipped()
+        .iter()
+        .map(|s| (s.member(), s.circuit_open().unwrap().retry_after()))
+        .collect();
+    assert_eq!(skipped, [("anthropic", Some(8 * s))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_reaches_into_a_nested_fallback() {
+    let s = Duration::from_secs(1);
+    let (a, _) = tripped("openai", 20 * s);
+    let (b, _) = tripped("anthropic", 5 * s);
+    let (c, _) = tripped("cache", 10 * s);
+    let (_, pa) = http_member(&a, "openai", false);
+    let (_, pb) = http_member(&b, "anthropic", false);
+    let (_, pc) = http_member(&c, "cache", false);
+    // The inner fallback refuses (the default); the outer one probes b, its soonest member.
+    let inner = Fallback::new(pb, pc).names("anthropic", "cache");
+    let res = Fallback::new(pa, inner)
+        .names("openai", "fallbacks")
+        .when_all_open(AllOpen::ProbeSoonest)
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("anthropic", true));
+    assert_eq!(members_of(p), [("openai", State::Open)]);
+    assert_eq!(
+        (a.state(), b.state(), c.state()),
+        (State::Open, State::Closed, State::Open)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_a_busy_probed_member_keeps_its_admission_until_call() {
+    let s = Duration::from_secs(1);
+    let (a, _) = tripped("openai", 30 * s);
+    let (b, _) = tripped("anthropic", 10 * s);
+    let (_, pa) = http_member(&a, "openai", false);
+    let (pb, mut handle) = http_mock(&b);
+    handle.allow(0); // the secondary's upstream is busy
+    let mut svc = Fallback::new(pa, pb)
+        .names("openai", "anthropic")
+        .when_all_open(AllOpen::ProbeSoonest);
+
+    // Its breaker admitted the probe; the fallback waits for the upstream, polled again.
+    assert!(poll_ready_now(&mut svc).await.is_pending());
+    assert!(poll_ready_now(&mut svc).await.is_pending());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.snapshot().probes_in_flight, 1, "one admission, kept");
+    assert_eq!(a.state(), State::Open);
+
+    handle.allow(1);
+    let fut = svc.ready().await.unwrap().call("q".into());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(http::Response::new("anthropic"));
+    let res = fut.await.unwrap();
+    assert!(res.extensions().get::<Provenance>().unwrap().probed_early());
+    assert_eq!(b.state(), State::Closed);
+
+    // Readied and dropped uncalled: the probe's admission is released.
+    let (b, _) = tripped("anthropic", 10 * s);
+    let (_, pa) = http_member(&a, "openai", false);
+    let (pb, mut handle) = http_mock(&b);
+    handle.allow(0);
+    let mut svc = Fallback::new(pa, pb).when_all_open(AllOpen::ProbeSoonest);
+    assert!(poll_ready_now(&mut svc).await.is_pending());
+    assert_eq!(b.snapshot().probes_in_flight, 1);
+    drop(svc);
+    assert_eq!(b.snapshot().probes_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_sets_when_all_open() {
+    let s = Duration::from_secs(1);
+    let (a, _) = tripped("search", 30 * s);
+    let (b, _) = tripped("cache", 10 * s);
+    let (_, cache) = http_member(&b, "cache", false);
+    let (calls, live) = http_member(&a, "live", false);
+    let layer = FallbackLayer::new(cache).names("search", "cache");
+    let res = layer
+        .clone()
+        .when_all_open(AllOpen::ProbeSoonest)
+        .layer(live.clone())
+        .oneshot("q".into())
+        .await
+        .unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!((p.served_by(), p.probed_early()), ("cache", true));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // Without it (the default), the same two open members refuse.
+    let (_, cache) = http_member(&tripped("cache", 10 * s).0, "cache", false);
+    let err = FallbackLayer::new(cache)
+        .layer(live)
+        .oneshot("q".into())
+        .await
+        .unwrap_err();
+    assert!(err.is::<AllUnavailable>(), "{err}");
 }
 
 mod http_stack {

@@ -2,23 +2,22 @@
 
 use std::{
     fmt,
-    ops::Range,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
 };
 
 use tower_service::Service;
 
 use super::{
     AllOpen,
+    all_open::{Candidate, Probe, add_candidates, probe_soonest},
     error::{SkipReason, Skipped, all_unavailable, chain_error, unavailable},
     future::{FailoverFuture, Next},
     policy::{CloneRequest, OnFailure, OnOpen, Policy},
     provenance::{Provenance, RecordProvenance, Shared},
 };
 use crate::{
-    breaker::{BoxError, CircuitOpen, ConfigError, State},
+    breaker::{BoxError, ConfigError},
     classify::HttpClassifier,
 };
 
@@ -72,10 +71,6 @@ pub struct Failover<S, F = OnOpen> {
     /// through as an early probe.
     route: Option<(usize, Vec<Skipped>, bool)>,
 }
-
-/// With [`AllOpen::ProbeSoonest`]: an open member that could be probed early, where its
-/// records are in the skipped list, and its refusal.
-type Candidate = (usize, Range<usize>, CircuitOpen);
 
 impl<S> Failover<S> {
     /// A chain of `(name, service)` pairs, tried in order. An empty chain fails every
@@ -292,13 +287,7 @@ impl<S, F> Failover<S, F> {
                     match unavailable(&e, &self.shared.names[i]) {
                         Some(open) => {
                             if self.all_open == AllOpen::ProbeSoonest {
-                                let span = skipped.len()..skipped.len() + open.len();
-                                let refusals = open.iter().filter_map(Skipped::circuit_open);
-                                candidates.extend(
-                                    refusals
-                                        .filter(|o| o.state() == State::Open)
-                                        .map(|o| (i, span.clone(), o.clone())),
-                                );
+                                add_candidates(&mut candidates, i, skipped.len(), &open);
                             }
                             skipped.extend(open);
                         }
@@ -316,61 +305,22 @@ impl<S, F> Failover<S, F> {
             return Poll::Pending;
         }
         if !candidates.is_empty() {
-            if let Some(poll) = self.probe_soonest(candidates, &mut skipped, cx) {
-                return poll;
+            let members = &mut self.members;
+            let poll_ready = |i: usize, cx: &mut Context<'_>| members[i].poll_ready(cx).map_err(Into::into);
+            match probe_soonest(candidates, &mut skipped, &self.shared.names, cx, poll_ready) {
+                Probe::Routed {
+                    member,
+                    skipped,
+                    poll,
+                } => {
+                    self.route = Some((member, skipped, true));
+                    return poll.map(Ok);
+                }
+                Probe::Failed(e) => return Poll::Ready(Err(e)),
+                Probe::Refused => {}
             }
         }
         Poll::Ready(Err(all_unavailable(skipped)))
-    }
-
-    /// Every member is open ([`AllOpen::ProbeSoonest`]): ends the open period of the member
-    /// whose period ends soonest (if its breaker chose it itself) and readies that member,
-    /// which its breaker now admits as a probe. `None` when no candidate took the request.
-    fn probe_soonest<Req>(
-        &mut self,
-        mut candidates: Vec<Candidate>,
-        skipped: &mut Vec<Skipped>,
-        cx: &mut Context<'_>,
-    ) -> Option<Poll<Result<(), BoxError>>>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-    {
-        candidates.sort_by_key(|(_, _, open)| open.retry_after().unwrap_or(Duration::MAX));
-        for (i, span, open) in candidates {
-            if !open.end_open_period() {
-                continue; // a server's wait, or no longer in that open period
-            }
-            tracing::debug!(
-                member = &*self.shared.names[i],
-                breaker = open.name(),
-                "every member is open: an early probe"
-            );
-            // The member's own records go: it serves, or its error is the answer.
-            let mut rest = || {
-                let mut rest = std::mem::take(skipped);
-                rest.drain(span.clone());
-                rest
-            };
-            match self.members[i].poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.route = Some((i, rest(), true));
-                    return Some(Poll::Ready(Ok(())));
-                }
-                Poll::Pending => {
-                    self.route = Some((i, rest(), true));
-                    return Some(Poll::Pending);
-                }
-                Poll::Ready(Err(e)) => {
-                    let e = e.into();
-                    if unavailable(&e, &self.shared.names[i]).is_none() {
-                        return Some(Poll::Ready(Err(chain_error(&self.shared.names[i], e, rest()))));
-                    }
-                    // Another caller took the probe first: the member's record stands.
-                }
-            }
-        }
-        None
     }
 
     fn take_route(&mut self) -> (usize, Vec<Skipped>, bool) {

@@ -100,6 +100,8 @@ pin_project! {
         skipped: Vec<Skipped>,
         // What moved the request from the primary (the policy's route label).
         because: Option<&'static str>,
+        // The member (0 or 1) let through as an early probe, both being open.
+        early: Option<u8>,
     }
 }
 
@@ -125,15 +127,41 @@ where
             shared,
             skipped: Vec::new(),
             because: None,
+            early: None,
         }
     }
 
-    pub(crate) fn secondary(future: S::Future, skipped: Vec<Skipped>, shared: Arc<Shared>) -> Self {
+    /// The primary let through as its breaker's early probe, the secondary (its records in
+    /// `skipped`) being open too.
+    pub(crate) fn early_primary(
+        future: P::Future,
+        next: Option<Spare<S, Req, Pol>>,
+        skipped: Vec<Skipped>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::Primary { future, next },
+            shared,
+            skipped,
+            because: None,
+            early: Some(0),
+        }
+    }
+
+    /// The secondary, after the primary was skipped (`skipped`); `probed_early`: let through
+    /// as its breaker's early probe, both being open.
+    pub(crate) fn secondary(
+        future: S::Future,
+        skipped: Vec<Skipped>,
+        shared: Arc<Shared>,
+        probed_early: bool,
+    ) -> Self {
         Self {
             state: State::Secondary { future, held: None },
             shared,
             skipped,
             because: None,
+            early: probed_early.then_some(1),
         }
     }
 }
@@ -164,16 +192,26 @@ where
                     else {
                         this.state.set(State::Done);
                         let skipped = mem::take(this.skipped);
-                        return Poll::Ready(finish(this.shared, 0, result.map_err(Into::into), skipped));
+                        return Poll::Ready(finish_early(
+                            this.shared,
+                            0,
+                            result.map_err(Into::into),
+                            skipped,
+                            *this.early == Some(0),
+                        ));
                     };
                     // Falls back when the route leads to the secondary (`to_any_of` may not).
                     let onward = policy.route(result.as_ref()).resolve(&this.shared.names, 0);
                     let fall = onward.after(0, 2).is_some();
                     *this.because = onward.because();
+                    // With an early probe, the secondary's records from `poll_ready`: if the
+                    // request moves on, its readiness now supersedes them.
+                    let stale = this.skipped.len();
                     let held = match result {
                         Ok(mut res) if !fall => {
                             this.state.set(State::Done);
-                            this.shared.served(&mut res, 0, mem::take(this.skipped), false);
+                            this.shared
+                                .served(&mut res, 0, mem::take(this.skipped), *this.early == Some(0));
                             return Poll::Ready(Ok(res));
                         }
                         Ok(res) => Some(Ok(res)),
@@ -187,11 +225,13 @@ where
                                 None if fall => Some(Err(e)),
                                 None => {
                                     this.state.set(State::Done);
-                                    return Poll::Ready(Err(e));
+                                    let skipped = mem::take(this.skipped);
+                                    return Poll::Ready(Err(chain_error(&this.shared.names[0], e, skipped)));
                                 }
                             }
                         }
                     };
+                    this.skipped.drain(..stale);
                     // Only now is the secondary cloned (from the spare the service keeps).
                     this.state.set(State::Ready {
                         secondary: clone(&lock(&secondary)),
@@ -224,7 +264,7 @@ where
                             Some(held) => {
                                 // Nowhere to go: the primary's own answer stands.
                                 skipped.extend(skip_err(&this.shared.names[1], e));
-                                finish(this.shared, 0, held, skipped)
+                                finish_early(this.shared, 0, held, skipped, *this.early == Some(0))
                             }
                         });
                     }
@@ -235,21 +275,39 @@ where
                     this.state.set(State::Done);
                     let mut skipped = mem::take(this.skipped);
                     let Some(held) = held else {
-                        return Poll::Ready(finish(this.shared, 1, result, skipped));
+                        return Poll::Ready(finish_early(
+                            this.shared,
+                            1,
+                            result,
+                            skipped,
+                            *this.early == Some(1),
+                        ));
                     };
                     if let Err(e) = &result {
                         if let Some(open) = unavailable(e, &this.shared.names[1]) {
                             // Refused at call time: nothing was sent, the primary's answer
                             // stands.
                             skipped.extend(open);
-                            return Poll::Ready(finish(this.shared, 0, held, skipped));
+                            return Poll::Ready(finish_early(
+                                this.shared,
+                                0,
+                                held,
+                                skipped,
+                                *this.early == Some(0),
+                            ));
                         }
                     }
                     skipped.insert(
                         0,
                         skip_for(&this.shared.names[0], held).with_because(*this.because),
                     );
-                    return Poll::Ready(finish(this.shared, 1, result, skipped));
+                    return Poll::Ready(finish_early(
+                        this.shared,
+                        1,
+                        result,
+                        skipped,
+                        *this.early == Some(1),
+                    ));
                 }
                 StateProj::Done => panic!("fallback ResponseFuture polled after completion"),
             }

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 
 use super::{
-    Fallback,
+    AllOpen, Fallback,
     policy::{CloneRequest, OnFailure, OnOpen},
     provenance::{Provenance, Shared},
     service::Route,
@@ -36,6 +36,7 @@ pub struct FallbackLayer<S, F = OnOpen> {
     secondary: S,
     policy: F,
     spill_over: bool,
+    all_open: AllOpen,
     shared: Arc<Shared>,
 }
 
@@ -46,6 +47,7 @@ impl<S> FallbackLayer<S> {
             secondary,
             policy: OnOpen,
             spill_over: false,
+            all_open: AllOpen::Refuse,
             shared: Arc::new(Shared::new(Box::new(["primary".into(), "secondary".into()]))),
         }
     }
@@ -64,6 +66,12 @@ impl<S, F> FallbackLayer<S, F> {
         self
     }
 
+    /// See [`Fallback::when_all_open`].
+    pub fn when_all_open(mut self, all_open: AllOpen) -> Self {
+        self.all_open = all_open;
+        self
+    }
+
     /// See [`Fallback::on_fallback`].
     pub fn on_fallback(mut self, callback: impl Fn(&Provenance) + Send + Sync + 'static) -> Self {
         Arc::make_mut(&mut self.shared).on_fallback = Some(Arc::new(callback));
@@ -76,6 +84,7 @@ impl<S, F> FallbackLayer<S, F> {
             secondary: self.secondary,
             policy: OnFailure(policy),
             spill_over: self.spill_over,
+            all_open: self.all_open,
             shared: self.shared,
         }
     }
@@ -95,6 +104,7 @@ impl<P, S: Clone, F: Clone> Layer<P> for FallbackLayer<S, F> {
             secondary: self.secondary.clone(),
             policy: self.policy.clone(),
             spill_over: self.spill_over,
+            all_open: self.all_open,
             shared: self.shared.clone(),
             route: Route::None,
             spare: None,
@@ -108,6 +118,7 @@ impl<S: fmt::Debug, F: fmt::Debug> fmt::Debug for FallbackLayer<S, F> {
             .field("secondary", &self.secondary)
             .field("policy", &self.policy)
             .field("spill_over", &self.spill_over)
+            .field("all_open", &self.all_open)
             .field("names", &self.shared.names)
             .finish()
     }

@@ -86,10 +86,12 @@
 //! members were skipped before it). A member is polled only when the request may go to it:
 //! a ready primary means the secondary is never polled.
 //!
-//! When every member is skipped, `poll_ready` fails at once with [`AllUnavailable`] (unless a
-//! [`Failover`] was told [`when_all_open(AllOpen::ProbeSoonest)`](Failover::when_all_open): the
-//! request then goes to the member whose open period ends soonest, as its half-open probe): each
-//! member's name and `CircuitOpen`, and the smallest `retry_after`. Its `source()` is the
+//! When every member is skipped, `poll_ready` fails at once with [`AllUnavailable`] (unless the
+//! [`Failover`] or [`Fallback`] was told `when_all_open(AllOpen::ProbeSoonest)`
+//! ([`Failover::when_all_open`], [`Fallback::when_all_open`]): the request then goes to the
+//! member whose open period ends soonest, as its half-open probe, and its [`Provenance`] says
+//! [`probed_early`](Provenance::probed_early)): each member's name and `CircuitOpen`, and the
+//! smallest `retry_after`. Its `source()` is the
 //! `CircuitOpen` of the member that recovers first, so
 //! [`is_circuit_open`](crate::is_circuit_open) is true for it and an outer `Fallback`, or a
 //! retry policy, treats the whole chain like one open circuit (nested chains flatten their

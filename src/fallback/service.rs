@@ -10,7 +10,9 @@ use std::{
 use tower_service::Service;
 
 use super::{
-    error::{SkipReason, Skipped, chain_error, unavailable},
+    AllOpen,
+    all_open::{Probe, add_candidates, probe_soonest},
+    error::{SkipReason, Skipped, all_unavailable, chain_error, unavailable},
     future::{ResponseFuture, Spare},
     policy::{CloneRequest, OnFailure, OnOpen, Policy},
     provenance::{Provenance, RecordProvenance, Shared},
@@ -24,6 +26,7 @@ pub struct Fallback<P, S, F = OnOpen> {
     pub(super) secondary: S,
     pub(super) policy: F,
     pub(super) spill_over: bool,
+    pub(super) all_open: AllOpen,
     pub(super) shared: Arc<Shared>,
     pub(super) route: Route,
     /// With `on_failure`: a clone of the secondary, cloned again only for a request that
@@ -37,6 +40,9 @@ pub(super) enum Route {
     None,
     Primary,
     Secondary(Vec<Skipped>),
+    /// Both were open ([`AllOpen::ProbeSoonest`]): the member (0 or 1) let through as its
+    /// breaker's early probe, and the other's records.
+    Early(usize, Vec<Skipped>),
 }
 
 impl<P, S> Fallback<P, S> {
@@ -49,6 +55,7 @@ impl<P, S> Fallback<P, S> {
             secondary,
             policy: OnOpen,
             spill_over: false,
+            all_open: AllOpen::Refuse,
             shared: Arc::new(Shared::new(Box::new(["primary".into(), "secondary".into()]))),
             route: Route::None,
             spare: None,
@@ -76,6 +83,52 @@ impl<P, S, F> Fallback<P, S, F> {
         self
     }
 
+    /// What to do when both circuits are open: [`AllOpen::Refuse`] (the default, an
+    /// [`AllUnavailable`](super::AllUnavailable)) or [`AllOpen::ProbeSoonest`] (the request
+    /// goes at once to the member whose open period ends soonest, as its breaker's half-open
+    /// probe; never to a member forced open, nor through a server's wait). The same rule as
+    /// [`Failover::when_all_open`](super::Failover::when_all_open); see [`AllOpen`].
+    ///
+    /// ```
+    /// use tower::{ServiceExt, service_fn};
+    /// use tower_breaker::{BoxError, CircuitBreaker, CircuitBreakerLayer, Fallback, Layer, Outcome, State};
+    /// use tower_breaker::fallback::{AllOpen, Provenance};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let tripped = |name: &str, open_secs: u64| {
+    ///     let breaker = CircuitBreaker::builder(name)
+    ///         .consecutive_failures(1)
+    ///         .open_duration(std::time::Duration::from_secs(open_secs))
+    ///         .build()
+    ///         .unwrap();
+    ///     breaker.try_acquire().unwrap().record(Outcome::Failure); // one blip: open
+    ///     breaker
+    /// };
+    /// let (openai, anthropic) = (tripped("openai", 30), tripped("anthropic", 10));
+    /// let answer = |name: &'static str| {
+    ///     service_fn(move |_: ()| async move { Ok::<_, BoxError>(http::Response::new(name)) })
+    /// };
+    /// let llm = Fallback::new(
+    ///     CircuitBreakerLayer::new(openai.clone()).layer(answer("openai")),
+    ///     CircuitBreakerLayer::new(anthropic.clone()).layer(answer("anthropic")),
+    /// )
+    /// .names("openai", "anthropic")
+    /// .when_all_open(AllOpen::ProbeSoonest);
+    ///
+    /// let res = llm.oneshot(()).await?; // not an AllUnavailable for 10 s
+    /// assert_eq!(*res.body(), "anthropic"); // its open period ended first
+    /// let provenance = res.extensions().get::<Provenance>().unwrap();
+    /// assert!(provenance.probed_early());
+    /// assert_eq!(anthropic.state(), State::Closed); // the probe succeeded
+    /// assert_eq!(openai.state(), State::Open);
+    /// # Ok(()) }
+    /// ```
+    pub fn when_all_open(mut self, all_open: AllOpen) -> Self {
+        self.all_open = all_open;
+        self
+    }
+
     /// Calls `callback` with the [`Provenance`] of every response served after a member was
     /// skipped, whatever the response type (for `http::Response` it is also in the
     /// extensions). It runs on the task that polls the response future: keep it short.
@@ -96,6 +149,7 @@ impl<P, S, F> Fallback<P, S, F> {
             secondary: self.secondary,
             policy: OnFailure(policy),
             spill_over: self.spill_over,
+            all_open: self.all_open,
             shared: self.shared,
             route: self.route,
             spare: None,
@@ -160,6 +214,18 @@ impl<P, S, F> Fallback<P, S, F> {
                 }
             },
             Route::Secondary(_) => return self.poll_secondary(cx),
+            Route::Early(member, _) => {
+                let member = *member;
+                match self.poll_member(member, cx) {
+                    Poll::Ready(Err(e)) => {
+                        let Route::Early(_, skipped) = mem::replace(&mut self.route, Route::None) else {
+                            unreachable!("an early route changed while polled")
+                        };
+                        return Poll::Ready(Err(chain_error(&self.shared.names[member], e, skipped)));
+                    }
+                    poll => return poll,
+                }
+            }
             Route::None => {}
         }
         match self.primary.poll_ready(cx) {
@@ -177,6 +243,8 @@ impl<P, S, F> Fallback<P, S, F> {
     /// is the caller's error.
     fn primary_failed<Req>(&mut self, e: BoxError, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
     where
+        P: Service<Req>,
+        P::Error: Into<BoxError>,
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
@@ -191,6 +259,8 @@ impl<P, S, F> Fallback<P, S, F> {
 
     fn poll_secondary<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
     where
+        P: Service<Req>,
+        P::Error: Into<BoxError>,
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
@@ -201,9 +271,64 @@ impl<P, S, F> Fallback<P, S, F> {
                 let Route::Secondary(skipped) = mem::replace(&mut self.route, Route::None) else {
                     unreachable!("poll_secondary without a secondary route")
                 };
-                Poll::Ready(Err(chain_error(&self.shared.names[1], e.into(), skipped)))
+                let e = e.into();
+                // Both open (not a busy primary passed over): perhaps an early probe.
+                if self.all_open == AllOpen::ProbeSoonest
+                    && skipped.iter().all(|s| s.circuit_open().is_some())
+                {
+                    if let Some(open) = unavailable(&e, &self.shared.names[1]) {
+                        return self.probe_soonest(skipped, open, cx);
+                    }
+                }
+                Poll::Ready(Err(chain_error(&self.shared.names[1], e, skipped)))
             }
         }
+    }
+
+    /// Both circuits are open ([`AllOpen::ProbeSoonest`]): the member whose open period ends
+    /// soonest takes the request as its early probe, if its breaker lets it (Failover's code).
+    /// `skipped`: the primary's records; `open`: the secondary's.
+    fn probe_soonest<Req>(
+        &mut self,
+        mut skipped: Vec<Skipped>,
+        open: Vec<Skipped>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        P: Service<Req>,
+        P::Error: Into<BoxError>,
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let mut candidates = Vec::new();
+        add_candidates(&mut candidates, 0, 0, &skipped);
+        add_candidates(&mut candidates, 1, skipped.len(), &open);
+        skipped.extend(open);
+        let (primary, secondary) = (&mut self.primary, &mut self.secondary);
+        let poll_ready = |member: usize, cx: &mut Context<'_>| poll_either(primary, secondary, member, cx);
+        match probe_soonest(candidates, &mut skipped, &self.shared.names, cx, poll_ready) {
+            Probe::Routed {
+                member,
+                skipped,
+                poll,
+            } => {
+                self.route = Route::Early(member, skipped);
+                poll.map(Ok)
+            }
+            Probe::Failed(e) => Poll::Ready(Err(e)),
+            Probe::Refused => Poll::Ready(Err(all_unavailable(skipped))),
+        }
+    }
+
+    /// Polls the readiness of member 0 (the primary) or 1 (the secondary).
+    fn poll_member<Req>(&mut self, member: usize, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        P: Service<Req>,
+        P::Error: Into<BoxError>,
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        poll_either(&mut self.primary, &mut self.secondary, member, cx)
     }
 
     /// Spill-over: the primary is busy; a ready secondary takes the request.
@@ -233,6 +358,26 @@ impl<P, S, F> Fallback<P, S, F> {
     }
 }
 
+/// Polls the readiness of `primary` (member 0) or `secondary` (member 1).
+fn poll_either<P, S, Req>(
+    primary: &mut P,
+    secondary: &mut S,
+    member: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), BoxError>>
+where
+    P: Service<Req>,
+    P::Error: Into<BoxError>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    if member == 0 {
+        primary.poll_ready(cx).map_err(Into::into)
+    } else {
+        secondary.poll_ready(cx).map_err(Into::into)
+    }
+}
+
 impl<P: Clone, S: Clone, F: Clone> Clone for Fallback<P, S, F> {
     /// Clones both services; the clone makes its own routing decisions.
     fn clone(&self) -> Self {
@@ -241,6 +386,7 @@ impl<P: Clone, S: Clone, F: Clone> Clone for Fallback<P, S, F> {
             secondary: self.secondary.clone(),
             policy: self.policy.clone(),
             spill_over: self.spill_over,
+            all_open: self.all_open,
             shared: self.shared.clone(),
             route: Route::None,
             spare: self.spare.clone(),
@@ -255,6 +401,7 @@ impl<P: fmt::Debug, S: fmt::Debug, F: fmt::Debug> fmt::Debug for Fallback<P, S, 
             .field("secondary", &self.secondary)
             .field("policy", &self.policy)
             .field("spill_over", &self.spill_over)
+            .field("all_open", &self.all_open)
             .field("names", &self.shared.names)
             .field("route", &self.route)
             .finish()
@@ -283,7 +430,13 @@ where
         match mem::replace(&mut self.route, Route::None) {
             Route::Primary => ResponseFuture::primary(self.primary.call(req), None, self.shared.clone()),
             Route::Secondary(skipped) => {
-                ResponseFuture::secondary(self.secondary.call(req), skipped, self.shared.clone())
+                ResponseFuture::secondary(self.secondary.call(req), skipped, self.shared.clone(), false)
+            }
+            Route::Early(0, skipped) => {
+                ResponseFuture::early_primary(self.primary.call(req), None, skipped, self.shared.clone())
+            }
+            Route::Early(_, skipped) => {
+                ResponseFuture::secondary(self.secondary.call(req), skipped, self.shared.clone(), true)
             }
             Route::None => panic!("Fallback::call without a successful poll_ready"),
         }
@@ -312,21 +465,42 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         match mem::replace(&mut self.route, Route::None) {
             Route::Primary => {
-                let next = self.policy.0.clone_request(&req).map(|request| Spare {
-                    secondary: self
-                        .spare
-                        .get_or_insert_with(|| Arc::new(Mutex::new(self.secondary.clone())))
-                        .clone(),
-                    clone: S::clone,
-                    request,
-                    policy: self.policy.0.clone(),
-                });
+                let next = self.spare_for(&req);
                 ResponseFuture::primary(self.primary.call(req), next, self.shared.clone())
             }
             Route::Secondary(skipped) => {
-                ResponseFuture::secondary(self.secondary.call(req), skipped, self.shared.clone())
+                ResponseFuture::secondary(self.secondary.call(req), skipped, self.shared.clone(), false)
+            }
+            Route::Early(0, skipped) => {
+                // The secondary was open, but may be back when the probe's answer is a failure.
+                let next = self.spare_for(&req);
+                ResponseFuture::early_primary(self.primary.call(req), next, skipped, self.shared.clone())
+            }
+            Route::Early(_, skipped) => {
+                ResponseFuture::secondary(self.secondary.call(req), skipped, self.shared.clone(), true)
             }
             Route::None => panic!("Fallback::call without a successful poll_ready"),
         }
+    }
+}
+
+impl<P, S: Clone, Pol: Clone> Fallback<P, S, OnFailure<Pol>> {
+    /// What a request sent to the primary needs to fall back after its call: a copy of it (if
+    /// the policy makes one), the spare secondary and the policy.
+    #[inline]
+    fn spare_for<Req>(&mut self, req: &Req) -> Option<Spare<S, Req, Pol>>
+    where
+        Pol: Policy<Req, P::Response, P::Error>,
+        P: Service<Req>,
+    {
+        self.policy.0.clone_request(req).map(|request| Spare {
+            secondary: self
+                .spare
+                .get_or_insert_with(|| Arc::new(Mutex::new(self.secondary.clone())))
+                .clone(),
+            clone: S::clone,
+            request,
+            policy: self.policy.0.clone(),
+        })
     }
 }
