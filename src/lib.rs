@@ -591,7 +591,7 @@
 //! - **Manual controls win**: [`force_open`](CircuitBreaker::force_open),
 //!   [`disable`](CircuitBreaker::disable) and [`reset`](CircuitBreaker::reset) stop a probe in
 //!   flight, and a verdict from before them is discarded (it carries the generation it was
-//!   claimed in). [`CircuitBreaker::try_probe_early`] (and a failover's
+//!   claimed in). [`CircuitBreaker::try_probe_early`] (and a `Failover`'s or `Fallback`'s
 //!   `AllOpen::ProbeSoonest`) still lets its caller through as the half-open probe, before or
 //!   during the recovery probe, which it stops.
 //! - **Shadow mode**: the probe still gates the notional half-open; calls pass meanwhile, as
