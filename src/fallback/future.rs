@@ -400,6 +400,8 @@ impl<S, Pol, Req> FailoverFuture<S, Pol, Req>
 where
     S: Service<Req>,
 {
+    /// `early`: `member` was let through as an early probe, and the records of the members
+    /// after it begin there in `skipped`.
     #[inline]
     pub(crate) fn new(
         future: S::Future,
@@ -407,7 +409,7 @@ where
         next: Option<Next<S, Req, Pol>>,
         skipped: Vec<Skipped>,
         shared: Arc<Shared>,
-        probed_early: Option<usize>,
+        early: Option<usize>,
     ) -> Self {
         Self {
             state: FState::Calling { future, member },
@@ -416,8 +418,8 @@ where
             onward: Onward::Any { because: None },
             skipped,
             shared,
-            early: probed_early.map(|_| member),
-            later: probed_early.unwrap_or(0),
+            early: early.map(|_| member),
+            later: early.unwrap_or(0),
         }
     }
 }
