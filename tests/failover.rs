@@ -901,3 +901,85 @@ async fn probe_soonest_reaches_into_a_nested_chain_and_a_failed_probe_reopens() 
     let _ = chain.clone().oneshot("q".into()).await;
     assert_eq!(b_calls.load(Ordering::SeqCst), 2);
 }
+
+/// A member that answers "ok" (or fails, `fail`) after `delay`, behind `breaker`.
+fn slow(breaker: &CircuitBreaker, delay: Duration, fail: bool) -> (Arc<AtomicUsize>, HttpSvc) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let name = breaker.name().to_owned();
+    let svc = service_fn(move |_: String| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let name = name.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            if fail {
+                Err::<http::Response<&'static str>, BoxError>(format!("upstream error: {name}").into())
+            } else {
+                Ok(http::Response::new("ok"))
+            }
+        }
+    });
+    let svc = CircuitBreakerLayer::new(breaker.clone()).layer(svc);
+    (calls, BoxCloneService::new(svc))
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_soonest_on_failure_a_member_back_since_the_failed_probe_is_not_listed_as_skipped() {
+    let s = Duration::from_secs(1);
+    // Every member open; b's period ends soonest, c's next, a's last.
+    let (a, b, c) = (tripped("a", 20 * s), tripped("b", 5 * s), tripped("c", 8 * s));
+    let (_, sa) = answering(&a, "a: ok");
+    let (b_calls, sb) = slow(&b, 10 * s, true);
+    let (c_calls, sc) = answering(&c, "c: ok");
+    let chain = Failover::new([("a", sa), ("b", sb), ("c", sc)])
+        .when_all_open(AllOpen::ProbeSoonest)
+        .on_failure(CloneRequest::new());
+
+    // b's early probe fails 10 s later; by then c's open period has ended: c serves. Its
+    // refusal recorded at `poll_ready` is stale: the record lists a (open) and b (failed).
+    let res = chain.clone().oneshot("q".into()).await.unwrap();
+    let p = res.extensions().get::<Provenance>().unwrap();
+    assert_eq!(
+        (p.served_by(), p.probed_early(), *res.body()),
+        ("c", false, "c: ok")
+    );
+    let skipped: Vec<_> = p.skipped().iter().map(|s| (s.member(), s.reason())).collect();
+    assert!(
+        matches!(
+            skipped.as_slice(),
+            [("a", SkipReason::CircuitOpen(_)), ("b", SkipReason::Failed(_))]
+        ),
+        "{skipped:?}"
+    );
+    assert_eq!(
+        (b_calls.load(Ordering::SeqCst), c_calls.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    assert_eq!(
+        (a.state(), b.state(), c.state()),
+        (State::Open, State::Open, State::Closed)
+    );
+
+    // c still open when b's probe fails: b's error stands, and c is listed once (its refusal
+    // of now), not twice (the one from `poll_ready` and the one of now).
+    let (a, b, c) = (tripped("a", 20 * s), tripped("b", 5 * s), tripped("c", 15 * s));
+    let (_, sa) = answering(&a, "a: ok");
+    let (_, sb) = slow(&b, 10 * s, true);
+    let (c_calls, sc) = answering(&c, "c: ok");
+    let chain = Failover::new([("a", sa), ("b", sb), ("c", sc)])
+        .when_all_open(AllOpen::ProbeSoonest)
+        .on_failure(CloneRequest::new());
+    let err = chain.oneshot("q".into()).await.unwrap_err();
+    let failed = err.downcast_ref::<FallbackError>().unwrap();
+    assert_eq!(
+        (failed.member(), failed.error().to_string().as_str()),
+        ("b", "upstream error: b")
+    );
+    let skipped: Vec<_> = failed
+        .skipped()
+        .iter()
+        .map(|s| (s.member(), s.circuit_open().and_then(CircuitOpen::retry_after)))
+        .collect();
+    assert_eq!(skipped, [("a", Some(10 * s)), ("c", Some(5 * s))]);
+    assert_eq!(c_calls.load(Ordering::SeqCst), 0);
+}

@@ -84,10 +84,12 @@ pub(super) fn add_candidates(candidates: &mut Vec<Candidate>, member: usize, at:
 /// What [`probe_soonest`] did.
 pub(super) enum Probe {
     /// `member` takes the request as its early probe: it is ready (`Ready`), or being readied
-    /// (`Pending`, its admission taken). `skipped`: the other members' records.
+    /// (`Pending`, its admission taken). `skipped`: the other members' records, in chain
+    /// order; those of the members after it begin at `later`.
     Routed {
         member: usize,
         skipped: Vec<Skipped>,
+        later: usize,
         poll: Poll<()>,
     },
     /// The member picked failed its readiness with an error other than an open circuit: the
@@ -142,6 +144,7 @@ pub(super) fn probe_soonest(
         return Probe::Routed {
             member,
             skipped: rest(),
+            later: span.start,
             poll,
         };
     }

@@ -67,9 +67,9 @@ pub struct Failover<S, F = OnOpen> {
     spill_over: bool,
     all_open: AllOpen,
     shared: Arc<Shared>,
-    /// The member picked in `poll_ready`, the members skipped before it, and whether it was let
-    /// through as an early probe.
-    route: Option<(usize, Vec<Skipped>, bool)>,
+    /// The member picked in `poll_ready`, the members skipped, and, when it was let through
+    /// as an early probe (every member open), where the records of the members after it begin.
+    route: Option<(usize, Vec<Skipped>, Option<usize>)>,
 }
 
 impl<S> Failover<S> {
@@ -279,7 +279,7 @@ impl<S, F> Failover<S, F> {
         for i in start..self.members.len() {
             match self.members[i].poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.route = Some((i, skipped, false));
+                    self.route = Some((i, skipped, None));
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => {
@@ -311,9 +311,10 @@ impl<S, F> Failover<S, F> {
                 Probe::Routed {
                     member,
                     skipped,
+                    later,
                     poll,
                 } => {
-                    self.route = Some((member, skipped, true));
+                    self.route = Some((member, skipped, Some(later)));
                     return poll.map(Ok);
                 }
                 Probe::Failed(e) => return Poll::Ready(Err(e)),
@@ -323,7 +324,7 @@ impl<S, F> Failover<S, F> {
         Poll::Ready(Err(all_unavailable(skipped)))
     }
 
-    fn take_route(&mut self) -> (usize, Vec<Skipped>, bool) {
+    fn take_route(&mut self) -> (usize, Vec<Skipped>, Option<usize>) {
         self.route
             .take()
             .expect("Failover::call without a successful poll_ready")

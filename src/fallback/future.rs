@@ -354,6 +354,8 @@ pin_project! {
         shared: Arc<Shared>,
         // The member let through as an early probe, every member being open.
         early: Option<usize>,
+        // With an early probe: where the records of the members after it begin in `skipped`.
+        later: usize,
     }
 }
 
@@ -375,6 +377,17 @@ struct Kept<Res> {
     because: Option<&'static str>,
 }
 
+/// After `member`'s failed early probe (`early`), as the request moves on to a later member:
+/// drops the records of the members after it (from `later` on in `skipped`), taken at
+/// `poll_ready` before the probe. They are stale: a member whose open period has ended since
+/// may serve. Each member consulted now is recorded afresh; one the route passes over is not
+/// listed, as in a walk without an early probe.
+fn drop_stale(skipped: &mut Vec<Skipped>, early: Option<usize>, later: usize, member: usize) {
+    if early == Some(member) {
+        skipped.truncate(later);
+    }
+}
+
 /// What an `on_failure` failover needs to try the next members.
 pub(crate) struct Next<S, Req, Pol> {
     pub(crate) spares: Arc<[Mutex<S>]>,
@@ -387,6 +400,8 @@ impl<S, Pol, Req> FailoverFuture<S, Pol, Req>
 where
     S: Service<Req>,
 {
+    /// `early`: `member` was let through as an early probe, and the records of the members
+    /// after it begin there in `skipped`.
     #[inline]
     pub(crate) fn new(
         future: S::Future,
@@ -394,7 +409,7 @@ where
         next: Option<Next<S, Req, Pol>>,
         skipped: Vec<Skipped>,
         shared: Arc<Shared>,
-        probed_early: bool,
+        early: Option<usize>,
     ) -> Self {
         Self {
             state: FState::Calling { future, member },
@@ -403,7 +418,8 @@ where
             onward: Onward::Any { because: None },
             skipped,
             shared,
-            early: probed_early.then_some(member),
+            early: early.map(|_| member),
+            later: early.unwrap_or(0),
         }
     }
 }
@@ -487,6 +503,9 @@ where
                                 None => finish(this.shared, member, result, skipped),
                             });
                         }
+                        if this.onward.after(member, len).is_some() {
+                            drop_stale(this.skipped, *this.early, *this.later, member);
+                        }
                         this.skipped.extend(open);
                     } else {
                         // The member answered: an answer held from an earlier member is
@@ -509,6 +528,9 @@ where
                                 return Poll::Ready(Err(chain_error(&this.shared.names[member], e, skipped)));
                             }
                             (result, Some(onward)) => {
+                                if onward.after(member, len).is_some() {
+                                    drop_stale(this.skipped, *this.early, *this.later, member);
+                                }
                                 *this.held = Some(Kept {
                                     member,
                                     at: this.skipped.len(),

@@ -311,6 +311,7 @@ impl<P, S, F> Fallback<P, S, F> {
                 member,
                 skipped,
                 poll,
+                ..
             } => {
                 self.route = Route::Early(member, skipped);
                 poll.map(Ok)
