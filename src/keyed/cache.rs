@@ -136,7 +136,10 @@ impl<K> Cache<K> {
     /// free or dead one, else a pseudo-random one. Returns what it replaced, for the caller to
     /// drop where no lock is held.
     pub(super) fn fill(&mut self, hash: u64, entry: (K, Arc<Live>)) -> Option<(K, Arc<Live>)> {
-        let pick = self.draw as usize % WAYS;
+        // Not the draw's low bits: the draw that let this miss fill has them clear, so they
+        // would always pick way 0, and two keys of one full set would take it from each other
+        // at every fill.
+        let pick = (self.draw >> 16) as usize % WAYS;
         let set = &mut self.sets[hash as usize & (SETS - 1)];
         let way = (0..WAYS)
             .find(|&way| set.hashes[way] == hash && set.entries[way].is_some())
