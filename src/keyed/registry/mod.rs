@@ -389,13 +389,10 @@ where
         let keys = live.len();
         let mut first_error = None;
         for (key, breaker) in live {
-            let (builder, config) = inner.builder_for(&inner.templates(), &key);
-            // The hook may have changed a setting: validate what it made.
-            let config = match inner.map_builder {
-                Some(_) => builder.validated(),
-                None => Ok(config),
-            };
-            let result = config.and_then(|c| breaker.reconfigure_with(inner.shadowed(&c), false));
+            let (_, config) = inner.builder_for(&inner.templates(), &key);
+            let result = config
+                .map_err(|(error, _)| error)
+                .and_then(|c| breaker.reconfigure_with(inner.shadowed(&c), false));
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
@@ -591,31 +588,39 @@ where
 
     fn create(&self, key: &K) -> CircuitBreaker {
         let (builder, config) = self.builder_for(&self.templates(), key);
-        // The hook may have changed a setting: build what it made. Settings it made invalid
-        // cannot refuse the call that creates the key: the template's serve, and a warning says so.
-        let config = match &self.map_builder {
-            Some(_) => builder.validated().unwrap_or_else(|error| {
-                tracing::warn!(%error, "map_builder made invalid settings for a key: its breaker takes the template's");
-                config
-            }),
-            None => config,
-        };
+        // Settings the hook made invalid cannot refuse the call that creates the key: the
+        // template's serve, and a warning says so.
+        let config = config.unwrap_or_else(|(error, template)| {
+            tracing::warn!(%error, "map_builder made invalid settings for a key: its breaker takes the template's");
+            template
+        });
         builder.build_with(self.shadowed(&config), Lanes::One)
     }
 
-    /// `key`'s builder, named and adjusted, and its configuration: the template's validated
-    /// one, or the adjusted builder's when `map_builder` may have changed a setting.
-    fn builder_for(&self, templates: &Templates<K>, key: &K) -> (Builder, Config) {
+    /// `key`'s builder, named and adjusted, and its configuration: the template's (validated
+    /// when the registry was built), or, as `map_builder` may change a setting, what the
+    /// adjusted builder makes, validated now (`Err`: its error, and the template's).
+    fn builder_for(
+        &self,
+        templates: &Templates<K>,
+        key: &K,
+    ) -> (Builder, Result<Config, (ConfigError, Config)>) {
         let template = templates.overrides.get(key).unwrap_or(&templates.template);
         let name = match &self.name_with {
             Some(f) => f(&template.base, key),
             None => format!("{}:{}", template.base, key),
         };
-        let mut builder = template.builder.clone().name(name);
-        if let Some(f) = &self.map_builder {
-            builder = f(builder, key);
+        let builder = template.builder.clone().name(name);
+        match &self.map_builder {
+            Some(f) => {
+                let builder = f(builder, key);
+                let config = builder
+                    .validated()
+                    .map_err(|error| (error, template.config.clone()));
+                (builder, config)
+            }
+            None => (builder, Ok(template.config.clone())),
         }
-        (builder, template.config.clone())
     }
 
     /// `config`, with [`KeyedRegistry::set_shadow`]'s switch if it was used.
